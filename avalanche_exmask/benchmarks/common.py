@@ -1,0 +1,132 @@
+"""Shared machinery of the benchmark generators: class splits and Avalanche scenario assembly.
+
+Avalanche 0.6.0's ``class_incremental_benchmark`` drops the remainder classes when
+``num_experiences`` does not divide the class count, and reseeds torch's global RNG when given a
+seed. The helpers here avoid both: the class order is drawn from a private generator, and the
+per-experience class counts are computed so that every class lands in some experience.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
+from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
+from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
+
+__all__ = ["split_classes", "draw_class_order", "as_classification_dataset", "build_class_incremental"]
+
+
+def split_classes(
+    n_classes: int,
+    n_experiences: Optional[int] = None,
+    classes_per_experience: Optional[int | Sequence[int]] = None,
+) -> list[int]:
+    """Number of classes in each experience; the counts always sum to ``n_classes``.
+
+    With ``n_experiences``, classes are spread as evenly as possible and the *first*
+    ``n_classes % n_experiences`` experiences get one class more (101 classes in 10 experiences:
+    ``[11, 10, ..., 10]``). With an int ``classes_per_experience``, the last experience takes the
+    remainder. A sequence is used as given after checking its sum.
+
+    :raises ValueError: if neither or both are given, or the counts cannot cover the classes.
+    """
+    if (n_experiences is None) == (classes_per_experience is None):
+        raise ValueError("give exactly one of `n_experiences` and `classes_per_experience`")
+    if n_experiences is not None:
+        if not 1 <= n_experiences <= n_classes:
+            raise ValueError(f"n_experiences must be in [1, {n_classes}] for {n_classes} classes; got {n_experiences}")
+        base, extra = divmod(n_classes, n_experiences)
+        return [base + (1 if i < extra else 0) for i in range(n_experiences)]
+    if isinstance(classes_per_experience, int):
+        if not 1 <= classes_per_experience <= n_classes:
+            raise ValueError(
+                f"classes_per_experience must be in [1, {n_classes}]; got {classes_per_experience}"
+            )
+        full, rest = divmod(n_classes, classes_per_experience)
+        return [classes_per_experience] * full + ([rest] if rest else [])
+    counts = [int(c) for c in classes_per_experience]
+    if sum(counts) != n_classes or min(counts) < 1:
+        raise ValueError(
+            f"classes_per_experience {counts} must be positive and sum to the {n_classes} classes"
+        )
+    return counts
+
+
+def draw_class_order(
+    n_classes: int, seed: Optional[int] = None, class_order: Optional[Sequence[int]] = None
+) -> list[int]:
+    """A class order: ``class_order`` checked as a permutation, else a seeded random one.
+
+    The caller's global RNG is neither read nor reseeded (a private ``torch.Generator`` is used);
+    with neither argument the order is ``0 .. n_classes-1``.
+    """
+    if class_order is not None:
+        order = [int(c) for c in class_order]
+        if sorted(order) != list(range(n_classes)):
+            raise ValueError(f"class_order must be a permutation of 0..{n_classes - 1}; got {order}")
+        return order
+    if seed is None:
+        return list(range(n_classes))
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(n_classes, generator=generator).tolist()
+
+
+def as_classification_dataset(dataset: Dataset, targets: Sequence[int]):
+    """Wrap a dataset of ``(MultimodalSample, label)`` items as an Avalanche classification dataset.
+
+    Items become ``(x, y, t)`` with task label 0; ``targets`` (one int per item) are given so
+    that Avalanche never iterates the dataset (which would load every image) to find them.
+    """
+    return _make_taskaware_classification_dataset(dataset, targets=list(targets), task_labels=0)
+
+
+def build_class_incremental(
+    train: Dataset,
+    test: Dataset,
+    train_targets: Sequence[int],
+    test_targets: Sequence[int],
+    *,
+    n_experiences: Optional[int] = None,
+    classes_per_experience: Optional[int | Sequence[int]] = None,
+    seed: Optional[int] = None,
+    class_order: Optional[Sequence[int]] = None,
+    class_names: Optional[Sequence[str]] = None,
+) -> CLScenario:
+    """An Avalanche class-incremental benchmark with train and test streams.
+
+    :param train: dataset of ``(MultimodalSample, int)`` items; labels ``0 .. C-1``.
+    :param test: same for the test split (must contain the same classes).
+    :param train_targets: the label of each train item, without loading it.
+    :param test_targets: the label of each test item.
+    :param n_experiences: number of experiences (uneven splits allowed; no class dropped).
+    :param classes_per_experience: alternative to ``n_experiences``: an int or a list of counts.
+    :param seed: seed of the class order (ignored when ``class_order`` is given).
+    :param class_order: a fixed class order.
+    :param class_names: human-readable names, stored on the result as ``class_names``.
+    :return: a ``CLScenario`` with ``train_stream`` and ``test_stream``; extra attributes
+        ``class_order``, ``classes_per_experience``, ``class_names``.
+    """
+    n_classes = len(set(int(t) for t in train_targets))
+    labels_seen = set(int(t) for t in train_targets)
+    if labels_seen != set(range(n_classes)):
+        raise ValueError(f"train labels must be 0..{n_classes - 1}; got {sorted(labels_seen)[:10]}...")
+    missing = labels_seen - set(int(t) for t in test_targets)
+    if missing:
+        raise ValueError(f"classes {sorted(missing)} have train samples but no test samples")
+    counts = split_classes(n_classes, n_experiences, classes_per_experience)
+    order = draw_class_order(n_classes, seed, class_order)
+    scenario = class_incremental_benchmark(
+        {
+            "train": as_classification_dataset(train, train_targets),
+            "test": as_classification_dataset(test, test_targets),
+        },
+        class_order=order,
+        num_classes_per_exp=counts,
+    )
+    scenario.class_order = order
+    scenario.classes_per_experience = counts
+    scenario.class_names = list(class_names) if class_names is not None else None
+    return scenario

@@ -1,0 +1,33 @@
+"""What one eval forward pass of the multimodal model returns for exemplar selection and masking."""
+from __future__ import annotations
+
+import torch
+from tensordict import tensorclass
+
+__all__ = ["MaskingScores"]
+
+
+@tensorclass
+class MaskingScores:
+    """Per-sample features and attention scores (batched: leading dimension ``B``).
+
+    Shapes are given for one sample; ``N`` = number of image patches (row-major over the
+    ``(S/P) x (S/P)`` grid), ``T`` = text context length, ``E`` = CLIP embedding width,
+    ``F`` = fused embedding width.
+
+    * ``embedding``: float ``[F]``, the fused (image+text) embedding the classifier sees; used by herding.
+    * ``patch_attention``: float ``[N]``, attention of the image tower's last block from the [CLS]
+      token to each patch, mean over heads (a row of a softmax, so it sums to at most 1).
+    * ``token_attention``: float ``[T]``, attention of the text tower's last block from the pooled
+      token (CLIP: end-of-text) to each token, mean over heads; 0 after the pooled token.
+    * ``patch_features``: float ``[N, E]``, per-patch features after the final norm and the image
+      projection, L2-normalised.
+    * ``token_features``: float ``[T, E]``, per-token features after the final norm and the text
+      projection, L2-normalised.
+    """
+
+    embedding: torch.Tensor
+    patch_attention: torch.Tensor
+    token_attention: torch.Tensor
+    patch_features: torch.Tensor
+    token_features: torch.Tensor
