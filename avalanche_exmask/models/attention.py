@@ -1,0 +1,106 @@
+"""Capture attention probabilities of an open_clip transformer block.
+
+open_clip 3.3 calls ``nn.MultiheadAttention`` with ``need_weights=False`` (so PyTorch can use
+its fused kernels), which returns no attention weights. :class:`AttentionRecorder` recovers them
+without changing the forward pass: a forward pre-hook on the attention module receives the
+exact query/key inputs and mask of the call and recomputes
+``softmax(Q K^T / sqrt(d_head) + mask)`` from the module's (possibly adapted) in-projection.
+The extra cost is one ``[B, H, L, L]`` product for the recorded block only.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["AttentionRecorder", "attention_probabilities", "last_attention_module"]
+
+
+def attention_probabilities(
+    attn: nn.MultiheadAttention,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attn_mask: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Attention probabilities of ``attn`` for one call, averaged over heads.
+
+    :param attn: a self-attention ``nn.MultiheadAttention`` with a fused ``in_proj_weight``.
+    :param query: ``[B, L, D]`` (``[L, B, D]`` if ``attn.batch_first`` is False).
+    :param key: same layout, ``[B, S, D]``.
+    :param attn_mask: ``None``, an additive float mask or a boolean mask (True = masked),
+        ``[L, S]`` or ``[B * H, L, S]``.
+    :return: ``[B, L, S]`` float: row ``i`` is the attention distribution of token ``i``.
+    """
+    if not attn.batch_first:
+        query, key = query.transpose(0, 1), key.transpose(0, 1)
+    batch, length, width = query.shape
+    heads = attn.num_heads
+    head_dim = width // heads
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    q = F.linear(query, weight[:width], None if bias is None else bias[:width])
+    k = F.linear(key, weight[width : 2 * width], None if bias is None else bias[width : 2 * width])
+    q = q.view(batch, length, heads, head_dim).transpose(1, 2)
+    k = k.view(batch, key.shape[1], heads, head_dim).transpose(1, 2)
+    logits = q @ k.transpose(-1, -2) / math.sqrt(head_dim)  # [B, H, L, S]
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros_like(attn_mask, dtype=logits.dtype).masked_fill(attn_mask, float("-inf"))
+        if attn_mask.ndim == 3:
+            attn_mask = attn_mask.view(batch, heads, length, -1)
+        logits = logits + attn_mask.to(logits.dtype)
+    return logits.softmax(dim=-1).mean(dim=1)
+
+
+class AttentionRecorder:
+    """Context manager recording the head-averaged attention of one ``nn.MultiheadAttention``.
+
+    Example::
+
+        with AttentionRecorder(last_attention_module(clip.visual.transformer)) as recorder:
+            clip.encode_image(images)
+        recorder.probabilities  # [B, 1 + N, 1 + N]
+    """
+
+    def __init__(self, attn: nn.MultiheadAttention) -> None:
+        if not isinstance(attn, nn.MultiheadAttention):
+            raise TypeError(f"AttentionRecorder needs nn.MultiheadAttention; got {type(attn).__name__}")
+        self.attn = attn
+        self.probabilities: Optional[torch.Tensor] = None
+        self._handle = None
+
+    def _hook(self, module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> None:
+        query = args[0] if args else kwargs["query"]
+        key = args[1] if len(args) > 1 else kwargs.get("key", query)
+        self.probabilities = attention_probabilities(module, query, key, kwargs.get("attn_mask"))
+
+    def __enter__(self) -> "AttentionRecorder":
+        self.probabilities = None
+        self._handle = self.attn.register_forward_pre_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+        self._handle = None
+
+
+def last_attention_module(transformer: nn.Module) -> nn.MultiheadAttention:
+    """The ``nn.MultiheadAttention`` of an open_clip ``Transformer``'s last residual block.
+
+    :raises NotImplementedError: for block types without ``nn.MultiheadAttention`` (e.g.
+        open_clip's ``CustomResidualAttentionBlock``), naming the type.
+    """
+    block = transformer.resblocks[-1]
+    attn = getattr(block, "attn", None)
+    if isinstance(attn, nn.MultiheadAttention):
+        return attn
+    # peft's LoRA wraps nn.MultiheadAttention; the wrapped module is its base layer.
+    base = getattr(attn, "base_layer", None)
+    if isinstance(base, nn.MultiheadAttention):
+        return base
+    raise NotImplementedError(
+        f"attention capture supports blocks with nn.MultiheadAttention; got {type(block).__name__}"
+        f" with attn of type {type(attn).__name__}"
+    )

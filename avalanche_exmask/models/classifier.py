@@ -1,0 +1,158 @@
+"""The multimodal classifier: an adapted open_clip model feeding a growing linear head."""
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avalanche.models import IncrementalClassifier
+
+from avalanche_exmask.data.sample import MultimodalSample, validate_sample
+from avalanche_exmask.models.adapters import Adapter, build_adapter
+from avalanche_exmask.models.attention import AttentionRecorder, last_attention_module
+from avalanche_exmask.models.factory import create_clip
+from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.models.ssf import SSFConfig
+
+__all__ = ["MultimodalCLIPClassifier", "FUSIONS"]
+
+#: How image and text embeddings (each ``[B, E]``, L2-normalised) become the head's input.
+FUSIONS = ("concat", "sum", "image", "text")
+
+
+class MultimodalCLIPClassifier(nn.Module):
+    """An open_clip model, frozen and adapted (SSF by default), with an incremental linear head.
+
+    The input is a batched :class:`MultimodalSample` (``image`` uint8 ``[B, 3, S, S]``,
+    ``input_ids`` long ``[B, T]``); normalisation happens here with the model's own mean/std.
+    The head is Avalanche's ``IncrementalClassifier``: it grows when an experience brings new
+    classes (Avalanche calls ``adaptation`` on it through the strategy).
+
+    :param model_name: an open_clip model name (``open_clip.list_models()``), e.g. ``"ViT-B-16"``;
+        default: this package's ``exmask-tiny``.
+    :param pretrained: an open_clip tag, a local weights file, or ``None``; see
+        :func:`avalanche_exmask.models.factory.create_clip`.
+    :param adapter: ``"ssf"`` (default), an ``SSFConfig``, ``"lora"``, ``"ia3"``, ``"none"`` or
+        a peft config.
+    :param fusion: one of :data:`FUSIONS`; ``"concat"`` gives ``F = 2E``.
+    :param initial_out_features: initial number of classes of the head.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "exmask-tiny",
+        pretrained: Optional[Union[str, os.PathLike]] = "synthetic",
+        *,
+        adapter: Union[str, SSFConfig, object] = "ssf",
+        fusion: str = "concat",
+        initial_out_features: int = 2,
+    ) -> None:
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}; got {fusion!r}")
+        self.model_name = model_name
+        self.clip = create_clip(model_name, pretrained)
+        self.adapter: Adapter = build_adapter(self.clip, adapter)
+        self.fusion = fusion
+        visual = self.clip.visual
+        size = visual.image_size
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        patch = visual.patch_size
+        self.patch_size = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+        self.context_length = int(self.clip.context_length)
+        self.embed_dim = int(visual.output_dim)
+        preprocess = getattr(visual, "preprocess_cfg", {})
+        self.register_buffer("pixel_mean", torch.tensor(preprocess.get("mean", (0.48145466, 0.4578275, 0.40821073))).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(preprocess.get("std", (0.26862954, 0.26130258, 0.27577711))).view(1, 3, 1, 1), persistent=False)
+        self.classifier = IncrementalClassifier(self.fused_dim, initial_out_features=initial_out_features)
+
+    @property
+    def fused_dim(self) -> int:
+        """``F``, the width of the fused embedding fed to the head."""
+        return 2 * self.embed_dim if self.fusion == "concat" else self.embed_dim
+
+    @property
+    def num_patches(self) -> int:
+        """``N = (S / P)^2``, patches per image."""
+        return (self.image_size // self.patch_size) ** 2
+
+    def normalize_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[B, 3, S, S]`` -> float ``[B, 3, S, S]`` normalised with the model's mean/std."""
+        return (images.float() / 255.0 - self.pixel_mean) / self.pixel_std
+
+    def _text_modules(self) -> tuple[nn.Module, nn.Module, object]:
+        """(transformer, final norm, projection) of the text tower (CLIP or CustomTextCLIP)."""
+        tower = getattr(self.clip, "text", self.clip)
+        return tower.transformer, tower.ln_final, tower.text_projection
+
+    def _fuse(self, image_embedding: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
+        image_embedding = F.normalize(image_embedding, dim=-1)
+        text_embedding = F.normalize(text_embedding, dim=-1)
+        if self.fusion == "concat":
+            return torch.cat([image_embedding, text_embedding], dim=-1)
+        if self.fusion == "sum":
+            return image_embedding + text_embedding
+        return image_embedding if self.fusion == "image" else text_embedding
+
+    def embed(self, x: MultimodalSample) -> torch.Tensor:
+        """Fused embedding ``[B, F]`` of a batch."""
+        validate_sample(x, self.image_size, self.context_length)
+        image_embedding = self.clip.encode_image(self.normalize_images(x.image))
+        text_embedding = self.clip.encode_text(x.input_ids)
+        return self._fuse(image_embedding, text_embedding)
+
+    def forward(self, x: MultimodalSample) -> torch.Tensor:
+        """Logits ``[B, C]`` over all classes seen so far."""
+        return self.classifier(self.embed(x))
+
+    def masking_scores(self, x: MultimodalSample) -> MaskingScores:
+        """Everything exemplar selection and masking need, from ONE forward pass of a batch.
+
+        :return: batched :class:`MaskingScores`: fused embedding ``[B, F]``, [CLS]->patch
+            attention ``[B, N]``, pooled-token->token attention ``[B, T]``, projected and
+            L2-normalised patch features ``[B, N, E]`` and token features ``[B, T, E]``.
+        """
+        validate_sample(x, self.image_size, self.context_length)
+        visual = self.clip.visual
+        text_transformer, ln_final, text_projection = self._text_modules()
+        captured: dict[str, torch.Tensor] = {}
+        norm_hook = ln_final.register_forward_hook(lambda _m, _i, out: captured.__setitem__("tokens", out))
+        output_tokens = visual.output_tokens
+        try:
+            visual.output_tokens = True
+            with AttentionRecorder(last_attention_module(visual.transformer)) as image_attention:
+                image_embedding, patch_tokens = visual(self.normalize_images(x.image))
+            with AttentionRecorder(last_attention_module(text_transformer)) as text_attention:
+                text_embedding = self.clip.encode_text(x.input_ids)
+        finally:
+            visual.output_tokens = output_tokens
+            norm_hook.remove()
+        patch_features = patch_tokens @ visual.proj if visual.proj is not None else patch_tokens
+        token_features = captured["tokens"]
+        if isinstance(text_projection, nn.Linear):
+            token_features = text_projection(token_features)
+        elif text_projection is not None:
+            token_features = token_features @ text_projection
+        pooled_index = x.input_ids.argmax(dim=-1)  # CLIP pools at the end-of-text token
+        rows = torch.arange(x.input_ids.shape[0], device=pooled_index.device)
+        return MaskingScores(
+            embedding=self._fuse(image_embedding, text_embedding),
+            patch_attention=image_attention.probabilities[:, 0, 1:],
+            token_attention=text_attention.probabilities[rows, pooled_index],
+            patch_features=F.normalize(patch_features, dim=-1),
+            token_features=F.normalize(token_features, dim=-1),
+            batch_size=[x.input_ids.shape[0]],
+        )
+
+    def trainable_parameter_report(self) -> dict[str, int]:
+        """Parameter counts (elements): ``adapter``, ``head``, ``trainable``, ``total``."""
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {
+            "adapter": self.adapter.num_parameters(),
+            "head": sum(p.numel() for p in self.classifier.parameters()),
+            "trainable": trainable,
+            "total": sum(p.numel() for p in self.parameters()),
+        }

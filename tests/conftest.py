@@ -1,0 +1,30 @@
+"""Shared fixtures: a tiny randomly initialised model and random batches (no downloads)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from avalanche_exmask.data.sample import MultimodalSample
+
+logging.getLogger().setLevel(logging.ERROR)  # open_clip warns on random init
+torch.set_num_threads(2)
+
+
+def random_batch(batch: int = 4, image_size: int = 64, context_length: int = 32, seed: int = 0) -> MultimodalSample:
+    """A batch of random images and token sequences (start, 3-10 words, end, zero padding)."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (batch, 3, image_size, image_size), dtype=torch.uint8, generator=generator)
+    ids = torch.zeros(batch, context_length, dtype=torch.long)
+    for row in range(batch):
+        n_words = int(torch.randint(3, 11, (1,), generator=generator))
+        ids[row, 0] = 49406
+        ids[row, 1 : 1 + n_words] = torch.randint(300, 40000, (n_words,), generator=generator)
+        ids[row, 1 + n_words] = 49407
+    return MultimodalSample(image=images, input_ids=ids, batch_size=[batch])
+
+
+@pytest.fixture
+def batch() -> MultimodalSample:
+    return random_batch()
