@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+import open_clip
 import torch
 from torch.utils.data import Dataset
 
@@ -31,6 +32,7 @@ from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
 from avalanche_exmask.benchmarks.common import build_class_incremental
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
+from avalanche_exmask.models.factory import get_tokenizer, model_geometry
 
 __all__ = [
     "SHAPES",
@@ -391,13 +393,11 @@ def _captions(
     texts = []
     for i in range(n):
         label = int(labels[i])
-        subject = f"a {classes[label].name}" if names_attributes[i] else _GENERIC_SUBJECTS[generic[i]]
+        subject = _indefinite(classes[label].name) if names_attributes[i] else _GENERIC_SUBJECTS[generic[i]]
         position = _POSITIONS[3 * cell[i, 1] + cell[i, 0]]
         pattern, colour = layout.background[i]
         background = f"a {_BACKGROUND_PATTERNS[pattern]} {background_colour_names[colour]} background"
-        near = (
-            f"a small {colour_names[layout.distractor_colour[i, 0]]} {SHAPES[layout.distractor_shape[i, 0]]}"
-        )
+        near = f"a small {colour_names[layout.distractor_colour[i, 0]]} {SHAPES[layout.distractor_shape[i, 0]]}"
         extra = int(layout.n_distractors[i]) - 1
         clutter = near + (f" and {_NUMBER_WORDS[extra]} more" if extra else "")
         if templates[i] == 0:
@@ -408,6 +408,11 @@ def _captions(
             text = f"{background} with {subject} {position} and {clutter}"
         texts.append(text)
     return texts
+
+
+def _indefinite(noun_phrase: str) -> str:
+    """``"an orange ring"``, ``"a red star"``."""
+    return ("an " if noun_phrase[0] in "aeiou" else "a ") + noun_phrase
 
 
 class SyntheticMultimodalDataset(Dataset):
@@ -486,10 +491,6 @@ def synthetic_multimodal(
         of each label) and ``train_dataset`` / ``test_dataset`` (the
         :class:`SyntheticMultimodalDataset` behind the streams, with the object masks).
     """
-    import open_clip
-
-    from avalanche_exmask.models.factory import get_tokenizer, model_geometry
-
     pool = benchmark_classes()
     if not 1 <= n_classes <= len(pool):
         raise ValueError(f"n_classes must be in [1, {len(pool)}]; got {n_classes}")

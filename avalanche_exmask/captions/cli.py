@@ -1,0 +1,86 @@
+"""The ``caption`` subcommand: ``python -m avalanche_exmask caption --images ROOT --out FILE``.
+
+:func:`add_caption_parser` registers it on an ``argparse`` subparsers object; the parsed
+arguments carry ``func=run_caption``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+from avalanche_exmask.captions.generate import DEFAULT_MODEL, DEFAULT_PROMPT, generate_captions, load_captioner
+
+__all__ = ["add_caption_parser", "run_caption"]
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def add_caption_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+    """Add the ``caption`` subcommand to ``subparsers`` and return its parser."""
+    parser = subparsers.add_parser(
+        "caption",
+        help="caption a folder of images with a Hugging Face image-to-text model (resumable)",
+        description=(
+            "Caption every image under --images into a JSON Lines file with one "
+            '{"image", "text", "model", "prompt"} object per image. Rerunning the same command '
+            "after an interruption captions only the images not yet in the file."
+        ),
+    )
+    parser.add_argument("--images", required=True, help="image root folder; output paths are relative to it")
+    parser.add_argument("--out", required=True, help="output JSON Lines file (appended to when it exists)")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"hub name or local folder of an AutoModelForImageTextToText model (default: {DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--prompt",
+        default=DEFAULT_PROMPT,
+        help=f'instruction given with each image; "" for models without one (default: "{DEFAULT_PROMPT}")',
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="images per generate call (default: 8)")
+    parser.add_argument("--max-new-tokens", type=int, default=60, help="caption length limit in tokens (default: 60)")
+    parser.add_argument("--num-beams", type=int, default=1, help="beam width; 1 is greedy (default: 1)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--dtype", choices=sorted(_DTYPES), default="auto", help="weights dtype (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="on an unreadable image: stop with an error, or skip and report it (default: raise)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run_caption)
+    return parser
+
+
+def run_caption(args: argparse.Namespace) -> int:
+    """Run the ``caption`` subcommand; returns the process exit status."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, processor = load_captioner(args.model, device=device, dtype=_DTYPES[args.dtype])
+    run = generate_captions(
+        args.images,
+        args.out,
+        model=model,
+        processor=processor,
+        model_name=args.model,
+        prompt=args.prompt or None,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        num_beams=args.num_beams,
+        on_error=args.on_error,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{args.out}: wrote {run.written} caption(s); {run.already_done} already there; "
+        f"{len(run.skipped)} unreadable image(s) skipped"
+    )
+    for path, reason in run.skipped:
+        print(f"  skipped {path}: {reason}")
+    return 0

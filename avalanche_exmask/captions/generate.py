@@ -1,0 +1,274 @@
+"""Caption a folder of images with any Hugging Face image-to-text model, resumably.
+
+The output is JSON Lines, one object per image::
+
+    {"image": "<path relative to the image root>", "text": "...", "model": "...", "prompt": "..."}
+
+which is the captions format of :func:`~avalanche_exmask.benchmarks.image_text_folder.image_text_folder`
+and :func:`~avalanche_exmask.benchmarks.mm_imagenet_r.mm_imagenet_r` (extra fields are ignored
+there), so every caption records the model and prompt that wrote it.
+
+Resumable: each batch is appended, flushed and ``fsync``-ed. A restarted run reads the lines
+already written, drops an incomplete last line (an interrupted write; its image is captioned
+again) and captions only the images not yet done, so no line is lost or duplicated.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from avalanche_exmask.benchmarks.image_text_folder import IMAGE_EXTENSIONS
+from avalanche_exmask.data.image_text import BadInputError, OnError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_PROMPT",
+    "CaptionRun",
+    "list_images",
+    "read_done",
+    "load_captioner",
+    "caption_images",
+    "generate_captions",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: The captioner of the paper (InstructBLIP, Flan-T5-XL language model).
+DEFAULT_MODEL = "Salesforce/instructblip-flan-t5-xl"
+#: One of InstructBLIP's captioning instructions.
+DEFAULT_PROMPT = "Write a short description for the image."
+
+
+@dataclass
+class CaptionRun:
+    """What one :func:`generate_captions` call did.
+
+    :ivar written: captions written by this call.
+    :ivar already_done: images found captioned in the output file and not redone.
+    :ivar skipped: ``(image path, reason)`` of unreadable images (``on_error="skip"``); they are
+        not written, so a later run tries them again.
+    """
+
+    written: int = 0
+    already_done: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def list_images(root: PathLike) -> list[str]:
+    """Image files under ``root`` (any depth), as sorted ``/``-separated relative paths.
+
+    Hidden files and folders are ignored; images are recognised by their ending
+    (:data:`~avalanche_exmask.benchmarks.image_text_folder.IMAGE_EXTENSIONS`).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [s for s in subfolders if not s.startswith(".")]
+        relative = Path(folder).relative_to(root)
+        found.extend(
+            (relative / name).as_posix()
+            for name in files
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+        )
+    return sorted(found)
+
+
+def read_done(out_path: PathLike, *, model_name: str, prompt: Optional[str]) -> set[str]:
+    """Images already captioned in ``out_path``; repairs an interrupted last line.
+
+    An incomplete last line (no final newline, or not valid JSON) is cut off the file, with a
+    warning; its image counts as not done.
+
+    :param model_name: the model of this run; lines written by another model are an error.
+    :param prompt: the prompt of this run; lines written with another prompt are an error.
+    :raises BadInputError: naming ``file:line`` for a malformed complete line, or a line whose
+        model or prompt differs from this run's (captions of one file share both).
+    """
+    out_path = Path(out_path)
+    if not out_path.exists():
+        return set()
+    data = out_path.read_bytes()
+    keep = data.rfind(b"\n") + 1  # end of the last complete line
+    lines = data[:keep].decode("utf-8").split("\n")[:-1]
+    if lines and lines[-1].strip() and not _is_json(lines[-1]):  # a torn write that ends in a newline
+        keep -= len(lines.pop().encode("utf-8")) + 1
+    if keep < len(data):
+        logger.warning("%s: dropping an incomplete last line (interrupted run); its image is captioned again", out_path)
+        with open(out_path, "r+b") as file:
+            file.truncate(keep)
+            file.flush()
+            os.fsync(file.fileno())
+    done: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{out_path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise BadInputError(f"{where}: not valid JSON ({error.msg})") from error
+        if not isinstance(record, dict) or not isinstance(record.get("image"), str):
+            raise BadInputError(f'{where}: expected an object with an "image" field')
+        if record.get("model") != model_name or record.get("prompt") != prompt:
+            raise BadInputError(
+                f"{where}: written with model {record.get('model')!r} and prompt {record.get('prompt')!r}; "
+                f"this run uses {model_name!r} and {prompt!r} (write to another file to mix them)"
+            )
+        done.add(record["image"])
+    return done
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def load_captioner(model_name: str = DEFAULT_MODEL, *, device: str = "cpu", dtype: Optional[torch.dtype] = None):
+    """Load an image-to-text model and its processor through transformers' auto classes.
+
+    Any model of ``AutoModelForImageTextToText`` works (InstructBLIP, BLIP-2, BLIP, GIT, ...).
+
+    :param model_name: a hub name or a local folder saved with ``save_pretrained``.
+    :param device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+    :param dtype: weights dtype (e.g. ``torch.float16`` on a GPU); ``None``: the checkpoint's.
+    :return: ``(model in eval mode on device, processor)``.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_name)
+    model = AutoModelForImageTextToText.from_pretrained(model_name, dtype=dtype)
+    return model.to(device).eval(), processor
+
+
+@torch.inference_mode()
+def caption_images(
+    images: Sequence[Image.Image],
+    *,
+    model: Any,
+    processor: Any,
+    prompt: Optional[str] = DEFAULT_PROMPT,
+    **generate_kwargs: Any,
+) -> list[str]:
+    """Caption a batch of PIL images (on the model's device).
+
+    :param prompt: the instruction given with every image; ``None`` for models without one.
+    :param generate_kwargs: passed to ``model.generate`` (e.g. ``max_new_tokens``, ``num_beams``).
+    :return: one stripped caption per image, without the prompt.
+    """
+    text = [prompt] * len(images) if prompt else None
+    inputs = processor(images=list(images), text=text, return_tensors="pt", padding=True)
+    inputs = inputs.to(model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    output = model.generate(**inputs, **generate_kwargs)
+    prompt_ids = inputs.get("input_ids")
+    if prompt_ids is not None and output.shape[1] > prompt_ids.shape[1]:
+        # decoder-only language models return the prompt before the new tokens
+        if torch.equal(output[:, : prompt_ids.shape[1]], prompt_ids):
+            output = output[:, prompt_ids.shape[1] :]
+    return [caption.strip() for caption in processor.batch_decode(output, skip_special_tokens=True)]
+
+
+def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def generate_captions(
+    images_root: PathLike,
+    out_path: PathLike,
+    *,
+    model: Any,
+    processor: Any,
+    model_name: str,
+    prompt: Optional[str] = DEFAULT_PROMPT,
+    batch_size: int = 8,
+    max_new_tokens: int = 60,
+    num_beams: int = 1,
+    on_error: OnError = "raise",
+    progress: bool = True,
+) -> CaptionRun:
+    """Caption every image under ``images_root`` into the JSON Lines file ``out_path``, resumably.
+
+    :param images_root: the folder of images (e.g. ``imagenet-r``); paths in the output are
+        relative to it.
+    :param out_path: the JSON Lines output; appended to, after the images it already holds
+        (see :func:`read_done`).
+    :param model: an image-to-text model with ``generate`` (from :func:`load_captioner`, or any
+        already built one).
+    :param processor: its processor (images and prompt to model inputs; ``batch_decode``).
+    :param model_name: the name recorded in every line.
+    :param prompt: the instruction recorded in every line; ``None`` for models without one.
+    :param batch_size: images per ``generate`` call.
+    :param max_new_tokens: caption length limit in tokens.
+    :param num_beams: beam-search width (1: greedy).
+    :param on_error: an unreadable image raises :class:`BadInputError` (``"raise"``) or is
+        skipped and reported in the result (``"skip"``).
+    :param progress: show a tqdm progress bar.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    images_root = Path(images_root)
+    out_path = Path(out_path)
+    run = CaptionRun()
+    done = read_done(out_path, model_name=model_name, prompt=prompt)
+    todo = [image for image in list_images(images_root) if image not in done]
+    run.already_done = len(done)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "a", encoding="utf-8") as out, tqdm(
+        total=len(todo), desc="captioning", unit="image", disable=not progress
+    ) as bar:
+        for batch in _batches(todo, batch_size):
+            loaded, names = [], []
+            for name in batch:
+                try:
+                    loaded.append(_open_rgb(images_root / name))
+                    names.append(name)
+                except (UnidentifiedImageError, OSError, SyntaxError) as error:
+                    if on_error == "raise":
+                        raise BadInputError(f"{images_root / name}: cannot read image ({error})") from error
+                    run.skipped.append((str(images_root / name), f"cannot read image ({error})"))
+            captions = (
+                caption_images(
+                    loaded,
+                    model=model,
+                    processor=processor,
+                    prompt=prompt,
+                    max_new_tokens=max_new_tokens,
+                    num_beams=num_beams,
+                    do_sample=False,
+                )
+                if loaded
+                else []
+            )
+            out.writelines(
+                json.dumps({"image": n, "text": c, "model": model_name, "prompt": prompt}, ensure_ascii=False) + "\n"
+                for n, c in zip(names, captions)
+            )
+            out.flush()
+            os.fsync(out.fileno())
+            run.written += len(captions)
+            bar.update(len(batch))
+    if run.skipped:
+        logger.warning("skipped %d unreadable image(s), e.g. %s", len(run.skipped), run.skipped[0][0])
+    return run

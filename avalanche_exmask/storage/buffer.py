@@ -1,0 +1,352 @@
+"""A byte-budgeted, class-balanced exemplar buffer, shared by every codec.
+
+After each experience, :meth:`ByteBudgetBuffer.update` scores the candidates of the experience's
+new classes with one eval forward pass (a *scorer*), orders each class's candidates (herding or
+random), encodes them with the codec in that order and stores the compact records that fit in the
+class's byte share. Replay decodes records lazily (:attr:`ByteBudgetBuffer.buffer`).
+
+Accounting rules (all in bytes; a record's cost is :attr:`Record.nbytes`):
+
+* ``mode="total"``: ``max_size`` is the whole budget; every seen class gets
+  ``max_size // n_seen_classes``. When classes arrive, old classes shrink by evicting the tail of
+  their selection order.
+* ``mode="per_class"``: every class gets ``max_size // total_num_classes`` from the start.
+* Within a share, records are taken in selection order and the class stops at the first record
+  that does not fit (skipping it and taking smaller later ones would favour heavily masked
+  exemplars over the herding order). Records that do not fit before any has been taken are
+  skipped, so a class gets an exemplar whenever its share can hold any of its records.
+* A share smaller than every record of a class raises :class:`ValueError` and leaves the buffer
+  unchanged. Growing the budget (:meth:`ByteBudgetBuffer.resize`) adds no exemplar before the
+  next update: candidates of past experiences are not kept.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
+from avalanche.training.storage_policy import ExemplarsBuffer
+
+from avalanche_exmask.data.sample import MultimodalSample
+from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.storage.codecs.base import Codec, Record
+from avalanche_exmask.storage.codecs.masked import MaskedCodec, MaskedRecord
+from avalanche_exmask.storage.selection import herding_order, random_order
+
+if TYPE_CHECKING:
+    from avalanche.training.templates import SupervisedTemplate
+
+__all__ = [
+    "Scorer",
+    "Augmentation",
+    "default_scorer",
+    "ClassStats",
+    "BufferStats",
+    "ByteBudgetBuffer",
+    "MaskedExemplarBuffer",
+]
+
+Scorer = Callable[[torch.nn.Module, Dataset, Any, int], tuple[MaskingScores, torch.Tensor]]
+"""``scorer(model, dataset, device, batch_size) -> (MaskingScores [n], labels long [n])``, one
+forward pass over a dataset of ``(x, y, t)`` items, in dataset order, results on the CPU."""
+
+Augmentation = Callable[[Record, Sequence[Record], Callable[[Record], MultimodalSample]], MultimodalSample]
+"""``augmentation(record, class_records, decode) -> sample``: decode ``record``, possibly combined
+with other records of its class (``class_records`` includes ``record`` itself)."""
+
+
+def default_scorer(
+    model: torch.nn.Module, dataset: Dataset, device: Any, batch_size: int
+) -> tuple[MaskingScores, torch.Tensor]:
+    """Score ``dataset`` with ``model.masking_scores(x) -> MaskingScores [B]``.
+
+    Runs in eval mode under ``torch.no_grad()`` and restores the model's train/eval mode.
+
+    :return: ``(MaskingScores [n], labels long [n])`` on the CPU.
+    """
+    was_training = model.training
+    model.eval()
+    scores, labels = [], []
+    try:
+        with torch.no_grad():
+            for x, y, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+                scores.append(model.masking_scores(x.to(device)).cpu())
+                labels.append(torch.as_tensor(y))
+    finally:
+        model.train(was_training)
+    return torch.cat(scores), torch.cat(labels).long()
+
+
+def _fit_to_budget(sizes: Iterable[int], budget: int) -> list[int]:
+    """Indices of the records kept in a ``budget`` (bytes), given their sizes in selection order.
+
+    Records that do not fit before the first kept one are skipped; after it, the first record
+    that does not fit ends the walk (``sizes`` is not consumed further, so it may be lazy).
+
+    :return: increasing indices whose sizes sum to at most ``budget``; empty only if no single
+        record fits.
+    """
+    kept: list[int] = []
+    spent = 0
+    for index, size in enumerate(sizes):
+        if spent + size <= budget:
+            kept.append(index)
+            spent += size
+        elif kept:
+            break
+    return kept
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassStats:
+    """What the buffer holds for one class.
+
+    :param n_exemplars: stored records.
+    :param nbytes: their accounted bytes.
+    :param kept_patch_fraction: mean kept-patch fraction (masked records; else ``None``).
+    :param kept_token_fraction: mean kept-token fraction (masked records; else ``None``).
+    """
+
+    n_exemplars: int
+    nbytes: int
+    kept_patch_fraction: Optional[float]
+    kept_token_fraction: Optional[float]
+
+
+@dataclasses.dataclass(frozen=True)
+class BufferStats:
+    """A snapshot of the buffer (bytes throughout).
+
+    :param budget_nbytes: ``max_size``.
+    :param accounted_nbytes: the sum of the stored records' ``nbytes``.
+    :param resident_nbytes: the bytes the records' Python objects occupy.
+    :param classes: per-class statistics.
+    """
+
+    codec: str
+    budget_nbytes: int
+    accounted_nbytes: int
+    resident_nbytes: int
+    classes: dict[int, ClassStats]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (class keys as strings)."""
+        summary = dataclasses.asdict(self)
+        summary["classes"] = {str(label): stats for label, stats in summary["classes"].items()}
+        return summary
+
+
+class _RecordDataset(Dataset):
+    """Items ``(MultimodalSample, label)`` decoded from records on access."""
+
+    def __init__(
+        self, records: Mapping[int, list[Record]], decode: Callable[[Record], MultimodalSample], augmentation: Optional[Augmentation]
+    ) -> None:
+        self._by_class = dict(records)
+        self._items = [(label, position) for label, group in self._by_class.items() for position in range(len(group))]
+        self._decode = decode
+        self._augmentation = augmentation
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> tuple[MultimodalSample, int]:
+        label, position = self._items[index]
+        group = self._by_class[label]
+        if self._augmentation is None:
+            return self._decode(group[position]), label
+        return self._augmentation(group[position], group, self._decode), label
+
+
+class ByteBudgetBuffer(ExemplarsBuffer):
+    """Class-balanced exemplar buffer under a budget in bytes (see the module docstring).
+
+    :param max_size: the budget in bytes (``ReplayPlugin(mem_size=...)`` must equal it).
+    :param codec: how exemplars are stored (masked, raw, jpeg, cim).
+    :param mode: ``"total"`` (a fixed budget re-divided among the seen classes) or
+        ``"per_class"`` (``max_size // total_num_classes`` bytes per class).
+    :param total_num_classes: the number of classes of the stream; required for ``"per_class"``.
+    :param selection: ``"herding"`` (on the fused embeddings) or ``"random"``.
+    :param seed: seeds the random order and the candidate cap.
+    :param scorer: one eval forward pass over candidates; defaults to :func:`default_scorer`.
+    :param candidates_per_class: score at most this many random candidates per class (``None``: all).
+    :param batch_size: batch size of the scoring pass.
+    :param augmentation: applied when a record is decoded for replay (e.g.
+        :class:`~avalanche_exmask.training.augmentation.MultimodalAugmentation`).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_size: int,
+        codec: Codec,
+        mode: Literal["total", "per_class"] = "total",
+        total_num_classes: Optional[int] = None,
+        selection: Literal["herding", "random"] = "herding",
+        seed: int = 0,
+        scorer: Optional[Scorer] = None,
+        candidates_per_class: Optional[int] = None,
+        batch_size: int = 64,
+        augmentation: Optional[Augmentation] = None,
+    ) -> None:
+        if not isinstance(max_size, int) or max_size < 0:
+            raise ValueError(f"max_size must be a non-negative int number of bytes; got {max_size!r}")
+        if mode not in ("total", "per_class"):
+            raise ValueError(f"mode must be 'total' or 'per_class'; got {mode!r}")
+        if mode == "per_class" and (total_num_classes is None or total_num_classes < 1):
+            raise ValueError(f"mode='per_class' needs total_num_classes >= 1; got {total_num_classes!r}")
+        if selection not in ("herding", "random"):
+            raise ValueError(f"selection must be 'herding' or 'random'; got {selection!r}")
+        if candidates_per_class is not None and candidates_per_class < 1:
+            raise ValueError(f"candidates_per_class must be >= 1 or None; got {candidates_per_class}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        super().__init__(max_size)
+        self.codec = codec
+        self.mode = mode
+        self.total_num_classes = total_num_classes
+        self.selection = selection
+        self.scorer: Scorer = scorer if scorer is not None else default_scorer
+        self.candidates_per_class = candidates_per_class
+        self.batch_size = batch_size
+        self.augmentation = augmentation
+        self._generator = torch.Generator().manual_seed(seed)
+        self._records: dict[int, list[Record]] = {}
+
+    # ------------------------------------------------------------------ updates
+    def update(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
+        """Add the new classes of ``strategy.experience`` (``ReplayPlugin`` calls this)."""
+        self.post_adapt(strategy, strategy.experience)
+
+    def post_adapt(self, agent_state: "SupervisedTemplate", exp: Any) -> None:
+        """Score, select and encode the candidates of the classes of ``exp`` not yet stored.
+
+        :raises ValueError: if a class's share cannot hold any of its records (buffer unchanged).
+        """
+        dataset = exp.dataset.eval() if hasattr(exp.dataset, "eval") else exp.dataset
+        targets = torch.as_tensor(list(dataset.targets), dtype=torch.long)
+        new_classes = sorted(set(targets.tolist()) - set(self._records))
+        streams = {
+            label: self._class_records(agent_state.model, dataset, torch.nonzero(targets == label).flatten(), label, agent_state.device)
+            for label in new_classes
+        }
+        self._admit(streams)
+
+    def resize(self, strategy: Any, new_size: int) -> None:
+        """Change the budget to ``new_size`` bytes, evicting to fit.
+
+        :raises ValueError: if a stored class could keep no record (buffer and budget unchanged).
+        """
+        old_size, self.max_size = self.max_size, new_size
+        try:
+            self._admit({})
+        except ValueError:
+            self.max_size = old_size
+            raise
+
+    def _class_records(
+        self, model: torch.nn.Module, dataset: Dataset, indices: torch.Tensor, label: int, device: Any
+    ) -> Iterator[Record]:
+        """Records of one class's candidates, encoded lazily in selection order."""
+        if self.candidates_per_class is not None and len(indices) > self.candidates_per_class:
+            picked = torch.randperm(len(indices), generator=self._generator)[: self.candidates_per_class]
+            indices = indices[picked.sort().values]
+        candidates = Subset(dataset, indices.tolist())
+        scores, labels = self.scorer(model, candidates, device, self.batch_size)
+        if len(labels) != len(indices) or bool((labels != label).any()):
+            raise ValueError(f"the scorer returned labels {labels.tolist()[:8]}... for {len(indices)} candidates of class {label}")
+        if self.selection == "herding":
+            order = herding_order(scores.embedding)
+        else:
+            order = random_order(len(indices), self._generator)
+        for position in order.tolist():
+            yield self.codec.encode(candidates[position][0], scores[position], label)
+
+    def _shares(self, labels: Sequence[int]) -> dict[int, int]:
+        """Each class's byte share."""
+        if self.mode == "per_class":
+            if len(labels) > self.total_num_classes:
+                raise ValueError(f"{len(labels)} classes seen but total_num_classes={self.total_num_classes}")
+            share = self.max_size // self.total_num_classes
+        else:
+            share = self.max_size // max(len(labels), 1)
+        return {label: share for label in labels}
+
+    def _admit(self, new: Mapping[int, Iterable[Record]]) -> None:
+        """Re-fit the stored classes and add ``new`` ones (records in selection order); atomic."""
+        shares = self._shares([*self._records, *new])
+        fitted: dict[int, list[Record]] = {}
+        for label, source in [*self._records.items(), *new.items()]:
+            seen: list[Record] = []
+
+            def sizes(source: Iterable[Record] = source, seen: list[Record] = seen) -> Iterator[int]:
+                for record in source:
+                    seen.append(record)
+                    yield record.nbytes
+
+            kept = _fit_to_budget(sizes(), shares[label])
+            if not kept:
+                smallest = min((record.nbytes for record in seen), default=None)
+                raise ValueError(
+                    f"a budget of {shares[label]} bytes for class {label} (max_size={self.max_size} bytes, "
+                    f"mode={self.mode!r}) cannot hold one exemplar: its smallest record is {smallest} bytes"
+                )
+            fitted[label] = [seen[index] for index in kept]
+        self._records = fitted
+        self.buffer = _make_taskaware_classification_dataset(
+            _RecordDataset(fitted, self.codec.decode, self.augmentation),
+            targets=[label for label, group in fitted.items() for _ in group],
+            task_labels=0,
+        )
+
+    # ------------------------------------------------------------------ reporting
+    @property
+    def records(self) -> dict[int, list[Record]]:
+        """Stored records per class, in selection order (a shallow copy)."""
+        return {label: list(group) for label, group in self._records.items()}
+
+    def exemplars_per_class(self) -> dict[int, int]:
+        """Number of stored exemplars per class."""
+        return {label: len(group) for label, group in self._records.items()}
+
+    @property
+    def accounted_nbytes(self) -> int:
+        """Sum of the stored records' ``nbytes``; never more than ``max_size``."""
+        return sum(record.nbytes for group in self._records.values() for record in group)
+
+    def resident_nbytes(self) -> int:
+        """Bytes the stored records occupy in this process: record objects, payloads, class lists."""
+        return sum(
+            sys.getsizeof(group) + sum(record.resident_nbytes() for record in group) for group in self._records.values()
+        )
+
+    def stats(self) -> BufferStats:
+        """Per-class counts, bytes and (for masked records) kept fractions."""
+        classes = {}
+        for label, group in self._records.items():
+            masked = [record for record in group if isinstance(record, MaskedRecord)]
+            classes[label] = ClassStats(
+                n_exemplars=len(group),
+                nbytes=sum(record.nbytes for record in group),
+                kept_patch_fraction=sum(r.kept_patch_fraction for r in masked) / len(masked) if masked else None,
+                kept_token_fraction=sum(r.kept_token_fraction for r in masked) / len(masked) if masked else None,
+            )
+        return BufferStats(
+            codec=self.codec.name,
+            budget_nbytes=self.max_size,
+            accounted_nbytes=self.accounted_nbytes,
+            resident_nbytes=self.resident_nbytes(),
+            classes=classes,
+        )
+
+
+class MaskedExemplarBuffer(ByteBudgetBuffer):
+    """The exemplar-masking storage policy: a :class:`ByteBudgetBuffer` whose codec defaults to
+    :class:`~avalanche_exmask.storage.codecs.masked.MaskedCodec` (other arguments as there)."""
+
+    def __init__(self, *, max_size: int, codec: Optional[Codec] = None, **kwargs: Any) -> None:
+        super().__init__(max_size=max_size, codec=codec if codec is not None else MaskedCodec(), **kwargs)

@@ -1,0 +1,138 @@
+"""What every codec shares: the record type, the codec protocol, token packing and patch geometry.
+
+A *record* is what the buffer stores for one exemplar: its label and a single ``bytes`` buffer
+holding everything needed to rebuild the sample. Its cost, :attr:`Record.nbytes`, is the length of
+that buffer, in bytes: no estimate, and the label is not counted (it costs the same for every
+codec, and the paper's plain-exemplar cost leaves it out too). How to parse the buffer is described
+by a small immutable *layout* shared by all records of the same geometry, so a record's Python
+overhead is one object with a few slots plus one ``bytes`` header (see :meth:`Record.resident_nbytes`).
+
+Token ids are stored as ``uint16`` (open_clip's vocabulary has 49,408 ids), only the real
+(non-padding) tokens, in order; decoding re-pads them with zeros to the context length.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from avalanche_exmask.data.sample import MultimodalSample
+from avalanche_exmask.models.outputs import MaskingScores
+
+__all__ = ["Record", "Codec", "RecordDecodeError", "pack_tokens", "unpack_tokens", "patch_grid", "as_uint8_array"]
+
+
+class RecordDecodeError(ValueError):
+    """A record's bytes do not match its layout (corrupt, truncated, or from another codec)."""
+
+
+class Record:
+    """One stored exemplar.
+
+    :param label: the class label.
+    :param data: the compact payload (codec-specific byte layout).
+    :param layout: the codec's shared description of how to parse ``data``.
+    """
+
+    __slots__ = ("label", "data", "layout")
+
+    def __init__(self, *, label: int, data: bytes, layout: Any = None) -> None:
+        self.label = label
+        self.data = data
+        self.layout = layout
+
+    @property
+    def nbytes(self) -> int:
+        """Accounted cost in bytes: the length of the payload."""
+        return len(self.data)
+
+    def resident_nbytes(self) -> int:
+        """Bytes this record's own Python objects occupy: the record object and its payload.
+
+        Shared objects (the layout, CPython's cached small ints) are not counted.
+        """
+        return sys.getsizeof(self) + sys.getsizeof(self.data)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(label={self.label}, nbytes={self.nbytes})"
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Turns an exemplar into a compact :class:`Record` and back."""
+
+    name: ClassVar[str]
+
+    def encode(self, sample: MultimodalSample, scores: MaskingScores, label: int) -> Record:
+        """Compress one unbatched sample, given its unbatched scores."""
+        ...
+
+    def decode(self, record: Record) -> MultimodalSample:
+        """Rebuild the sample: ``image`` uint8 ``[3, H, W]``, ``input_ids`` long ``[T]``.
+
+        :raises RecordDecodeError: if the record does not decode.
+        """
+        ...
+
+
+def pack_tokens(input_ids: torch.Tensor, keep: torch.Tensor | None = None) -> bytes:
+    """The real (or the kept) token ids of ``input_ids`` ``[T]`` as ``uint16`` bytes, in order.
+
+    :param keep: optional bool ``[T]``; padding is dropped in any case.
+    :raises ValueError: if an id does not fit in ``uint16``.
+    """
+    selected = input_ids != 0 if keep is None else keep & (input_ids != 0)
+    ids = input_ids[selected]
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) > np.iinfo(np.uint16).max):
+        raise ValueError(f"token ids must be in [0, 65535] to be stored as uint16; got range "
+                         f"[{int(ids.min())}, {int(ids.max())}]")
+    return ids.numpy().astype(np.uint16).tobytes()
+
+
+def unpack_tokens(data: bytes | memoryview, context_length: int) -> torch.Tensor:
+    """Inverse of :func:`pack_tokens`: long ``[context_length]``, zero-padded.
+
+    :raises RecordDecodeError: on an odd byte count or more tokens than the context length.
+    """
+    if len(data) % 2 or len(data) // 2 > context_length:
+        raise RecordDecodeError(
+            f"token section of {len(data)} bytes is not at most {context_length} uint16 token ids"
+        )
+    ids = torch.zeros(context_length, dtype=torch.long)
+    ids[: len(data) // 2] = torch.from_numpy(np.frombuffer(data, dtype=np.uint16).astype(np.int64))
+    return ids
+
+
+def patch_grid(height: int, width: int, n_patches: int, patch_size: int | None = None) -> tuple[int, int, int]:
+    """The patch grid ``(rows, cols, P)`` of an ``H x W`` image with ``N`` patches.
+
+    :param patch_size: ``P`` in pixels; when ``None`` it is inferred, assuming a square image and a
+        square grid.
+    :raises ValueError: if the sizes are inconsistent.
+    """
+    if patch_size is None:
+        side = math.isqrt(n_patches)
+        if side * side != n_patches or height != width or height % side:
+            raise ValueError(
+                f"cannot infer the patch size of a {height}x{width} image with {n_patches} patches; "
+                f"pass patch_size"
+            )
+        patch_size = height // side
+    if height % patch_size or width % patch_size or (height // patch_size) * (width // patch_size) != n_patches:
+        raise ValueError(
+            f"a {height}x{width} image with patch_size {patch_size} does not have {n_patches} patches"
+        )
+    return height // patch_size, width // patch_size, patch_size
+
+
+def as_uint8_array(image: torch.Tensor) -> np.ndarray:
+    """An unbatched image as a ``uint8`` numpy array (no copy when contiguous), ``[3, H, W]``.
+
+    :raises ValueError: if the image is not ``uint8 [3, H, W]``.
+    """
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected an unbatched uint8 image [3, H, W]; got {image.dtype} {list(image.shape)}")
+    return image.contiguous().numpy()

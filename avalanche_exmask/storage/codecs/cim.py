@@ -1,0 +1,151 @@
+"""The CIM-style codec (Luo et al., CVPR 2023): a salient box at full resolution, the rest downsampled.
+
+The [CLS] -> patch attention stands in for the class activation map: it is upsampled to pixels
+(bilinear), min-max normalised, and thresholded; the tight box around the pixels at or above the
+threshold is kept at full resolution. The whole image is also kept downsampled ``d x`` per side
+(area averaging); decoding upsamples it (bilinear) and pastes the box. A constant attention map
+has no salient region: the box is then the whole image. When the box is the whole image the
+low-resolution image would be entirely covered, so it is not stored.
+
+Payload, in this order: box ``uint16 [4]`` (top, left, bottom, right; bottom/right exclusive);
+low-resolution image ``uint8 [3, ceil(H/d), ceil(W/d)]`` (absent when the box is the whole
+image); box crop ``uint8 [3, bottom-top,
+right-left]``; token ids ``uint16 [m]`` (real tokens only). Cost: the payload length in bytes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import ClassVar, NamedTuple, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avalanche_exmask.data.sample import MultimodalSample, make_sample
+from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.storage.codecs.base import (
+    Record,
+    RecordDecodeError,
+    as_uint8_array,
+    pack_tokens,
+    patch_grid,
+    unpack_tokens,
+)
+
+__all__ = ["CimCodec", "CimLayout", "salient_box"]
+
+
+class CimLayout(NamedTuple):
+    """Geometry shared by CIM records: image ``H x W``, downsampling factor ``d``, context length ``T``."""
+
+    height: int
+    width: int
+    downsample: int
+    context_length: int
+
+    @property
+    def low_shape(self) -> tuple[int, int]:
+        """``(ceil(H / d), ceil(W / d))``."""
+        return -(-self.height // self.downsample), -(-self.width // self.downsample)
+
+
+@functools.lru_cache(maxsize=None)
+def _layout(height: int, width: int, downsample: int, context_length: int) -> CimLayout:
+    return CimLayout(height, width, downsample, context_length)
+
+
+def salient_box(
+    patch_attention: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int], threshold: float
+) -> tuple[int, int, int, int]:
+    """The tight box ``(top, left, bottom, right)`` (exclusive ends, pixels) around the salient pixels.
+
+    :param patch_attention: float ``[N]``, row-major over ``grid = (rows, cols)``.
+    :param image_size: ``(H, W)`` in pixels.
+    :param threshold: on the min-max normalised, upsampled map, in ``[0, 1]``.
+    """
+    height, width = image_size
+    attention = patch_attention.float().reshape(1, 1, *grid)
+    pixels = F.interpolate(attention, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+    low, high = pixels.min(), pixels.max()
+    if high <= low:
+        return 0, 0, height, width
+    salient = (pixels - low) / (high - low) >= threshold
+    rows = torch.nonzero(salient.any(dim=1)).flatten()
+    cols = torch.nonzero(salient.any(dim=0)).flatten()
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CimCodec:
+    """Keeps the attention box at full resolution and the image downsampled.
+
+    :param threshold: on the min-max normalised attention map, in ``[0, 1]``.
+    :param downsample: factor per side ``d >= 1`` for the low-resolution image.
+    :param patch_size: ``P`` in pixels; ``None`` infers it (square image and grid).
+    """
+
+    name: ClassVar[str] = "cim"
+    threshold: float = 0.6
+    downsample: int = 2
+    patch_size: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"CimCodec.threshold must be in [0, 1]; got {self.threshold}")
+        if not self.downsample >= 1:
+            raise ValueError(f"CimCodec.downsample must be >= 1; got {self.downsample}")
+
+    def encode(self, sample: MultimodalSample, scores: MaskingScores, label: int) -> Record:
+        """Pack the box, the low-resolution image, the box crop and the token ids."""
+        pixels = as_uint8_array(sample.image)
+        _, height, width = pixels.shape
+        rows, cols, _ = patch_grid(height, width, scores.patch_attention.shape[-1], self.patch_size)
+        top, left, bottom, right = salient_box(scores.patch_attention, (rows, cols), (height, width), self.threshold)
+        layout = _layout(height, width, self.downsample, sample.input_ids.shape[-1])
+        data = b"".join(
+            [
+                np.array([top, left, bottom, right], dtype=np.uint16).tobytes(),
+                b"" if (top, left, bottom, right) == (0, 0, height, width) else _downsample(sample.image, layout.low_shape),
+                np.ascontiguousarray(pixels[:, top:bottom, left:right]).tobytes(),
+                pack_tokens(sample.input_ids),
+            ]
+        )
+        return Record(label=label, data=data, layout=layout)
+
+    def decode(self, record: Record) -> MultimodalSample:
+        """Upsampled low-resolution image with the full-resolution box pasted in; ids re-padded.
+
+        :raises RecordDecodeError: if the record is not a CIM record or its sizes do not match.
+        """
+        layout = record.layout
+        if not isinstance(layout, CimLayout):
+            raise RecordDecodeError(f"CimCodec cannot decode a {type(record).__name__} with layout {layout!r}")
+        if len(record.data) < 8:
+            raise RecordDecodeError(f"cim record of {len(record.data)} bytes is shorter than its box")
+        top, left, bottom, right = (int(v) for v in np.frombuffer(record.data, dtype=np.uint16, count=4))
+        if not (0 <= top < bottom <= layout.height and 0 <= left < right <= layout.width):
+            raise RecordDecodeError(f"cim record's box {(top, left, bottom, right)} is outside a {layout.height}x{layout.width} image")
+        low_h, low_w = layout.low_shape
+        whole = (top, left, bottom, right) == (0, 0, layout.height, layout.width)
+        low_nbytes = 0 if whole else 3 * low_h * low_w
+        crop_nbytes = 3 * (bottom - top) * (right - left)
+        if len(record.data) < 8 + low_nbytes + crop_nbytes:
+            raise RecordDecodeError(f"cim record of {len(record.data)} bytes is shorter than its box crop")
+        image = torch.empty(3, layout.height, layout.width, dtype=torch.uint8)
+        if not whole:
+            low = np.frombuffer(record.data, dtype=np.uint8, count=low_nbytes, offset=8).reshape(1, 3, low_h, low_w)
+            upsampled = F.interpolate(
+                torch.from_numpy(low.astype(np.float32)), size=(layout.height, layout.width), mode="bilinear", align_corners=False
+            )
+            image = upsampled[0].round().clamp(0, 255).to(torch.uint8)
+        crop = np.frombuffer(record.data, dtype=np.uint8, count=crop_nbytes, offset=8 + low_nbytes)
+        image[:, top:bottom, left:right] = torch.from_numpy(crop.reshape(3, bottom - top, right - left).copy())
+        ids = unpack_tokens(memoryview(record.data)[8 + low_nbytes + crop_nbytes :], layout.context_length)
+        return make_sample(image, ids)
+
+
+def _downsample(image: torch.Tensor, size: tuple[int, int]) -> bytes:
+    """uint8 ``[3, H, W]`` area-averaged to ``[3, *size]``, as bytes."""
+    low = F.interpolate(image[None].float(), size=size, mode="area")[0]
+    return low.round().clamp(0, 255).to(torch.uint8).numpy().tobytes()

@@ -1,0 +1,80 @@
+"""The MRDC-style codec (Wang et al., ICLR 2022): the image stored as a JPEG.
+
+Payload: token count ``uint16``, token ids ``uint16 [m]`` (real tokens only), then the JPEG file
+(PIL, baseline, default 4:2:0 chroma subsampling). Cost: ``2 + 2 m +`` the encoded length, in bytes.
+Decoding fails on a broken JPEG header or a truncated file; like any JPEG reader it ignores
+trailing bytes and cannot detect every corruption of the entropy-coded data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+from avalanche_exmask.data.sample import MultimodalSample, make_sample
+from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.storage.codecs.base import Record, RecordDecodeError, as_uint8_array, pack_tokens, unpack_tokens
+from avalanche_exmask.storage.codecs.raw import ImageLayout, image_layout
+
+__all__ = ["JpegCodec", "JpegRecord"]
+
+
+class JpegRecord(Record):
+    """A record whose image is a JPEG file (the layout gives the expected size)."""
+
+    __slots__ = ()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JpegCodec:
+    """Stores the image as JPEG at ``quality``.
+
+    :param quality: PIL JPEG quality, 1 (smallest) to 95.
+    """
+
+    name: ClassVar[str] = "jpeg"
+    quality: int = 50
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.quality <= 95:
+            raise ValueError(f"JpegCodec.quality must be in [1, 95]; got {self.quality}")
+
+    def encode(self, sample: MultimodalSample, scores: MaskingScores, label: int) -> JpegRecord:
+        """JPEG-encode the image (``scores`` are not used)."""
+        pixels = as_uint8_array(sample.image)
+        _, height, width = pixels.shape
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0))).save(buffer, format="JPEG", quality=self.quality)
+        tokens = pack_tokens(sample.input_ids)
+        data = np.uint16(len(tokens) // 2).tobytes() + tokens + buffer.getvalue()
+        return JpegRecord(label=label, data=data, layout=image_layout(height, width, sample.input_ids.shape[-1]))
+
+    def decode(self, record: Record) -> MultimodalSample:
+        """The JPEG-decoded image and the token ids, re-padded.
+
+        :raises RecordDecodeError: if the record is not a JPEG record, or its bytes are not a JPEG
+            of the expected size.
+        """
+        layout = record.layout
+        if not isinstance(record, JpegRecord) or not isinstance(layout, ImageLayout):
+            raise RecordDecodeError(f"JpegCodec cannot decode a {type(record).__name__}")
+        if len(record.data) < 2:
+            raise RecordDecodeError("jpeg record is shorter than its token count")
+        tokens_end = 2 + 2 * int(np.frombuffer(record.data, dtype=np.uint16, count=1)[0])
+        if tokens_end > len(record.data):
+            raise RecordDecodeError(f"jpeg record of {len(record.data)} bytes is shorter than its token section")
+        ids = unpack_tokens(memoryview(record.data)[2:tokens_end], layout.context_length)
+        try:
+            with Image.open(io.BytesIO(record.data[tokens_end:])) as image:
+                pixels = np.asarray(image.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as error:
+            raise RecordDecodeError(f"jpeg record does not decode: {error}") from error
+        if pixels.shape[:2] != (layout.height, layout.width):
+            raise RecordDecodeError(
+                f"jpeg record decodes to {pixels.shape[1]}x{pixels.shape[0]}, expected {layout.width}x{layout.height}"
+            )
+        return make_sample(torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), ids)

@@ -1,0 +1,165 @@
+"""The exemplar-masking codec: only the kept patches' pixels and the kept tokens are stored.
+
+Payload layout (all ``uint8`` unless noted), in this order:
+
+1. patch bitmap: ``np.packbits`` of the bool keep-mask ``[N]``, ``ceil(N / 8)`` bytes;
+2. kept patches: ``[k, 3, P, P]`` pixels, in row-major patch order;
+3. kept token ids: ``uint16 [m]``, in order.
+
+Cost: ``ceil(N/8) + 3 k P^2 + 2 m`` bytes. Discarded patches decode as black (0).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import ClassVar, NamedTuple, Optional
+
+import numpy as np
+import torch
+
+from avalanche_exmask.data.sample import MultimodalSample, make_sample
+from avalanche_exmask.masking.image_mask import ImageMaskRule
+from avalanche_exmask.masking.text_mask import TextMaskRule
+from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.storage.codecs.base import (
+    Record,
+    RecordDecodeError,
+    as_uint8_array,
+    pack_tokens,
+    patch_grid,
+    unpack_tokens,
+)
+
+__all__ = ["MaskedCodec", "MaskedRecord", "MaskedLayout", "patchify", "unpatchify"]
+
+
+class MaskedLayout(NamedTuple):
+    """Geometry shared by masked records: patch grid ``rows x cols``, patch size ``P``, context length ``T``."""
+
+    rows: int
+    cols: int
+    patch_size: int
+    context_length: int
+
+    @property
+    def n_patches(self) -> int:
+        return self.rows * self.cols
+
+
+@functools.lru_cache(maxsize=None)
+def _layout(rows: int, cols: int, patch_size: int, context_length: int) -> MaskedLayout:
+    return MaskedLayout(rows, cols, patch_size, context_length)
+
+
+class MaskedRecord(Record):
+    """A masked exemplar; exposes its masks for statistics and augmentation.
+
+    :param n_tokens: the number of real tokens of the original text (for :attr:`kept_token_fraction`).
+    """
+
+    __slots__ = ("n_tokens",)
+    layout: MaskedLayout
+
+    def __init__(self, *, label: int, data: bytes, layout: MaskedLayout, n_tokens: int) -> None:
+        super().__init__(label=label, data=data, layout=layout)
+        self.n_tokens = n_tokens
+
+    @property
+    def keep_mask(self) -> torch.Tensor:
+        """Bool ``[N]``: which patches are stored (row-major over the grid)."""
+        n = self.layout.n_patches
+        bitmap = np.frombuffer(self.data, dtype=np.uint8, count=min(len(self.data), _bitmap_nbytes(n)))
+        return torch.from_numpy(np.unpackbits(bitmap, count=n).astype(bool))
+
+    @property
+    def kept_patch_fraction(self) -> float:
+        """Kept patches over all ``N`` patches."""
+        return int(self.keep_mask.sum()) / self.layout.n_patches
+
+    @property
+    def kept_token_fraction(self) -> float:
+        """Kept tokens over the original real tokens (start and end included); 1.0 for an empty text."""
+        n = self.layout.n_patches
+        n_kept = (len(self.data) - _bitmap_nbytes(n) - int(self.keep_mask.sum()) * 3 * self.layout.patch_size**2) // 2
+        return n_kept / self.n_tokens if self.n_tokens else 1.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MaskedCodec:
+    """Stores the patches kept by ``image_rule`` and the tokens kept by ``text_rule``.
+
+    :param image_rule: which patches to keep, from the [CLS] -> patch attention.
+    :param text_rule: which tokens to keep.
+    :param patch_size: ``P`` in pixels; ``None`` infers it from the image size and the number of
+        patch scores (square grid).
+    """
+
+    name: ClassVar[str] = "masked"
+    image_rule: ImageMaskRule = ImageMaskRule()
+    text_rule: TextMaskRule = TextMaskRule()
+    patch_size: Optional[int] = None
+
+    def encode(self, sample: MultimodalSample, scores: MaskingScores, label: int) -> MaskedRecord:
+        """Mask and pack one unbatched sample (see the module docstring for the byte layout)."""
+        pixels = as_uint8_array(sample.image)
+        _, height, width = pixels.shape
+        rows, cols, patch = patch_grid(height, width, scores.patch_attention.shape[-1], self.patch_size)
+        keep = self.image_rule(scores.patch_attention)
+        token_keep = self.text_rule(sample.input_ids, scores, keep)
+        keep_np = keep.numpy()
+        patches = patchify(pixels, patch)[keep_np]
+        data = b"".join([np.packbits(keep_np).tobytes(), patches.tobytes(), pack_tokens(sample.input_ids, token_keep)])
+        return MaskedRecord(
+            label=label,
+            data=data,
+            layout=_layout(rows, cols, patch, sample.input_ids.shape[-1]),
+            n_tokens=int((sample.input_ids != 0).sum()),
+        )
+
+    def decode(self, record: Record) -> MultimodalSample:
+        """The masked sample: kept patches at their place, black elsewhere; ids re-padded.
+
+        :raises RecordDecodeError: if the record is not a masked record or its sizes do not match.
+        """
+        layout = record.layout
+        if not isinstance(record, MaskedRecord) or not isinstance(layout, MaskedLayout):
+            raise RecordDecodeError(f"MaskedCodec cannot decode a {type(record).__name__}")
+        n, patch = layout.n_patches, layout.patch_size
+        head = _bitmap_nbytes(n)
+        if len(record.data) < head:
+            raise RecordDecodeError(f"masked record of {len(record.data)} bytes is shorter than its {head}-byte patch bitmap")
+        bitmap = np.frombuffer(record.data, dtype=np.uint8, count=head)
+        bits = np.unpackbits(bitmap)
+        if bits[n:].any():
+            raise RecordDecodeError("masked record's patch bitmap has bits set beyond the last patch")
+        keep = bits[:n].astype(bool)
+        patch_nbytes = int(keep.sum()) * 3 * patch * patch
+        if len(record.data) < head + patch_nbytes:
+            raise RecordDecodeError(
+                f"masked record of {len(record.data)} bytes cannot hold its {int(keep.sum())} kept patches "
+                f"({patch_nbytes} bytes)"
+            )
+        patches = np.zeros((n, 3, patch, patch), dtype=np.uint8)
+        patches[keep] = np.frombuffer(record.data, dtype=np.uint8, count=patch_nbytes, offset=head).reshape(-1, 3, patch, patch)
+        image = unpatchify(patches, layout.rows, layout.cols)
+        ids = unpack_tokens(memoryview(record.data)[head + patch_nbytes :], layout.context_length)
+        return make_sample(torch.from_numpy(image), ids)
+
+
+def patchify(pixels: np.ndarray, patch_size: int) -> np.ndarray:
+    """``uint8 [3, H, W]`` -> ``[N, 3, P, P]``, patches row-major over the grid."""
+    channels, height, width = pixels.shape
+    rows, cols = height // patch_size, width // patch_size
+    grid = pixels.reshape(channels, rows, patch_size, cols, patch_size)
+    return grid.transpose(1, 3, 0, 2, 4).reshape(rows * cols, channels, patch_size, patch_size)
+
+
+def unpatchify(patches: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Inverse of :func:`patchify`: ``[N, 3, P, P]`` -> contiguous ``[3, rows P, cols P]``."""
+    _, channels, patch, _ = patches.shape
+    grid = patches.reshape(rows, cols, channels, patch, patch).transpose(2, 0, 3, 1, 4)
+    return np.ascontiguousarray(grid.reshape(channels, rows * patch, cols * patch))
+
+
+def _bitmap_nbytes(n_patches: int) -> int:
+    return (n_patches + 7) // 8

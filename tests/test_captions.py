@@ -1,0 +1,203 @@
+"""Caption generation with a tiny, randomly initialised InstructBLIP built offline."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    BlipImageProcessor,
+    InstructBlipConfig,
+    InstructBlipForConditionalGeneration,
+    InstructBlipProcessor,
+    InstructBlipQFormerConfig,
+    InstructBlipVisionConfig,
+    OPTConfig,
+    PreTrainedTokenizerFast,
+    T5Config,
+)
+
+from avalanche_exmask.benchmarks.image_text_folder import image_text_folder
+from avalanche_exmask.captions.cli import add_caption_parser
+from avalanche_exmask.captions.generate import caption_images, generate_captions, list_images, read_done
+from avalanche_exmask.data.image_text import BadInputError
+from fixtures_data import write_jpeg
+
+PROMPT = "describe the image"
+WORDS = "a photo of the describe image in detail short caption cat dog red blue green".split()
+
+
+def _tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {token: i for i, token in enumerate(["<pad>", "</s>", "<unk>", *WORDS])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_instructblip(language_model: str = "t5"):
+    """A random InstructBLIP (vision 32 px, one-layer Q-Former and language model) and its processor."""
+    processor = InstructBlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+        tokenizer=_tokenizer(),
+        qformer_tokenizer=_tokenizer(),
+        num_query_tokens=4,
+    )
+    vocab_size = len(processor.tokenizer)
+    if language_model == "t5":
+        text_config = T5Config(
+            vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1,
+            num_heads=2, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        )
+    else:
+        text_config = OPTConfig(
+            vocab_size=vocab_size, hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=2,
+            word_embed_proj_dim=32, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=1,
+        )
+    config = InstructBlipConfig(
+        vision_config=InstructBlipVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8
+        ).to_dict(),
+        qformer_config=InstructBlipQFormerConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+            vocab_size=vocab_size, encoder_hidden_size=32, max_position_embeddings=64,
+        ).to_dict(),
+        text_config=text_config.to_dict(),
+        num_query_tokens=4,
+        image_token_index=processor.tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    torch.manual_seed(0)
+    return InstructBlipForConditionalGeneration(config).eval(), processor
+
+
+@pytest.fixture(scope="module")
+def captioner():
+    return tiny_instructblip("t5")
+
+
+@pytest.fixture
+def image_root(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    for i in range(5):
+        write_jpeg(root / f"class{i % 2}" / f"img{i}.jpg", i)
+    (root / ".hidden").mkdir()
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
+
+
+def _run(image_root, out, captioner, **kwargs):
+    model, processor = captioner
+    return generate_captions(
+        image_root, out, model=model, processor=processor, model_name="tiny", prompt=PROMPT,
+        batch_size=2, max_new_tokens=4, progress=False, **kwargs,
+    )
+
+
+def test_list_images_is_sorted_relative_and_skips_non_images(image_root):
+    assert list_images(image_root) == [f"class{i % 2}/img{i}.jpg" for i in (0, 2, 4, 1, 3)]
+
+
+def test_generate_writes_one_line_per_image_with_model_and_prompt(image_root, tmp_path, captioner):
+    out = tmp_path / "captions.jsonl"
+    run = _run(image_root, out, captioner)
+    lines = _lines(out)
+    assert run.written == 5 and run.already_done == 0
+    assert sorted(line["image"] for line in lines) == list_images(image_root)
+    assert all(line["model"] == "tiny" and line["prompt"] == PROMPT for line in lines)
+    assert all(isinstance(line["text"], str) for line in lines)
+
+
+def test_generate_is_resumable_after_an_interrupted_write(image_root, tmp_path, captioner):
+    out = tmp_path / "captions.jsonl"
+    model, processor = captioner
+    calls = {"n": 0}
+
+    class Interrupted(Exception):
+        pass
+
+    def failing_generate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Interrupted
+        return model.__class__.generate(model, *args, **kwargs)
+
+    model.generate = failing_generate
+    try:
+        with pytest.raises(Interrupted):
+            _run(image_root, out, captioner)
+    finally:
+        del model.generate
+    assert len(_lines(out)) == 2  # the first batch was flushed before the interruption
+    with open(out, "a", encoding="utf-8") as file:
+        file.write('{"image": "class0/img4.jpg", "te')  # torn write of a later line
+    run = _run(image_root, out, captioner)
+    lines = _lines(out)
+    assert run.already_done == 2 and run.written == 3
+    assert sorted(line["image"] for line in lines) == list_images(image_root)  # none lost, none twice
+    assert _run(image_root, out, captioner).written == 0
+
+
+def test_read_done_drops_a_torn_line_ending_in_newline(tmp_path):
+    out = tmp_path / "c.jsonl"
+    good = json.dumps({"image": "a.jpg", "text": "x", "model": "m", "prompt": None})
+    out.write_text(good + "\n" + '{"image": "b.jp\n', encoding="utf-8")
+    assert read_done(out, model_name="m", prompt=None) == {"a.jpg"}
+    assert out.read_text(encoding="utf-8") == good + "\n"
+
+
+def test_read_done_rejects_another_model_or_a_corrupt_middle_line(tmp_path):
+    out = tmp_path / "c.jsonl"
+    line = json.dumps({"image": "a.jpg", "text": "x", "model": "other", "prompt": PROMPT})
+    out.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match=r"c\.jsonl:1: written with model 'other'"):
+        read_done(out, model_name="tiny", prompt=PROMPT)
+    out.write_text("not json\n" + line.replace("other", "tiny") + "\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match=r"c\.jsonl:1: not valid JSON"):
+        read_done(out, model_name="tiny", prompt=PROMPT)
+
+
+def test_corrupt_image_raises_naming_it_or_is_skipped(image_root, tmp_path, captioner):
+    (image_root / "class0" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(BadInputError, match="broken.jpg"):
+        _run(image_root, tmp_path / "a.jsonl", captioner)
+    run = _run(image_root, tmp_path / "b.jsonl", captioner, on_error="skip")
+    assert run.written == 5 and [Path(p).name for p, _ in run.skipped] == ["broken.jpg"]
+
+
+def test_decoder_only_language_model_output_excludes_the_prompt():
+    model, processor = tiny_instructblip("opt")
+    images = [Image.new("RGB", (40, 30), (40 * i, 100, 200)) for i in range(2)]
+    captions = caption_images(images, model=model, processor=processor, prompt=PROMPT, max_new_tokens=3, do_sample=False)
+    assert len(captions) == 2
+    assert all(not caption.startswith(PROMPT) and len(caption.split()) <= 3 for caption in captions)
+
+
+def test_cli_captions_with_a_local_model_and_feeds_image_text_folder(image_root, tmp_path, captioner):
+    model, processor = captioner
+    model_dir = tmp_path / "tiny-instructblip"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    parser = argparse.ArgumentParser(prog="avalanche_exmask")
+    add_caption_parser(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "captions.jsonl"
+    args = parser.parse_args(
+        ["caption", "--images", str(image_root), "--out", str(out), "--model", str(model_dir),
+         "--prompt", PROMPT, "--batch-size", "3", "--max-new-tokens", "4", "--device", "cpu", "--no-progress"]
+    )
+    assert args.func(args) == 0
+    lines = _lines(out)
+    assert len(lines) == 5 and {line["model"] for line in lines} == {str(model_dir)}
+    # random weights may decode to an empty caption: give those a text to build a benchmark
+    for line in lines:
+        line["text"] = line["text"] or "empty"
+    out.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    benchmark = image_text_folder(image_root, out, n_experiences=2, test_fraction=0.4)
+    assert benchmark.split_sizes == {"train": 3, "test": 2}
