@@ -202,7 +202,7 @@ def run_experiment(config: ExperimentConfig, *, benchmark=None) -> dict[str, Any
         loggers=[InteractiveLogger()] if config.progress else [],
     )
     common = dict(
-        model=model, optimizer=optimizer, train_mb_size=config.batch_size, train_epochs=config.epochs,
+        model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(), train_mb_size=config.batch_size, train_epochs=config.epochs,
         eval_mb_size=128, device=config.device, evaluator=evaluator,
     )
     replay_plugin = None

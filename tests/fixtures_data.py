@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -127,6 +128,9 @@ def train_one_experience(benchmark) -> float:
 
     n_classes = len(benchmark.class_names)
     model = TinyClassifier(n_classes)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No loggers specified")
+        evaluator = EvaluationPlugin(loggers=[])
     strategy = Naive(
         model=model,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
@@ -135,7 +139,7 @@ def train_one_experience(benchmark) -> float:
         train_epochs=1,
         eval_mb_size=8,
         device="cpu",
-        evaluator=EvaluationPlugin(loggers=[]),
+        evaluator=evaluator,
     )
     strategy.train(benchmark.train_stream[0])
     loss = float(strategy.loss)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,7 @@ def test_bad_input_raises_naming_file_and_line_or_is_skipped(folder, damage, mes
     benchmark = image_text_folder(root, captions, n_experiences=3, on_error="skip")
     assert len(benchmark.skipped) == 1
     where, reason = benchmark.skipped[0]
-    assert pytest.importorskip("re").search(message, f"{where}: {reason}")
+    assert re.search(message, f"{where}: {reason}")
     assert len(benchmark.class_names) == 7
 
 

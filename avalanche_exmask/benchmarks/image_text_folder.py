@@ -119,8 +119,8 @@ def read_captions(path: PathLike, *, issues: InputIssues) -> dict[str, Caption]:
     blank lines are ignored. JSON: an object mapping image path to text.
 
     :param path: the captions file.
-    :param issues: receives malformed lines, empty texts and duplicate images (first one kept).
-    :return: ``{image path: Caption}``.
+    :param issues: receives malformed lines and duplicate images (the first one is kept).
+    :return: ``{image path: Caption}``; texts may be empty (:func:`folder_records` checks them).
     :raises FileNotFoundError: if ``path`` does not exist.
     """
     path = Path(path)
@@ -133,8 +133,6 @@ def read_captions(path: PathLike, *, issues: InputIssues) -> dict[str, Caption]:
             issues.report(where, f"caption without an image path (got {image!r})")
         elif not isinstance(text, str):
             issues.report(where, f"text of {image} is not a string (got {type(text).__name__})")
-        elif not text.strip():
-            issues.report(where, f"empty text for image {image}")
         elif _normalise_key(image) in captions:
             first = captions[_normalise_key(image)].where
             issues.report(where, f"second caption for image {image} (first at {first})")
@@ -219,13 +217,7 @@ def folder_records(
     """
     class_images = list_class_images(root, issues=issues)
     if isinstance(captions, Mapping):
-        caption_of = {}
-        for image, text in captions.items():
-            where = f"captions[{image!r}]"
-            if not isinstance(text, str) or not text.strip():
-                issues.report(where, f"empty text for image {image}")
-            else:
-                caption_of[_normalise_key(image)] = Caption(text, where)
+        caption_of = {_normalise_key(image): Caption(text, f"captions[{image!r}]") for image, text in captions.items()}
     else:
         caption_of = read_captions(captions, issues=issues)
     records = Records()
@@ -236,6 +228,8 @@ def folder_records(
             caption = caption_of.get(relative)
             if caption is None:
                 issues.report(str(Path(root) / relative), "image without caption")
+            elif not isinstance(caption.text, str) or not caption.text.strip():
+                issues.report(caption.where, f"empty text for image {relative}")
             else:
                 records.append(relative, caption.text, cls)
     for image, caption in caption_of.items():
