@@ -216,6 +216,24 @@ def test_update_scores_once_selects_by_herding_and_stores_compact_records():
     assert len(buffer.exemplars_per_class()) == 4 and buffer.accounted_nbytes <= budget
 
 
+def test_scores_of_a_class_are_freed_before_the_next_class_is_scored():
+    bench = _benchmark()
+    alive_when_scored = []
+    previous = []
+
+    def scorer(model, dataset, device, batch_size):
+        gc.collect()
+        alive_when_scored.append([ref() is not None for ref in previous])
+        scores, labels = default_scorer(model, dataset, device, batch_size)
+        previous.append(weakref.ref(scores.patch_features))
+        return scores, labels
+
+    buffer = ByteBudgetBuffer(max_size=5 * (3 * SIZE * SIZE + 2 * CONTEXT), codec=RawCodec(), scorer=scorer)
+    buffer.update(_strategy(TinyMaskingModel(4, PATCH), bench.train_stream[0]))
+    assert alive_when_scored == [[], [False]]
+    assert all(n == 2 for n in buffer.exemplars_per_class().values())  # the walk stopped early
+
+
 def test_random_selection_is_seeded_and_candidates_are_capped():
     bench = _benchmark()
     model = TinyMaskingModel(4, PATCH)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence
 
 import torch
@@ -101,6 +102,13 @@ def _fit_to_budget(sizes: Iterable[int], budget: int) -> list[int]:
     return kept
 
 
+def _sizes(records: Iterable[Record], seen: list[Record]) -> Iterator[int]:
+    """The ``nbytes`` of ``records``, appending each record to ``seen`` as it is drawn."""
+    for record in records:
+        seen.append(record)
+        yield record.nbytes
+
+
 @dataclasses.dataclass(frozen=True)
 class ClassStats:
     """What the buffer holds for one class.
@@ -144,7 +152,10 @@ class _RecordDataset(Dataset):
     """Items ``(MultimodalSample, label)`` decoded from records on access."""
 
     def __init__(
-        self, records: Mapping[int, list[Record]], decode: Callable[[Record], MultimodalSample], augmentation: Optional[Augmentation]
+        self,
+        records: Mapping[int, list[Record]],
+        decode: Callable[[Record], MultimodalSample],
+        augmentation: Optional[Augmentation],
     ) -> None:
         self._by_class = dict(records)
         self._items = [(label, position) for label, group in self._by_class.items() for position in range(len(group))]
@@ -230,8 +241,9 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         dataset = exp.dataset.eval() if hasattr(exp.dataset, "eval") else exp.dataset
         targets = torch.as_tensor(list(dataset.targets), dtype=torch.long)
         new_classes = sorted(set(targets.tolist()) - set(self._records))
+        model, device = agent_state.model, agent_state.device
         streams = {
-            label: self._class_records(agent_state.model, dataset, torch.nonzero(targets == label).flatten(), label, agent_state.device)
+            label: self._class_records(model, dataset, torch.nonzero(targets == label).flatten(), label, device)
             for label in new_classes
         }
         self._admit(streams)
@@ -258,7 +270,9 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         candidates = Subset(dataset, indices.tolist())
         scores, labels = self.scorer(model, candidates, device, self.batch_size)
         if len(labels) != len(indices) or bool((labels != label).any()):
-            raise ValueError(f"the scorer returned labels {labels.tolist()[:8]}... for {len(indices)} candidates of class {label}")
+            raise ValueError(
+                f"the scorer returned labels {labels.tolist()[:8]}... for {len(indices)} candidates of class {label}"
+            )
         if self.selection == "herding":
             order = herding_order(scores.embedding)
         else:
@@ -282,13 +296,9 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         fitted: dict[int, list[Record]] = {}
         for label, source in [*self._records.items(), *new.items()]:
             seen: list[Record] = []
-
-            def sizes(source: Iterable[Record] = source, seen: list[Record] = seen) -> Iterator[int]:
-                for record in source:
-                    seen.append(record)
-                    yield record.nbytes
-
-            kept = _fit_to_budget(sizes(), shares[label])
+            kept = _fit_to_budget(_sizes(source, seen), shares[label])
+            if isinstance(source, Generator):
+                source.close()  # frees the class's scores before the next class is scored
             if not kept:
                 smallest = min((record.nbytes for record in seen), default=None)
                 raise ValueError(

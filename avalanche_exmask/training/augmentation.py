@@ -73,7 +73,9 @@ class MultimodalAugmentation:
         ``None`` uses torch's global RNG, which DataLoader seeds per worker.
     """
 
-    def __init__(self, *, p_fill: float = 0.0, p_token_mix: float = 0.0, p_swap_text: float = 0.0, seed: Optional[int] = None) -> None:
+    def __init__(
+        self, *, p_fill: float = 0.0, p_token_mix: float = 0.0, p_swap_text: float = 0.0, seed: Optional[int] = None
+    ) -> None:
         for name, value in (("p_fill", p_fill), ("p_token_mix", p_token_mix), ("p_swap_text", p_swap_text)):
             if not 0 <= value <= 1:
                 raise ValueError(f"MultimodalAugmentation.{name} must be in [0, 1]; got {value}")
@@ -110,4 +112,7 @@ class MultimodalAugmentation:
         return probability > 0 and bool(torch.rand(1, generator=self._generator) < probability)
 
     def __repr__(self) -> str:
-        return f"MultimodalAugmentation(p_fill={self.p_fill}, p_token_mix={self.p_token_mix}, p_swap_text={self.p_swap_text})"
+        return (
+            f"MultimodalAugmentation(p_fill={self.p_fill}, p_token_mix={self.p_token_mix}, "
+            f"p_swap_text={self.p_swap_text})"
+        )

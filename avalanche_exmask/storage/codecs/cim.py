@@ -103,10 +103,11 @@ class CimCodec:
         rows, cols, _ = patch_grid(height, width, scores.patch_attention.shape[-1], self.patch_size)
         top, left, bottom, right = salient_box(scores.patch_attention, (rows, cols), (height, width), self.threshold)
         layout = _layout(height, width, self.downsample, sample.input_ids.shape[-1])
+        whole = (top, left, bottom, right) == (0, 0, height, width)
         data = b"".join(
             [
                 np.array([top, left, bottom, right], dtype=np.uint16).tobytes(),
-                b"" if (top, left, bottom, right) == (0, 0, height, width) else _downsample(sample.image, layout.low_shape),
+                b"" if whole else _downsample(sample.image, layout.low_shape),
                 np.ascontiguousarray(pixels[:, top:bottom, left:right]).tobytes(),
                 pack_tokens(sample.input_ids),
             ]
@@ -125,7 +126,9 @@ class CimCodec:
             raise RecordDecodeError(f"cim record of {len(record.data)} bytes is shorter than its box")
         top, left, bottom, right = (int(v) for v in np.frombuffer(record.data, dtype=np.uint16, count=4))
         if not (0 <= top < bottom <= layout.height and 0 <= left < right <= layout.width):
-            raise RecordDecodeError(f"cim record's box {(top, left, bottom, right)} is outside a {layout.height}x{layout.width} image")
+            raise RecordDecodeError(
+                f"cim record's box {(top, left, bottom, right)} is outside a {layout.height}x{layout.width} image"
+            )
         low_h, low_w = layout.low_shape
         whole = (top, left, bottom, right) == (0, 0, layout.height, layout.width)
         low_nbytes = 0 if whole else 3 * low_h * low_w
@@ -135,9 +138,9 @@ class CimCodec:
         image = torch.empty(3, layout.height, layout.width, dtype=torch.uint8)
         if not whole:
             low = np.frombuffer(record.data, dtype=np.uint8, count=low_nbytes, offset=8).reshape(1, 3, low_h, low_w)
-            upsampled = F.interpolate(
-                torch.from_numpy(low.astype(np.float32)), size=(layout.height, layout.width), mode="bilinear", align_corners=False
-            )
+            low_float = torch.from_numpy(low.astype(np.float32))
+            size = (layout.height, layout.width)
+            upsampled = F.interpolate(low_float, size=size, mode="bilinear", align_corners=False)
             image = upsampled[0].round().clamp(0, 255).to(torch.uint8)
         crop = np.frombuffer(record.data, dtype=np.uint8, count=crop_nbytes, offset=8 + low_nbytes)
         image[:, top:bottom, left:right] = torch.from_numpy(crop.reshape(3, bottom - top, right - left).copy())

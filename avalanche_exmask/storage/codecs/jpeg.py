@@ -48,7 +48,8 @@ class JpegCodec:
         pixels = as_uint8_array(sample.image)
         _, height, width = pixels.shape
         buffer = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0))).save(buffer, format="JPEG", quality=self.quality)
+        image = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)))
+        image.save(buffer, format="JPEG", quality=self.quality)
         tokens = pack_tokens(sample.input_ids)
         data = np.uint16(len(tokens) // 2).tobytes() + tokens + buffer.getvalue()
         return JpegRecord(label=label, data=data, layout=image_layout(height, width, sample.input_ids.shape[-1]))

@@ -127,7 +127,9 @@ class MaskedCodec:
         n, patch = layout.n_patches, layout.patch_size
         head = _bitmap_nbytes(n)
         if len(record.data) < head:
-            raise RecordDecodeError(f"masked record of {len(record.data)} bytes is shorter than its {head}-byte patch bitmap")
+            raise RecordDecodeError(
+                f"masked record of {len(record.data)} bytes is shorter than its {head}-byte patch bitmap"
+            )
         bitmap = np.frombuffer(record.data, dtype=np.uint8, count=head)
         bits = np.unpackbits(bitmap)
         if bits[n:].any():
@@ -140,7 +142,8 @@ class MaskedCodec:
                 f"({patch_nbytes} bytes)"
             )
         patches = np.zeros((n, 3, patch, patch), dtype=np.uint8)
-        patches[keep] = np.frombuffer(record.data, dtype=np.uint8, count=patch_nbytes, offset=head).reshape(-1, 3, patch, patch)
+        kept = np.frombuffer(record.data, dtype=np.uint8, count=patch_nbytes, offset=head)
+        patches[keep] = kept.reshape(-1, 3, patch, patch)
         image = unpatchify(patches, layout.rows, layout.cols)
         ids = unpack_tokens(memoryview(record.data)[head + patch_nbytes :], layout.context_length)
         return make_sample(torch.from_numpy(image), ids)

@@ -57,7 +57,9 @@ class RawCodec:
             raise RecordDecodeError(f"RawCodec cannot decode a {type(record).__name__} with layout {layout!r}")
         image_nbytes = 3 * layout.height * layout.width
         if len(record.data) < image_nbytes:
-            raise RecordDecodeError(f"raw record of {len(record.data)} bytes is shorter than its {image_nbytes}-byte image")
+            raise RecordDecodeError(
+                f"raw record of {len(record.data)} bytes is shorter than its {image_nbytes}-byte image"
+            )
         pixels = np.frombuffer(record.data, dtype=np.uint8, count=image_nbytes).reshape(3, layout.height, layout.width)
         ids = unpack_tokens(memoryview(record.data)[image_nbytes:], layout.context_length)
         return make_sample(torch.from_numpy(pixels.copy()), ids)
