@@ -55,6 +55,9 @@ __all__ = [
     "plain_exemplar_nbytes",
     "ExperimentConfig",
     "run_experiment",
+    "image_text_folder",
+    "mm_imagenet_r",
+    "upmc_food101",
 ]
 
 

@@ -90,26 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=2)
     demo.add_argument("--out", default=None, help="folder for results JSON files")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(func=_demo)
 
     run = commands.add_parser("run", help="run an experiment config (YAML/JSON) and write results JSON")
     run.add_argument("config")
     run.add_argument("--out", default="results")
     run.add_argument("--set", nargs="*", help="override config fields, e.g. --set epochs=1 seeds=[0,1]")
-    run.set_defaults(handler=_run)
+    run.set_defaults(func=_run)
 
-    try:
-        from avalanche_exmask.captions.cli import add_caption_parser
+    from avalanche_exmask.captions.cli import add_caption_parser
 
-        add_caption_parser(commands)
-    except ImportError as error:  # transformers missing: the other commands still work
-        commands.add_parser("caption", help=f"unavailable: {error}")
+    add_caption_parser(commands)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    return args.func(args)
 
 
 if __name__ == "__main__":
