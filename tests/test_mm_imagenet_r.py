@@ -1,7 +1,6 @@
 """MM-ImageNet-R: shipped class names, the fixed split, explicit lists, HF input, training."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
