@@ -11,7 +11,8 @@ The result is written as fp16 safetensors (loaded by ``create_clip("exmask-tiny"
 which casts to the model's dtype) with a JSON record beside it: arguments, loss curve, time and,
 unless ``--skip-evaluation``, an evaluation on the benchmark classes comparing pretrained and
 random weights: linear-probe accuracy (image+text, image only, text only) and how well the
-top-30% [CLS]->patch attention of the last image block covers the ground-truth object patches.
+top-30% [CLS]->patch attention of each image block (and the bottom 30% of the last block's)
+covers the ground-truth object patches.
 
 Reproduce the packaged weights (about 15 minutes on 2 CPU cores)::
 
@@ -25,6 +26,7 @@ import math
 import platform
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -37,7 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from avalanche_exmask.benchmarks.synthetic import generate_synthetic, pretraining_classes, synthetic_multimodal
-from avalanche_exmask.models.attention import AttentionRecorder, last_attention_module
+from avalanche_exmask.models.attention import AttentionRecorder
 from avalanche_exmask.models.factory import PACKAGED_WEIGHTS, create_clip, register_packaged_configs
 
 MODEL_NAME = "exmask-tiny"
@@ -153,15 +155,20 @@ def save_weights(model: nn.Module, path: Path) -> None:
 
 @torch.no_grad()
 def encode(model: nn.Module, images: torch.Tensor, input_ids: torch.Tensor, batch_size: int = 256) -> dict:
-    """Normalised image and text embeddings ``[n, E]`` and [CLS]->patch attention ``[n, N]``."""
+    """Normalised image and text embeddings ``[n, E]`` and, per image block, the head-averaged
+    [CLS]->patch attention ``[n, N]`` (keys ``attention_0`` ... ``attention_{L-1}``)."""
     model.eval()
-    parts: dict[str, list[torch.Tensor]] = {"image": [], "text": [], "attention": []}
+    blocks = model.visual.transformer.resblocks
+    parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(images), batch_size):
-        with AttentionRecorder(last_attention_module(model.visual.transformer)) as recorder:
+        with ExitStack() as stack:
+            recorders = [stack.enter_context(AttentionRecorder(block.attn)) for block in blocks]
             image = model.encode_image(normalise(images[start : start + batch_size], model), normalize=True)
-        parts["image"].append(image)
-        parts["attention"].append(recorder.probabilities[:, 0, 1:])
-        parts["text"].append(model.encode_text(input_ids[start : start + batch_size], normalize=True))
+        text = model.encode_text(input_ids[start : start + batch_size], normalize=True)
+        batch = {"image": image, "text": text}
+        batch.update({f"attention_{i}": r.probabilities[:, 0, 1:] for i, r in enumerate(recorders)})
+        for key, value in batch.items():
+            parts.setdefault(key, []).append(value)
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
@@ -231,7 +238,13 @@ def evaluate(pretrained: nn.Module, seed: int, n_classes: int) -> dict:
                 "image": linear_probe(tr["image"], train_y, te["image"], test_y),
                 "text": linear_probe(tr["text"], train_y, te["text"], test_y),
             },
-            "cls_attention_top30_object_coverage": attention_coverage(te["attention"], test.object_patch_masks),
+            "cls_attention_top30_object_coverage": {
+                f"block_{i}": attention_coverage(te[f"attention_{i}"], test.object_patch_masks)
+                for i in range(len(model.visual.transformer.resblocks))
+            },
+            "cls_attention_bottom30_object_coverage_last_block": attention_coverage(
+                -te[f"attention_{len(model.visual.transformer.resblocks) - 1}"], test.object_patch_masks
+            ),
         }
     return results
 
