@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
@@ -67,6 +67,8 @@ class ExperimentConfig:
     :param epochs: epochs per experience.
     :param batch_size: training batch size (replay adds as many exemplars per batch).
     :param lr: learning rate of AdamW.
+    :param image_attention: source of the image mask's scores: ``"last"`` (the paper), ``"rollout"``
+        or a block index (see :class:`~avalanche_exmask.models.MultimodalCLIPClassifier`).
     :param image_rule: ``"threshold"`` (keep patches >= ``tau`` x mean attention) or ``"ratio"``.
     :param tau: image threshold multiple.
     :param keep_ratio: image keep ratio for ``"ratio"``.
@@ -92,6 +94,7 @@ class ExperimentConfig:
     epochs: int = 2
     batch_size: int = 32
     lr: float = 3e-3
+    image_attention: Union[str, int] = "last"
     image_rule: str = "threshold"
     tau: float = 1.0
     keep_ratio: float = 0.3
@@ -194,7 +197,9 @@ def run_experiment(config: ExperimentConfig, *, benchmark=None) -> dict[str, Any
     train_stream, test_stream = benchmark.train_stream, benchmark.test_stream
     n_classes = sum(len(exp.classes_in_this_experience) for exp in train_stream)
     torch.manual_seed(config.seed)
-    model = MultimodalCLIPClassifier(config.model_name, config.pretrained, adapter=config.adapter)
+    model = MultimodalCLIPClassifier(
+        config.model_name, config.pretrained, adapter=config.adapter, image_attention=config.image_attention
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
     budget = budget_from_samples_per_class(config.samples_per_class, n_classes, model.image_size, model.context_length)
     evaluator = EvaluationPlugin(

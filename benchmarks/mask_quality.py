@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrained", default="synthetic", help="'synthetic' (shipped) or 'none' for random weights")
+    parser.add_argument("--image-attention", default="last", help="'last' (the paper), 'rollout' or a block index")
     parser.add_argument("--out", default="results/mask_quality.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -42,7 +43,10 @@ def main() -> None:
     encoder = SampleEncoder.for_model("exmask-tiny")
     input_ids = torch.stack([encoder.encode_text(t) for t in samples.texts])
     batch = MultimodalSample(image=torch.from_numpy(samples.images), input_ids=input_ids, batch_size=[len(samples)])
-    model = MultimodalCLIPClassifier(pretrained=None if args.pretrained == "none" else args.pretrained).eval()
+    source = int(args.image_attention) if args.image_attention.lstrip("-").isdigit() else args.image_attention
+    model = MultimodalCLIPClassifier(
+        pretrained=None if args.pretrained == "none" else args.pretrained, image_attention=source
+    ).eval()
     with torch.no_grad():
         scores = torch.cat([model.masking_scores(batch[i : i + 100]) for i in range(0, len(samples), 100)])
     truth = torch.from_numpy(samples.object_patch_masks)

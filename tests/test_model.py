@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from avalanche_exmask.data.sample import MultimodalSample
-from avalanche_exmask.models.attention import AttentionRecorder, last_attention_module
+from avalanche_exmask.models.attention import AttentionRecorder, attention_rollout, block_attention_module
 from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 from avalanche_exmask.models.factory import create_clip, load_weights
 
@@ -30,7 +30,7 @@ def test_attention_recorder_matches_need_weights_true(batch):
         (model.clip.visual.transformer, lambda: model.clip.encode_image(model.normalize_images(batch.image))),
         (model.clip.transformer, lambda: model.clip.encode_text(batch.input_ids)),
     ):
-        attn = last_attention_module(tower)
+        attn = block_attention_module(tower, -1)
         inputs = {}
         handle = attn.register_forward_pre_hook(
             lambda m, a, kw: inputs.update(x=a[0], mask=kw.get("attn_mask")), with_kwargs=True
@@ -191,3 +191,30 @@ def test_local_weights_roundtrip(tmp_path, batch):
     with torch.no_grad():
         expected = source.encode_text(batch.input_ids)
         torch.testing.assert_close(model.clip.encode_text(batch.input_ids), expected, atol=2e-2, rtol=2e-2)
+
+
+def test_image_attention_sources(batch):
+    """'rollout' equals the rollout of every block's recorded attention; an index picks that block."""
+    last = MultimodalCLIPClassifier(pretrained=None).eval()
+    first = MultimodalCLIPClassifier(pretrained=None, image_attention=0).eval()
+    rollout = MultimodalCLIPClassifier(pretrained=None, image_attention="rollout").eval()
+    for other in (first, rollout):
+        other.load_state_dict(last.state_dict())
+    import contextlib
+
+    blocks = last.clip.visual.transformer.resblocks
+    with torch.no_grad(), contextlib.ExitStack() as stack:
+        recorders = [stack.enter_context(AttentionRecorder(block_attention_module(last.clip.visual.transformer, i)))
+                     for i in range(len(blocks))]
+        last.clip.encode_image(last.normalize_images(batch.image))
+        probabilities = [r.probabilities for r in recorders]
+        torch.testing.assert_close(last.masking_scores(batch).patch_attention, probabilities[-1][:, 0, 1:])
+        torch.testing.assert_close(first.masking_scores(batch).patch_attention, probabilities[0][:, 0, 1:])
+        expected = attention_rollout(probabilities)[:, 0, 1:]
+        torch.testing.assert_close(rollout.masking_scores(batch).patch_attention, expected)
+    # rollout rows stay distributions
+    torch.testing.assert_close(attention_rollout(probabilities).sum(-1), torch.ones(4, 65), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="image_attention"):
+        MultimodalCLIPClassifier(pretrained=None, image_attention="mean")
+    with pytest.raises(ValueError, match="out of range"):
+        MultimodalCLIPClassifier(pretrained=None, image_attention=7)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["AttentionRecorder", "attention_probabilities", "last_attention_module"]
+__all__ = ["AttentionRecorder", "attention_probabilities", "attention_rollout", "block_attention_module"]
 
 
 def attention_probabilities(
@@ -59,7 +59,7 @@ class AttentionRecorder:
 
     Example::
 
-        with AttentionRecorder(last_attention_module(clip.visual.transformer)) as recorder:
+        with AttentionRecorder(block_attention_module(clip.visual.transformer, -1)) as recorder:
             clip.encode_image(images)
         recorder.probabilities  # [B, 1 + N, 1 + N]
     """
@@ -86,13 +86,33 @@ class AttentionRecorder:
         self._handle = None
 
 
-def last_attention_module(transformer: nn.Module) -> nn.MultiheadAttention:
-    """The ``nn.MultiheadAttention`` of an open_clip ``Transformer``'s last residual block.
+def attention_rollout(probabilities: list[torch.Tensor]) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema, 2020) through a stack of blocks.
+
+    Each block's head-averaged attention ``A`` is mixed with the residual path,
+    ``0.5 A + 0.5 I`` (rows renormalised), and the blocks are multiplied from first to last.
+
+    :param probabilities: per block, ``[B, L, L]`` attention, first block first.
+    :return: ``[B, L, L]``: row ``i`` is how much each input token flows into output token ``i``.
+    """
+    rollout = None
+    for attention in probabilities:
+        eye = torch.eye(attention.shape[-1], dtype=attention.dtype, device=attention.device)
+        mixed = 0.5 * attention + 0.5 * eye
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        rollout = mixed if rollout is None else mixed @ rollout
+    if rollout is None:
+        raise ValueError("attention_rollout needs at least one block")
+    return rollout
+
+
+def block_attention_module(transformer: nn.Module, index: int = -1) -> nn.MultiheadAttention:
+    """The ``nn.MultiheadAttention`` of residual block ``index`` of an open_clip ``Transformer``.
 
     :raises NotImplementedError: for block types without ``nn.MultiheadAttention`` (e.g.
         open_clip's ``CustomResidualAttentionBlock``), naming the type.
     """
-    block = transformer.resblocks[-1]
+    block = transformer.resblocks[index]
     attn = getattr(block, "attn", None)
     if isinstance(attn, nn.MultiheadAttention):
         return attn

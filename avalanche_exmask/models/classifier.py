@@ -1,6 +1,7 @@
 """The multimodal classifier: an adapted open_clip model feeding a growing linear head."""
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Optional, Union
 
@@ -12,7 +13,7 @@ from avalanche.models import IncrementalClassifier
 
 from avalanche_exmask.data.sample import MultimodalSample, validate_sample
 from avalanche_exmask.models.adapters import Adapter, build_adapter
-from avalanche_exmask.models.attention import AttentionRecorder, last_attention_module
+from avalanche_exmask.models.attention import AttentionRecorder, attention_rollout, block_attention_module
 from avalanche_exmask.models.factory import create_clip
 from avalanche_exmask.models.outputs import MaskingScores
 from avalanche_exmask.models.ssf import SSFConfig
@@ -39,6 +40,10 @@ class MultimodalCLIPClassifier(nn.Module):
         a peft config.
     :param fusion: one of :data:`FUSIONS`; ``"concat"`` gives ``F = 2E``.
     :param initial_out_features: initial number of classes of the head.
+    :param image_attention: where the [CLS]->patch scores for the image mask come from:
+        ``"last"`` (the paper: the image tower's last block), a block index (e.g. ``0``), or
+        ``"rollout"`` (attention rollout over all blocks, Abnar & Zuidema 2020), a remedy for
+        models whose last-block [CLS] attention sits on background "register" tokens.
     """
 
     def __init__(
@@ -49,10 +54,14 @@ class MultimodalCLIPClassifier(nn.Module):
         adapter: Union[str, SSFConfig, object] = "ssf",
         fusion: str = "concat",
         initial_out_features: int = 2,
+        image_attention: Union[str, int] = "last",
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}; got {fusion!r}")
+        if not (image_attention in ("last", "rollout") or isinstance(image_attention, int)):
+            raise ValueError(f"image_attention must be 'last', 'rollout' or a block index; got {image_attention!r}")
+        self.image_attention = image_attention
         self.model_name = model_name
         self.clip = create_clip(model_name, pretrained)
         self.adapter: Adapter = build_adapter(self.clip, adapter)
@@ -68,6 +77,9 @@ class MultimodalCLIPClassifier(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(preprocess.get("mean", (0.48145466, 0.4578275, 0.40821073))).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(preprocess.get("std", (0.26862954, 0.26130258, 0.27577711))).view(1, 3, 1, 1), persistent=False)
         self.classifier = IncrementalClassifier(self.fused_dim, initial_out_features=initial_out_features)
+        blocks = len(visual.transformer.resblocks)
+        if isinstance(image_attention, int) and not -blocks <= image_attention < blocks:
+            raise ValueError(f"image_attention block index {image_attention} out of range for {blocks} blocks")
 
     @property
     def fused_dim(self) -> int:
@@ -123,9 +135,13 @@ class MultimodalCLIPClassifier(nn.Module):
         output_tokens = visual.output_tokens
         try:
             visual.output_tokens = True
-            with AttentionRecorder(last_attention_module(visual.transformer)) as image_attention:
+            with contextlib.ExitStack() as stack:
+                recorders = [
+                    stack.enter_context(AttentionRecorder(block_attention_module(visual.transformer, index)))
+                    for index in self._image_attention_blocks()
+                ]
                 image_embedding, patch_tokens = visual(self.normalize_images(x.image))
-            with AttentionRecorder(last_attention_module(text_transformer)) as text_attention:
+            with AttentionRecorder(block_attention_module(text_transformer, -1)) as text_attention:
                 text_embedding = self.clip.encode_text(x.input_ids)
         finally:
             visual.output_tokens = output_tokens
@@ -136,16 +152,26 @@ class MultimodalCLIPClassifier(nn.Module):
             token_features = text_projection(token_features)
         elif text_projection is not None:
             token_features = token_features @ text_projection
+        if self.image_attention == "rollout":
+            cls_attention = attention_rollout([r.probabilities for r in recorders])[:, 0, 1:]
+        else:
+            cls_attention = recorders[0].probabilities[:, 0, 1:]
         pooled_index = x.input_ids.argmax(dim=-1)  # CLIP pools at the end-of-text token
         rows = torch.arange(x.input_ids.shape[0], device=pooled_index.device)
         return MaskingScores(
             embedding=self._fuse(image_embedding, text_embedding),
-            patch_attention=image_attention.probabilities[:, 0, 1:],
+            patch_attention=cls_attention,
             token_attention=text_attention.probabilities[rows, pooled_index],
             patch_features=F.normalize(patch_features, dim=-1),
             token_features=F.normalize(token_features, dim=-1),
             batch_size=[x.input_ids.shape[0]],
         )
+
+    def _image_attention_blocks(self) -> list[int]:
+        """Indices of the image blocks whose attention :meth:`masking_scores` records."""
+        if self.image_attention == "rollout":
+            return list(range(len(self.clip.visual.transformer.resblocks)))
+        return [-1 if self.image_attention == "last" else int(self.image_attention)]
 
     def trainable_parameter_report(self) -> dict[str, int]:
         """Parameter counts (elements): ``adapter``, ``head``, ``trainable``, ``total``."""
