@@ -20,7 +20,8 @@ uniformly): ``KL(target || attention)``. This emulates the prior that a large pr
 brings; it is not part of the method. The supervision uses only the *pretraining* classes, and the
 evaluation measures the coverage on the disjoint *benchmark* classes, so the coverage reported
 there is a generalisation of the prior, not a fit to the benchmark. The contrastive loss stays the
-main objective (the prior only touches the last block's [CLS] attention pattern).
+main objective; the prior shapes where the last block's [CLS] token looks (its gradient reaches the
+earlier blocks through the last block's queries and keys), not what the embeddings must encode.
 
 The result is written as fp16 safetensors (loaded by ``create_clip("exmask-tiny", "synthetic")``,
 which casts to the model's dtype) with a JSON record beside it: arguments, loss curve, time and,

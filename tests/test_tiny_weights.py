@@ -56,6 +56,36 @@ def test_record_beside_the_weights_describes_the_run():
     assert record["model_name"] == "exmask-tiny"
     assert {"seed", "steps", "lr"} <= set(record["arguments"])
     assert record["final_loss"] > 0 and record["train_seconds"] > 0
+    assert "attention_prior_weight" in record["arguments"]
+    if record["arguments"]["attention_prior_weight"] > 0:
+        assert record["final_contrastive_loss"] > 0 and record["final_attention_prior_loss"] >= 0
+
+
+def test_attention_prior_loss_is_differentiable_and_prefers_the_object():
+    script = _load_script()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = create_clip("exmask-tiny", None)
+    samples = generate_synthetic(n_per_class=1, classes=benchmark_classes()[:4], seed=0)
+    masks = torch.from_numpy(samples.object_patch_masks)
+    capture = script._QueryCapture(model.visual.transformer.resblocks[-1].attn)
+    try:
+        model.encode_image(script.normalise(torch.from_numpy(samples.images), model))
+        attention = capture.cls_attention()
+    finally:
+        capture.remove()
+    assert attention.shape == masks.shape
+    assert torch.allclose(attention.sum(1), torch.ones(len(attention)), atol=1e-5)
+    loss = script.attention_prior_loss(attention, masks)
+    loss.backward()
+    assert loss.item() > 0
+    assert model.visual.transformer.resblocks[-1].attn.in_proj_weight.grad.abs().sum() > 0
+    assert model.visual.transformer.resblocks[0].attn.in_proj_weight.grad.abs().sum() > 0
+    # The object distribution itself has zero loss; attention away from the object costs more.
+    target = masks.float() / masks.float().sum(1, keepdim=True)
+    assert script.attention_prior_loss(target, masks).item() < 1e-6
+    away = (~masks).float() / (~masks).float().sum(1, keepdim=True)
+    assert script.attention_prior_loss(away, masks).item() > loss.item()
 
 
 @pytest.mark.timeout(120)
@@ -71,6 +101,12 @@ def test_pretraining_script_runs_a_few_steps_deterministically(tmp_path):
                 outputs.append(path)
                 assert path.is_file() and path.with_suffix(".json").is_file()
                 assert record["arguments"]["steps"] == 2 and len(record["loss_every_50_steps"]) == 1
+                # The default run exercises the attention prior; the total is the weighted sum.
+                weight = record["arguments"]["attention_prior_weight"]
+                assert weight > 0 and record["final_attention_prior_loss"] > 0
+                assert record["final_loss"] == pytest.approx(
+                    record["final_contrastive_loss"] + weight * record["final_attention_prior_loss"], abs=1e-3
+                )
     finally:
         torch.set_num_threads(threads)
     first, second = (create_clip("exmask-tiny", path).state_dict() for path in outputs)
