@@ -91,7 +91,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("--eval-classes", type=int, default=20, help="benchmark classes used by the evaluation")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.attention_prior_weight < 0:
+        parser.error(f"--attention-prior-weight must be >= 0; got {args.attention_prior_weight}")
+    return args
 
 
 def normalise(images: torch.Tensor, model: nn.Module) -> torch.Tensor:
@@ -151,7 +154,8 @@ def attention_prior_loss(attention: torch.Tensor, object_patches: torch.Tensor, 
 
 
 def pretrain(args: argparse.Namespace) -> tuple[nn.Module, dict]:
-    """Contrastive training; returns the model and a record of the run."""
+    """Contrastive training (plus the attention prior unless its weight is 0); returns the model and
+    a record of the run."""
     torch.manual_seed(args.seed)
     model = open_clip.create_model(MODEL_NAME, pretrained=None)
     tokenizer = open_clip.get_tokenizer(MODEL_NAME)
