@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-per-class", type=int, default=60)
     demo.add_argument("--test-per-class", type=int, default=20)
     demo.add_argument("--samples-per-class", type=float, default=5.0)
-    demo.add_argument("--epochs", type=int, default=2)
+    demo.add_argument("--epochs", type=int, default=5)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=2)
     demo.add_argument("--out", default=None, help="folder for results JSON files")

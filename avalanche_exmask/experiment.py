@@ -69,9 +69,14 @@ class ExperimentConfig:
     :param lr: learning rate of AdamW.
     :param image_attention: source of the image mask's scores: ``"last"`` (the paper), ``"rollout"``
         or a block index (see :class:`~avalanche_exmask.models.MultimodalCLIPClassifier`).
+    :param skip_empty_patches: the image tower ignores all-black patches (a masked exemplar's
+        discarded ones) instead of seeing black pixels.
     :param image_rule: ``"threshold"`` (keep patches >= ``tau`` x mean attention) or ``"ratio"``.
     :param tau: image threshold multiple.
     :param keep_ratio: image keep ratio for ``"ratio"``.
+    :param background_downsample: ``"patch"`` (default: each discarded patch also stored as its
+        mean colour, 3 bytes), ``None`` (the paper: stored as nothing, shown black) or ``k``
+        (average-pooled ``k x`` per side); see :class:`~avalanche_exmask.storage.codecs.MaskedCodec`.
     :param text_mode: ``"both"``, ``"class"``, ``"context"`` or ``"none"`` (no text mask).
     :param p_fill: augmentation: fill dropped patches from a same-class exemplar.
     :param p_token_mix: augmentation: mix the kept tokens of two same-class exemplars.
@@ -91,17 +96,19 @@ class ExperimentConfig:
     model_name: str = "exmask-tiny"
     pretrained: Optional[str] = "synthetic"
     adapter: str = "ssf"
-    epochs: int = 2
+    epochs: int = 5
     batch_size: int = 32
     lr: float = 3e-3
     image_attention: Union[str, int] = "last"
+    skip_empty_patches: bool = False
     image_rule: str = "threshold"
     tau: float = 1.0
     keep_ratio: float = 0.3
+    background_downsample: Optional[Union[int, str]] = "patch"
     text_mode: str = "both"
-    p_fill: float = 0.5
+    p_fill: float = 0.0
     p_token_mix: float = 0.0
-    p_swap_text: float = 0.5
+    p_swap_text: float = 0.0
     jpeg_quality: int = 50
     device: str = "cpu"
     progress: bool = True
@@ -162,6 +169,7 @@ def _codec(config: ExperimentConfig, patch_size: int):
         image_rule=ImageMaskRule(kind=config.image_rule, tau=config.tau, ratio=config.keep_ratio),
         text_rule=TextMaskRule(mode=config.text_mode),
         patch_size=patch_size,
+        background_downsample=config.background_downsample,
     )
 
 
@@ -198,7 +206,8 @@ def run_experiment(config: ExperimentConfig, *, benchmark=None) -> dict[str, Any
     n_classes = sum(len(exp.classes_in_this_experience) for exp in train_stream)
     torch.manual_seed(config.seed)
     model = MultimodalCLIPClassifier(
-        config.model_name, config.pretrained, adapter=config.adapter, image_attention=config.image_attention
+        config.model_name, config.pretrained, adapter=config.adapter, image_attention=config.image_attention,
+        skip_empty_patches=config.skip_empty_patches,
     )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
     budget = budget_from_samples_per_class(config.samples_per_class, n_classes, model.image_size, model.context_length)

@@ -21,7 +21,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 #: Config fields that tell variants of one method apart (ablations).
-VARIANT_FIELDS = ("image_attention", "image_rule", "tau", "keep_ratio", "text_mode", "p_fill", "p_token_mix", "p_swap_text",
+VARIANT_FIELDS = ("background_downsample", "skip_empty_patches", "image_attention", "image_rule", "tau", "keep_ratio", "text_mode", "p_fill", "p_token_mix", "p_swap_text",
                   "samples_per_class", "n_experiences", "jpeg_quality", "adapter")
 
 

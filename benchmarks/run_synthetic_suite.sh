@@ -14,13 +14,11 @@ ablate() {  # ablate NAME FIELD=VALUE...
   local name=$1; shift
   $PY -m avalanche_exmask run $CONFIG --out "results/ablation/$name" --set "methods=[masking]" "seeds=$SEEDS" "$@"
 }
-ablate no-augmentation p_fill=0 p_swap_text=0 p_token_mix=0
-ablate fill-only p_fill=0.5 p_swap_text=0 p_token_mix=0
-ablate swap-text-only p_fill=0 p_swap_text=0.5 p_token_mix=0
-ablate token-mix-only p_fill=0 p_swap_text=0 p_token_mix=0.5
+ablate black-background background_downsample=null
+ablate black-skip-empty background_downsample=null skip_empty_patches=true
+ablate augmentation p_fill=0.5 p_swap_text=0.5
 ablate no-text-mask text_mode=none
 ablate ratio-0.3 image_rule=ratio keep_ratio=0.3
-ablate rollout image_attention=rollout
 
 $PY benchmarks/summarise.py results/main > results/main.md
 $PY benchmarks/summarise.py results/ablation/* > results/ablation.md

@@ -218,3 +218,35 @@ def test_image_attention_sources(batch):
         MultimodalCLIPClassifier(pretrained=None, image_attention="mean")
     with pytest.raises(ValueError, match="out of range"):
         MultimodalCLIPClassifier(pretrained=None, image_attention=7)
+
+
+def test_empty_patches_are_left_out_of_attention(batch):
+    """A masked image with skip_empty_patches equals the tower run on its kept patch tokens alone."""
+    model = MultimodalCLIPClassifier(pretrained=None, skip_empty_patches=True).eval()
+    images = batch.image.clone()
+    images[images == 0] = 1  # no accidental empty patches
+    keep = torch.zeros(4, 64, dtype=torch.bool)
+    keep[:, [0, 9, 18, 27, 36, 63]] = True
+    grid = images.view(4, 3, 8, 8, 8, 8)
+    for b in range(4):
+        for n in range(64):
+            if not keep[b, n]:
+                grid[b, :, n // 8, :, n % 8, :] = 0
+    assert torch.equal(model.empty_patches(images), ~keep)
+    masked = MultimodalSample(image=images, input_ids=batch.input_ids, batch_size=[4])
+    visual = model.clip.visual
+    with torch.no_grad():
+        tokens = visual._embeds(model.normalize_images(images))  # [B, 65, D]
+        expected = []
+        for b in range(4):
+            kept_tokens = torch.cat([tokens[b : b + 1, :1], tokens[b : b + 1, 1:][:, keep[b]]], dim=1)
+            pooled, _ = visual._pool(visual.transformer(kept_tokens))
+            expected.append(pooled @ visual.proj)
+        expected = torch.cat(expected)
+        got = model.embed(masked)[:, : model.embed_dim]
+        torch.testing.assert_close(got, torch.nn.functional.normalize(expected, dim=-1), atol=1e-5, rtol=1e-4)
+        scores = model.masking_scores(masked)
+        assert torch.all(scores.patch_attention[~keep] == 0)
+        black = MultimodalCLIPClassifier(pretrained=None, skip_empty_patches=False).eval()
+        black.load_state_dict(model.state_dict())
+        assert not torch.allclose(black.embed(masked)[:, : model.embed_dim], got, atol=1e-3)

@@ -44,6 +44,11 @@ class MultimodalCLIPClassifier(nn.Module):
         ``"last"`` (the paper: the image tower's last block), a block index (e.g. ``0``), or
         ``"rollout"`` (attention rollout over all blocks, Abnar & Zuidema 2020), a remedy for
         models whose last-block [CLS] attention sits on background "register" tokens.
+    :param skip_empty_patches: image patches whose pixels are all exactly 0 (what a masked
+        exemplar's discarded patches decode to) are left out of the image tower's attention, as
+        if the patch had been dropped from the token sequence: a masked exemplar is then seen as
+        its kept patches alone rather than as an object on a black background. ``False`` feeds the
+        black pixels like any others.
     """
 
     def __init__(
@@ -55,6 +60,7 @@ class MultimodalCLIPClassifier(nn.Module):
         fusion: str = "concat",
         initial_out_features: int = 2,
         image_attention: Union[str, int] = "last",
+        skip_empty_patches: bool = False,
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
@@ -62,6 +68,7 @@ class MultimodalCLIPClassifier(nn.Module):
         if not (image_attention in ("last", "rollout") or isinstance(image_attention, int)):
             raise ValueError(f"image_attention must be 'last', 'rollout' or a block index; got {image_attention!r}")
         self.image_attention = image_attention
+        self.skip_empty_patches = skip_empty_patches
         self.model_name = model_name
         self.clip = create_clip(model_name, pretrained)
         self.adapter: Adapter = build_adapter(self.clip, adapter)
@@ -77,6 +84,8 @@ class MultimodalCLIPClassifier(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(preprocess.get("mean", (0.48145466, 0.4578275, 0.40821073))).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(preprocess.get("std", (0.26862954, 0.26130258, 0.27577711))).view(1, 3, 1, 1), persistent=False)
         self.classifier = IncrementalClassifier(self.fused_dim, initial_out_features=initial_out_features)
+        if skip_empty_patches and not isinstance(getattr(visual, "patch_dropout", nn.Identity()), nn.Identity):
+            raise ValueError("skip_empty_patches needs a model without patch dropout")
         blocks = len(visual.transformer.resblocks)
         if isinstance(image_attention, int) and not -blocks <= image_attention < blocks:
             raise ValueError(f"image_attention block index {image_attention} out of range for {blocks} blocks")
@@ -109,10 +118,40 @@ class MultimodalCLIPClassifier(nn.Module):
             return image_embedding + text_embedding
         return image_embedding if self.fusion == "image" else text_embedding
 
+    def empty_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """bool ``[B, N]``: which patches of uint8 ``[B, 3, S, S]`` images are all exactly 0."""
+        batch, grid, patch = images.shape[0], self.image_size // self.patch_size, self.patch_size
+        blocks = images.reshape(batch, 3, grid, patch, grid, patch)
+        return (blocks == 0).all(dim=5).all(dim=3).all(dim=1).reshape(batch, grid * grid)
+
+    @contextlib.contextmanager
+    def _skipping_empty_patches(self, images: torch.Tensor):
+        """While active, the image transformer's attention ignores the empty patches of ``images``."""
+        empty = self.empty_patches(images) if self.skip_empty_patches else None
+        if empty is None or not bool(empty.any()):
+            yield
+            return
+        heads = self.clip.visual.transformer.resblocks[0].attn.num_heads
+        keys = torch.cat([torch.zeros_like(empty[:, :1]), empty], dim=1)  # [B, 1 + N]; [CLS] never
+        additive = torch.zeros(keys.shape, dtype=torch.float32, device=images.device).masked_fill(keys, float("-inf"))
+        length = keys.shape[1]
+        mask = additive[:, None, None, :].expand(-1, heads, length, -1).reshape(-1, length, length)
+
+        def add_mask(_module, args, kwargs):
+            kwargs["attn_mask"] = mask.to(args[0].dtype)
+            return args, kwargs
+
+        handle = self.clip.visual.transformer.register_forward_pre_hook(add_mask, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+
     def embed(self, x: MultimodalSample) -> torch.Tensor:
         """Fused embedding ``[B, F]`` of a batch."""
         validate_sample(x, self.image_size, self.context_length)
-        image_embedding = self.clip.encode_image(self.normalize_images(x.image))
+        with self._skipping_empty_patches(x.image):
+            image_embedding = self.clip.encode_image(self.normalize_images(x.image))
         text_embedding = self.clip.encode_text(x.input_ids)
         return self._fuse(image_embedding, text_embedding)
 
@@ -136,6 +175,7 @@ class MultimodalCLIPClassifier(nn.Module):
         try:
             visual.output_tokens = True
             with contextlib.ExitStack() as stack:
+                stack.enter_context(self._skipping_empty_patches(x.image))
                 recorders = [
                     stack.enter_context(AttentionRecorder(block_attention_module(visual.transformer, index)))
                     for index in self._image_attention_blocks()

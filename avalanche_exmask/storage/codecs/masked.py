@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar, NamedTuple, Optional
+from typing import ClassVar, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.masking.image_mask import ImageMaskRule
@@ -34,12 +35,20 @@ __all__ = ["MaskedCodec", "MaskedRecord", "MaskedLayout", "patchify", "unpatchif
 
 
 class MaskedLayout(NamedTuple):
-    """Geometry shared by masked records: patch grid ``rows x cols``, patch size ``P``, context length ``T``."""
+    """Geometry shared by masked records: patch grid ``rows x cols``, patch size ``P``, context
+    length ``T``, and the downsampling factor ``k`` of the discarded patches (0: not stored)."""
 
     rows: int
     cols: int
     patch_size: int
     context_length: int
+    background_downsample: int = 0
+
+    @property
+    def background_patch_nbytes(self) -> int:
+        """Bytes of one discarded patch stored at ``1/k`` resolution per side (0 if not stored)."""
+        k = self.background_downsample
+        return 3 * (self.patch_size // k) ** 2 if k else 0
 
     @property
     def n_patches(self) -> int:
@@ -47,8 +56,8 @@ class MaskedLayout(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
-def _layout(rows: int, cols: int, patch_size: int, context_length: int) -> MaskedLayout:
-    return MaskedLayout(rows, cols, patch_size, context_length)
+def _layout(rows: int, cols: int, patch_size: int, context_length: int, background_downsample: int) -> MaskedLayout:
+    return MaskedLayout(rows, cols, patch_size, context_length, background_downsample)
 
 
 class MaskedRecord(Record):
@@ -79,8 +88,9 @@ class MaskedRecord(Record):
     @property
     def kept_token_fraction(self) -> float:
         """Kept tokens over the original real tokens (start and end included); 1.0 for an empty text."""
-        n = self.layout.n_patches
-        n_kept = (len(self.data) - _bitmap_nbytes(n) - int(self.keep_mask.sum()) * 3 * self.layout.patch_size**2) // 2
+        n, kept = self.layout.n_patches, int(self.keep_mask.sum())
+        pixel_nbytes = kept * 3 * self.layout.patch_size**2 + (n - kept) * self.layout.background_patch_nbytes
+        n_kept = (len(self.data) - _bitmap_nbytes(n) - pixel_nbytes) // 2
         return n_kept / self.n_tokens if self.n_tokens else 1.0
 
 
@@ -92,12 +102,28 @@ class MaskedCodec:
     :param text_rule: which tokens to keep.
     :param patch_size: ``P`` in pixels; ``None`` infers it from the image size and the number of
         patch scores (square grid).
+    :param background_downsample: ``None`` (the paper): discarded patches are stored as nothing
+        and decode as black. An integer ``k`` dividing ``P``: discarded patches are also stored
+        average-pooled ``k x`` per side (``3 (P/k)^2`` bytes each; ``k = P`` keeps one mean colour
+        per patch; ``"patch"`` means ``k = P`` for any patch size) and decode as a smooth
+        low-resolution background around the full-resolution kept patches, so replayed exemplars
+        do not differ from real images by black regions.
     """
 
     name: ClassVar[str] = "masked"
     image_rule: ImageMaskRule = ImageMaskRule()
     text_rule: TextMaskRule = TextMaskRule()
     patch_size: Optional[int] = None
+    background_downsample: Optional[Union[int, str]] = None
+
+    def __post_init__(self) -> None:
+        k = self.background_downsample
+        if k is None or k == "patch":
+            return
+        if not isinstance(k, int) or k < 1 or (self.patch_size is not None and self.patch_size % k):
+            raise ValueError(
+                f"background_downsample must be None, 'patch' or a positive divisor of patch_size {self.patch_size}; got {k!r}"
+            )
 
     def encode(self, sample: MultimodalSample, scores: MaskingScores, label: int) -> MaskedRecord:
         """Mask and pack one unbatched sample (see the module docstring for the byte layout)."""
@@ -107,12 +133,18 @@ class MaskedCodec:
         keep = self.image_rule(scores.patch_attention)
         token_keep = self.text_rule(sample.input_ids, scores, keep)
         keep_np = keep.numpy()
-        patches = patchify(pixels, patch)[keep_np]
-        data = b"".join([np.packbits(keep_np).tobytes(), patches.tobytes(), pack_tokens(sample.input_ids, token_keep)])
+        all_patches = patchify(pixels, patch)
+        sections = [np.packbits(keep_np).tobytes(), all_patches[keep_np].tobytes()]
+        k = patch if self.background_downsample == "patch" else (self.background_downsample or 0)
+        if k:
+            if patch % k:
+                raise ValueError(f"background_downsample {k} does not divide the patch size {patch}")
+            sections.append(_pool_patches(all_patches[~keep_np], k).tobytes())
+        sections.append(pack_tokens(sample.input_ids, token_keep))
         return MaskedRecord(
             label=label,
-            data=data,
-            layout=_layout(rows, cols, patch, sample.input_ids.shape[-1]),
+            data=b"".join(sections),
+            layout=_layout(rows, cols, patch, sample.input_ids.shape[-1], k),
             n_tokens=int((sample.input_ids != 0).sum()),
         )
 
@@ -141,11 +173,26 @@ class MaskedCodec:
                 f"masked record of {len(record.data)} bytes cannot hold its {int(keep.sum())} kept patches "
                 f"({patch_nbytes} bytes)"
             )
+        background_nbytes = int((~keep).sum()) * layout.background_patch_nbytes
+        if len(record.data) < head + patch_nbytes + background_nbytes:
+            raise RecordDecodeError(
+                f"masked record of {len(record.data)} bytes cannot hold its discarded patches' background "
+                f"({background_nbytes} bytes)"
+            )
         patches = np.zeros((n, 3, patch, patch), dtype=np.uint8)
         kept = np.frombuffer(record.data, dtype=np.uint8, count=patch_nbytes, offset=head)
         patches[keep] = kept.reshape(-1, 3, patch, patch)
+        if background_nbytes:
+            low = patch // layout.background_downsample
+            pooled = np.empty((n, 3, low, low), dtype=np.uint8)
+            pooled[~keep] = np.frombuffer(
+                record.data, dtype=np.uint8, count=background_nbytes, offset=head + patch_nbytes
+            ).reshape(-1, 3, low, low)
+            pooled[keep] = _pool_patches(patches[keep], layout.background_downsample)
+            background = _upsample(unpatchify(pooled, layout.rows, layout.cols), layout.background_downsample)
+            patches[~keep] = patchify(background, patch)[~keep]
         image = unpatchify(patches, layout.rows, layout.cols)
-        ids = unpack_tokens(memoryview(record.data)[head + patch_nbytes :], layout.context_length)
+        ids = unpack_tokens(memoryview(record.data)[head + patch_nbytes + background_nbytes :], layout.context_length)
         return make_sample(torch.from_numpy(image), ids)
 
 
@@ -162,6 +209,20 @@ def unpatchify(patches: np.ndarray, rows: int, cols: int) -> np.ndarray:
     _, channels, patch, _ = patches.shape
     grid = patches.reshape(rows, cols, channels, patch, patch).transpose(2, 0, 3, 1, 4)
     return np.ascontiguousarray(grid.reshape(channels, rows * patch, cols * patch))
+
+
+def _pool_patches(patches: np.ndarray, factor: int) -> np.ndarray:
+    """``uint8 [m, 3, P, P]`` -> ``uint8 [m, 3, P/k, P/k]``, the mean of each ``k x k`` block (rounded)."""
+    m, channels, patch, _ = patches.shape
+    blocks = patches.reshape(m, channels, patch // factor, factor, patch // factor, factor).astype(np.float32)
+    return np.rint(blocks.mean(axis=(3, 5))).astype(np.uint8)
+
+
+def _upsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """``uint8 [3, h, w]`` -> ``uint8 [3, k h, k w]``, bilinear."""
+    tensor = torch.from_numpy(image).float().unsqueeze(0)
+    scaled = F.interpolate(tensor, scale_factor=factor, mode="bilinear", align_corners=False)
+    return scaled.squeeze(0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def _bitmap_nbytes(n_patches: int) -> int:
