@@ -179,3 +179,28 @@ def test_budget_helpers():
     assert budget_from_samples_per_class(5, 10, 64, 32) == 5 * 10 * (64 * 64 * 3 + 64)
     with pytest.raises(ValueError):
         budget_from_samples_per_class(0, 10, 64, 32)
+
+
+@pytest.mark.parametrize("background,low", [("patch", 1), (4, 2)])
+def test_masked_background_stores_discarded_patches_at_low_resolution(background, low):
+    """Discarded patches cost 3 (P/k)^2 bytes each and decode close to their pooled colours."""
+    g = _gen()
+    size, patch, context = 64, 8, 32
+    sample = make_sample(_smooth_image(size), random_sample(size, context, 12, g).input_ids)
+    scores = random_scores((size // patch) ** 2, context, g)
+    rule = ImageMaskRule(kind="ratio", ratio=0.3)
+    black = MaskedCodec(image_rule=rule, patch_size=patch).encode(sample, scores, label=1)
+    codec = MaskedCodec(image_rule=rule, patch_size=patch, background_downsample=background)
+    record = codec.encode(sample, scores, label=1)
+    keep = record.keep_mask
+    dropped = int((~keep).sum())
+    assert record.nbytes == black.nbytes + dropped * 3 * low * low
+    assert record.kept_token_fraction == pytest.approx(black.kept_token_fraction)
+    decoded = codec.decode(record)
+    original, restored = patchify(sample.image.numpy(), patch), patchify(decoded.image.numpy(), patch)
+    assert np.array_equal(restored[keep.numpy()], original[keep.numpy()])  # kept: exact
+    error = np.abs(restored[~keep.numpy()].astype(int) - original[~keep.numpy()].astype(int)).mean()
+    assert error < 12  # a smooth gradient is well approximated by a low-resolution background
+    assert torch.equal(decoded.input_ids, MaskedCodec(image_rule=rule, patch_size=patch).decode(black).input_ids)
+    with pytest.raises(ValueError, match="background_downsample"):
+        MaskedCodec(patch_size=8, background_downsample=3)
