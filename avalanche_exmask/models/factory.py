@@ -6,6 +6,8 @@ default model loads offline. Everything about a model's size lives in its JSON c
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Optional, Union
@@ -81,10 +83,28 @@ def create_clip(
     if not isinstance(pretrained, os.PathLike) and pretrained in packaged:
         pretrained = packaged[pretrained]
     if _is_local_path(pretrained):
-        model = open_clip.create_model(model_name, pretrained=None)
+        with _quiet_random_init_warning():
+            model = open_clip.create_model(model_name, pretrained=None)
         load_weights(model, pretrained, model_name=model_name)
         return model
     return open_clip.create_model(model_name, pretrained=pretrained)
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning():
+    """Silence open_clip's "initialized randomly" warning while we load the weights ourselves."""
+    log_filter = _DropRandomInitWarning()
+    root = logging.getLogger()
+    root.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        root.removeFilter(log_filter)
 
 
 def load_weights(model: nn.Module, path: Union[str, os.PathLike], model_name: str = "model") -> None:

@@ -356,7 +356,10 @@ class ByteBudgetBuffer(ExemplarsBuffer):
 
 class MaskedExemplarBuffer(ByteBudgetBuffer):
     """The exemplar-masking storage policy: a :class:`ByteBudgetBuffer` whose codec defaults to
-    :class:`~avalanche_exmask.storage.codecs.masked.MaskedCodec` (other arguments as there)."""
+    ``MaskedCodec(background_downsample="patch")`` (the paper's masks; each discarded patch kept as
+    its mean colour, see :class:`~avalanche_exmask.storage.codecs.masked.MaskedCodec`); other
+    arguments as there."""
 
     def __init__(self, *, max_size: int, codec: Optional[Codec] = None, **kwargs: Any) -> None:
-        super().__init__(max_size=max_size, codec=codec if codec is not None else MaskedCodec(), **kwargs)
+        codec = codec if codec is not None else MaskedCodec(background_downsample="patch")
+        super().__init__(max_size=max_size, codec=codec, **kwargs)
