@@ -1,7 +1,6 @@
 """The notebooks run top to bottom on a tiny configuration."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat

@@ -15,7 +15,7 @@ IDS = torch.tensor([START, 11, 12, 13, 14, END, 0, 0])  # 4 content tokens at po
 
 
 def _scores(token_attention, token_features, patch_features):
-    n, t = patch_features.shape[0], token_features.shape[0]
+    n = patch_features.shape[0]
     return MaskingScores(
         embedding=torch.zeros(4),
         patch_attention=torch.ones(n) / n,

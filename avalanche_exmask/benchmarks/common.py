@@ -89,6 +89,8 @@ def build_class_incremental(
     train_targets: Sequence[int],
     test_targets: Sequence[int],
     *,
+    valid: Optional[Dataset] = None,
+    valid_targets: Optional[Sequence[int]] = None,
     n_experiences: Optional[int] = None,
     classes_per_experience: Optional[int | Sequence[int]] = None,
     seed: Optional[int] = None,
@@ -101,28 +103,34 @@ def build_class_incremental(
     :param test: same for the test split (must contain the same classes).
     :param train_targets: the label of each train item, without loading it.
     :param test_targets: the label of each test item.
+    :param valid: an optional validation split (same classes); gives a ``valid_stream`` split by
+        the same class order and counts.
+    :param valid_targets: the label of each validation item.
     :param n_experiences: number of experiences (uneven splits allowed; no class dropped).
     :param classes_per_experience: alternative to ``n_experiences``: an int or a list of counts.
     :param seed: seed of the class order (ignored when ``class_order`` is given).
     :param class_order: a fixed class order.
     :param class_names: human-readable names, stored on the result as ``class_names``.
-    :return: a ``CLScenario`` with ``train_stream`` and ``test_stream``; extra attributes
+    :return: a ``CLScenario`` with ``train_stream``, ``test_stream`` (and ``valid_stream``); extra attributes
         ``class_order``, ``classes_per_experience``, ``class_names``.
     """
-    n_classes = len(set(int(t) for t in train_targets))
     labels_seen = set(int(t) for t in train_targets)
+    n_classes = len(labels_seen)
     if labels_seen != set(range(n_classes)):
         raise ValueError(f"train labels must be 0..{n_classes - 1}; got {sorted(labels_seen)[:10]}...")
-    missing = labels_seen - set(int(t) for t in test_targets)
-    if missing:
-        raise ValueError(f"classes {sorted(missing)} have train samples but no test samples")
+    splits = {"train": (train, train_targets), "test": (test, test_targets)}
+    if valid is not None:
+        if valid_targets is None:
+            raise ValueError("a validation split needs valid_targets")
+        splits["valid"] = (valid, valid_targets)
+    for name, (_, targets) in splits.items():
+        missing = labels_seen - set(int(t) for t in targets)
+        if missing:
+            raise ValueError(f"classes {sorted(missing)} have train samples but no {name} samples")
     counts = split_classes(n_classes, n_experiences, classes_per_experience)
     order = draw_class_order(n_classes, seed, class_order)
     scenario = class_incremental_benchmark(
-        {
-            "train": as_classification_dataset(train, train_targets),
-            "test": as_classification_dataset(test, test_targets),
-        },
+        {name: as_classification_dataset(dataset, targets) for name, (dataset, targets) in splits.items()},
         class_order=order,
         num_classes_per_exp=counts,
     )

@@ -28,10 +28,9 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Hashable, Mapping, NamedTuple, Optional, Sequence, Union
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
-from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
 from torch.utils.data import Dataset
 
-from avalanche_exmask.benchmarks.common import as_classification_dataset, build_class_incremental
+from avalanche_exmask.benchmarks.common import build_class_incremental
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import (
     BadInputError,
@@ -400,14 +399,14 @@ def build_benchmark(
         datasets["test"],
         targets["train"],
         targets["test"],
+        valid=datasets.get("valid"),
+        valid_targets=targets.get("valid"),
         n_experiences=n_experiences,
         classes_per_experience=classes_per_experience,
         seed=seed,
         class_order=class_order,
         class_names=[name_of[c] for c in complete],
     )
-    if "valid" in splits:
-        benchmark = _with_valid_stream(benchmark, datasets["valid"], targets["valid"])
     benchmark.class_keys = complete
     benchmark.skipped = list(issues.skipped)
     benchmark.n_truncated = sum(encoder.is_truncated(t) for records in splits.values() for t in records.texts)
@@ -421,19 +420,6 @@ def build_benchmark(
             encoder.context_length,
         )
     return benchmark
-
-
-def _with_valid_stream(benchmark: CLScenario, valid: Dataset, targets: list[int]) -> CLScenario:
-    """``benchmark`` with a ``valid_stream`` split by the same class order and counts."""
-    valid_stream = class_incremental_benchmark(
-        {"valid": as_classification_dataset(valid, targets)},
-        class_order=benchmark.class_order,
-        num_classes_per_exp=benchmark.classes_per_experience,
-    ).valid_stream
-    extended = CLScenario([*benchmark.streams.values(), valid_stream])
-    for attribute in ("class_order", "classes_per_experience", "class_names"):
-        setattr(extended, attribute, getattr(benchmark, attribute))
-    return extended
 
 
 def _hf_records(dataset, *, issues: InputIssues, image_column: str, text_column: str, label_column: str, split: str):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -120,7 +120,6 @@ class SSFAdapter(nn.Module):
         super().__init__()
         self.scale_shifts = nn.ModuleDict()
         self._targets: dict[str, tuple[nn.Module, str, str]] = {}
-        self.merged = False
 
     @classmethod
     def inject(cls, model: nn.Module, config: SSFConfig | None = None, *, freeze_base: bool = True) -> "SSFAdapter":
@@ -203,8 +202,3 @@ class SSFAdapter(nn.Module):
                 getattr(module, tensor_name).requires_grad_(False)
         self._targets.clear()
         self.scale_shifts = nn.ModuleDict()
-        self.merged = True
-
-    def parameters_of_layers(self) -> Iterator[nn.Parameter]:
-        """All ``gamma`` and ``beta`` parameters."""
-        return iter(self.scale_shifts.parameters())

@@ -27,7 +27,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
 from avalanche.training.storage_policy import ExemplarsBuffer
@@ -267,7 +267,8 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         if self.candidates_per_class is not None and len(indices) > self.candidates_per_class:
             picked = torch.randperm(len(indices), generator=self._generator)[: self.candidates_per_class]
             indices = indices[picked.sort().values]
-        candidates = Subset(dataset, indices.tolist())
+        # Each candidate is read once: scored from this list, and the selected ones encoded from it.
+        candidates = [dataset[index] for index in indices.tolist()]
         scores, labels = self.scorer(model, candidates, device, self.batch_size)
         if len(labels) != len(indices) or bool((labels != label).any()):
             raise ValueError(

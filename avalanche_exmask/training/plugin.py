@@ -6,6 +6,8 @@ from typing import Any, Optional
 
 from avalanche.training.plugins import ReplayPlugin
 
+from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
+
 __all__ = ["ExemplarMaskingPlugin"]
 
 
@@ -36,8 +38,6 @@ class ExemplarMaskingPlugin(ReplayPlugin):
         batch_size_mem: Optional[int] = None,
     ) -> None:
         if storage_policy is None:
-            from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
-
             storage_policy = MaskedExemplarBuffer(max_size=mem_size)
         super().__init__(mem_size=mem_size, batch_size_mem=batch_size_mem, storage_policy=storage_policy)
         self.timings: list[dict[str, float]] = []
