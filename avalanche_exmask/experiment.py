@@ -30,7 +30,7 @@ import torch
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.logging import InteractiveLogger
 from avalanche.training import JointTraining, Naive, Replay
-from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
 
 from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.masking.text_mask import TextMaskRule
@@ -282,7 +282,8 @@ def run_experiment(config: ExperimentConfig, *, benchmark=None) -> dict[str, Any
         results["kept_token_fraction"] = sum(tokens) / len(tokens) if tokens else None
         results["timings"] = replay_plugin.timings
     elif config.method == "replay":
-        results["exemplars_per_class"] = len(strategy.plugins[0].storage_policy.buffer) / n_classes
+        replay = next(p for p in strategy.plugins if isinstance(p, ReplayPlugin))
+        results["exemplars_per_class"] = len(replay.storage_policy.buffer) / n_classes
     return results
 
 
