@@ -8,71 +8,65 @@ Public API (named like Avalanche's):
 * masking rules: :class:`ImageMaskRule`, :class:`TextMaskRule`; augmentation :class:`MultimodalAugmentation`
 * model: :class:`MultimodalCLIPClassifier`, :class:`SSFConfig`, :func:`create_clip`
 * data: :class:`MultimodalSample`, :class:`SampleEncoder`
-* benchmarks: :func:`synthetic_multimodal`, :func:`image_text_folder`, :func:`mm_imagenet_r`, :func:`upmc_food101`
+* benchmarks: :func:`synthetic_multimodal`, :func:`image_text_folder`, :func:`mm_imagenet_r`,
+  :func:`upmc_food101`, and what they return besides their streams, :class:`BenchmarkInfo`
 * budgets: :func:`budget_from_samples_per_class`, :func:`plain_exemplar_nbytes`
 * experiments: :class:`ExperimentConfig`, :func:`run_experiment`
+
+The names are imported lazily (PEP 562): ``import avalanche_exmask`` loads no submodule, and
+each name's module (with torch, Avalanche, open_clip, ...) is imported on first access.
 """
-from avalanche_exmask.data.encode import SampleEncoder
-from avalanche_exmask.data.sample import MultimodalSample, make_sample
-from avalanche_exmask.masking.image_mask import ImageMaskRule
-from avalanche_exmask.masking.text_mask import TextMaskRule
-from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
-from avalanche_exmask.models.factory import create_clip
-from avalanche_exmask.models.outputs import MaskingScores
-from avalanche_exmask.models.ssf import SSFConfig
-from avalanche_exmask.storage.budget import budget_from_samples_per_class, plain_exemplar_nbytes
-from avalanche_exmask.storage.buffer import ByteBudgetBuffer, MaskedExemplarBuffer
-from avalanche_exmask.storage.codecs import CimCodec, JpegCodec, MaskedCodec, RawCodec
-from avalanche_exmask.training.augmentation import MultimodalAugmentation
-from avalanche_exmask.training.plugin import ExemplarMaskingPlugin
-from avalanche_exmask.training.strategy import ExemplarMasking
-from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
-from avalanche_exmask.experiment import ExperimentConfig, run_experiment
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ExemplarMasking",
-    "ExemplarMaskingPlugin",
-    "MaskedExemplarBuffer",
-    "ByteBudgetBuffer",
-    "MaskedCodec",
-    "RawCodec",
-    "JpegCodec",
-    "CimCodec",
-    "ImageMaskRule",
-    "TextMaskRule",
-    "MultimodalAugmentation",
-    "MultimodalCLIPClassifier",
-    "SSFConfig",
-    "create_clip",
-    "MaskingScores",
-    "MultimodalSample",
-    "make_sample",
-    "SampleEncoder",
-    "synthetic_multimodal",
-    "budget_from_samples_per_class",
-    "plain_exemplar_nbytes",
-    "ExperimentConfig",
-    "run_experiment",
-    "image_text_folder",
-    "mm_imagenet_r",
-    "upmc_food101",
-]
+#: Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    "ExemplarMasking": "avalanche_exmask.training.strategy",
+    "ExemplarMaskingPlugin": "avalanche_exmask.training.plugin",
+    "MaskedExemplarBuffer": "avalanche_exmask.storage.buffer",
+    "ByteBudgetBuffer": "avalanche_exmask.storage.buffer",
+    "MaskedCodec": "avalanche_exmask.storage.codecs",
+    "RawCodec": "avalanche_exmask.storage.codecs",
+    "JpegCodec": "avalanche_exmask.storage.codecs",
+    "CimCodec": "avalanche_exmask.storage.codecs",
+    "ImageMaskRule": "avalanche_exmask.masking.image_mask",
+    "TextMaskRule": "avalanche_exmask.masking.text_mask",
+    "MultimodalAugmentation": "avalanche_exmask.training.augmentation",
+    "MultimodalCLIPClassifier": "avalanche_exmask.models.classifier",
+    "SSFConfig": "avalanche_exmask.models.ssf",
+    "create_clip": "avalanche_exmask.models.factory",
+    "MaskingScores": "avalanche_exmask.models.outputs",
+    "MultimodalSample": "avalanche_exmask.data.sample",
+    "make_sample": "avalanche_exmask.data.sample",
+    "SampleEncoder": "avalanche_exmask.data.encode",
+    "BenchmarkInfo": "avalanche_exmask.benchmarks.info",
+    "synthetic_multimodal": "avalanche_exmask.benchmarks.synthetic",
+    "image_text_folder": "avalanche_exmask.benchmarks.image_text_folder",
+    "mm_imagenet_r": "avalanche_exmask.benchmarks.mm_imagenet_r",
+    "upmc_food101": "avalanche_exmask.benchmarks.upmc_food101",
+    "budget_from_samples_per_class": "avalanche_exmask.storage.budget",
+    "plain_exemplar_nbytes": "avalanche_exmask.storage.budget",
+    "ExperimentConfig": "avalanche_exmask.experiment",
+    "run_experiment": "avalanche_exmask.experiment",
+}
+
+__all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    """Lazy access to the file-based benchmark generators (they import ``datasets``)."""
-    if name == "image_text_folder":
-        from avalanche_exmask.benchmarks.image_text_folder import image_text_folder
+def __getattr__(name: str) -> Any:
+    """Import the module of public ``name`` on first access and keep the value in this module."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return image_text_folder
-    if name == "mm_imagenet_r":
-        from avalanche_exmask.benchmarks.mm_imagenet_r import mm_imagenet_r
 
-        return mm_imagenet_r
-    if name == "upmc_food101":
-        from avalanche_exmask.benchmarks.upmc_food101 import upmc_food101
-
-        return upmc_food101
-    raise AttributeError(f"module 'avalanche_exmask' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    """The module's own names and the lazily imported public ones."""
+    return sorted(set(globals()) | set(__all__))

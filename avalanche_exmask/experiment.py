@@ -33,13 +33,16 @@ from avalanche.training import JointTraining, Naive, Replay
 from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
 
 from avalanche_exmask.masking.image_mask import ImageMaskRule
-from avalanche_exmask.masking.text_mask import TextMaskRule
+from avalanche_exmask.masking.text_mask import TextMaskRule, class_name_token_ids
 from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 from avalanche_exmask.storage.budget import budget_from_samples_per_class
 from avalanche_exmask.storage.buffer import ByteBudgetBuffer
 from avalanche_exmask.storage.codecs import CimCodec, JpegCodec, MaskedCodec, RawCodec
 from avalanche_exmask.training.augmentation import MultimodalAugmentation
-from avalanche_exmask.training.plugin import ExemplarMaskingPlugin
+from avalanche_exmask.models.factory import get_tokenizer
+from avalanche_exmask.training.ncm import ncm_accuracy
+from avalanche_exmask.training.plugin import MEMORY_BATCH_MODES, ByteBudgetReplayPlugin
+from avalanche_exmask.training.weight_aligning import WeightAligningPlugin
 
 __all__ = ["ExperimentConfig", "METHODS", "run_experiment", "build_benchmark", "summarise_accuracy"]
 
@@ -78,6 +81,12 @@ class ExperimentConfig:
         mean colour, 3 bytes), ``None`` (the paper: stored as nothing, shown black) or ``k``
         (average-pooled ``k x`` per side); see :class:`~avalanche_exmask.storage.codecs.MaskedCodec`.
     :param text_mode: ``"both"``, ``"class"``, ``"context"`` or ``"none"`` (no text mask).
+    :param text_class_source: class-related tokens are the class-name words (``"names"``, from the
+        benchmark's ``class_names``) or the paper's pooled-token attention (``"attention"``).
+    :param context_ratio: fraction of content tokens kept as context of the discarded patches.
+    :param memory_batch: ``"class_balanced"`` (every seen class replayed at the rate of a new one)
+        or ``"fixed"`` (Avalanche's: one train batch of exemplars per step); buffered methods.
+    :param weight_aligning: rescale the new classes' head rows after each experience (buffered methods).
     :param p_fill: augmentation: fill dropped patches from a same-class exemplar.
     :param p_token_mix: augmentation: mix the kept tokens of two same-class exemplars.
     :param p_swap_text: augmentation: pair the image with a same-class exemplar's text.
@@ -106,6 +115,10 @@ class ExperimentConfig:
     keep_ratio: float = 0.3
     background_downsample: Optional[Union[int, str]] = "patch"
     text_mode: str = "both"
+    text_class_source: str = "names"
+    context_ratio: float = 0.2
+    memory_batch: str = "class_balanced"
+    weight_aligning: bool = False
     p_fill: float = 0.0
     p_token_mix: float = 0.0
     p_swap_text: float = 0.0
@@ -116,6 +129,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"config.method must be one of {METHODS}; got {self.method!r}")
+        if self.memory_batch not in MEMORY_BATCH_MODES:
+            raise ValueError(f"config.memory_batch must be one of {MEMORY_BATCH_MODES}; got {self.memory_batch!r}")
         if self.budget_mode not in ("per_class", "total"):
             raise ValueError(f"config.budget_mode must be 'per_class' or 'total'; got {self.budget_mode!r}")
         if self.samples_per_class <= 0:
@@ -158,16 +173,27 @@ def build_benchmark(config: ExperimentConfig):
     raise ValueError(f"unknown config.benchmark {config.benchmark!r}")
 
 
-def _codec(config: ExperimentConfig, patch_size: int):
+def _codec(config: ExperimentConfig, patch_size: int, benchmark, model_name: str):
     if config.method == "raw":
         return RawCodec()
     if config.method == "mrdc":
         return JpegCodec(quality=config.jpeg_quality)
     if config.method == "cim":
         return CimCodec()
+    text_rule = TextMaskRule(mode=config.text_mode, class_source=config.text_class_source, context_ratio=config.context_ratio)
+    class_token_ids = None
+    if text_rule.needs_class_names:
+        names = getattr(benchmark, "class_names", None)
+        if names is None:
+            raise ValueError(
+                f"text_class_source='names' needs class names, but benchmark {config.benchmark!r} has none; "
+                "set text_class_source: attention"
+            )
+        class_token_ids = class_name_token_ids(names, get_tokenizer(model_name))
     return MaskedCodec(
         image_rule=ImageMaskRule(kind=config.image_rule, tau=config.tau, ratio=config.keep_ratio),
-        text_rule=TextMaskRule(mode=config.text_mode),
+        text_rule=text_rule,
+        class_token_ids=class_token_ids,
         patch_size=patch_size,
         background_downsample=config.background_downsample,
     )
@@ -234,14 +260,15 @@ def run_experiment(config: ExperimentConfig, *, benchmark=None) -> dict[str, Any
             )
         buffer = ByteBudgetBuffer(
             max_size=budget,
-            codec=_codec(config, model.patch_size),
+            codec=_codec(config, model.patch_size, benchmark, config.model_name),
             mode=config.budget_mode,
             total_num_classes=n_classes if config.budget_mode == "per_class" else None,
             seed=config.seed,
             augmentation=augmentation,
         )
-        replay_plugin = ExemplarMaskingPlugin(mem_size=budget, storage_policy=buffer)
-        strategy = Naive(plugins=[replay_plugin], **common)
+        replay_plugin = ByteBudgetReplayPlugin(mem_size=budget, storage_policy=buffer, memory_batch=config.memory_batch)
+        plugins = [replay_plugin] + ([WeightAligningPlugin()] if config.weight_aligning else [])
+        strategy = Naive(plugins=plugins, **common)
 
     matrix: list[list[float]] = []
     train_seconds: list[float] = []
@@ -281,10 +308,21 @@ def run_experiment(config: ExperimentConfig, *, benchmark=None) -> dict[str, Any
         results["kept_patch_fraction"] = sum(fractions) / len(fractions) if fractions else None
         results["kept_token_fraction"] = sum(tokens) / len(tokens) if tokens else None
         results["timings"] = replay_plugin.timings
+        results["ncm_final_accuracy"] = ncm_accuracy(
+            model, replay_plugin.storage_policy, _concat([exp.dataset for exp in test_stream]), config.device
+        )
     elif config.method == "replay":
         replay = next(p for p in strategy.plugins if isinstance(p, ReplayPlugin))
         results["exemplars_per_class"] = len(replay.storage_policy.buffer) / n_classes
     return results
+
+
+def _concat(datasets: list):
+    """One Avalanche dataset of several (lazy concatenation)."""
+    whole = datasets[0]
+    for dataset in datasets[1:]:
+        whole = whole.concat(dataset)
+    return whole
 
 
 def _evaluate(strategy, test_stream, upto: int) -> list[float]:

@@ -1,4 +1,11 @@
-"""Tables from results files: mean and spread over seeds, one row per (method, variant)."""
+"""Tables from results files: mean and spread over seeds, one row per (method, variant), and
+paired differences between methods with 95% confidence intervals.
+
+Runs of two methods are *paired* when they share a seed (hence the class order, the model's head
+initialisation and the data order). A paired difference is the per-seed difference of a figure;
+its 95% interval is Student's ``t`` interval over the seeds, ``mean ± t_{0.975, n-1} s / sqrt(n)``.
+"Beats" is said only where the interval excludes 0.
+"""
 from __future__ import annotations
 
 import json
@@ -14,15 +21,18 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("final_accuracy", "final acc %"),
     ("average_incremental_accuracy", "avg inc acc %"),
     ("forgetting", "forgetting %"),
+    ("ncm_final_accuracy", "NCM acc %"),
     ("exemplars_per_class", "exemplars/class"),
     ("kept_patch_fraction", "kept patches"),
     ("kept_token_fraction", "kept tokens"),
     ("wall_seconds", "wall s"),
 )
 
-#: Config fields that tell variants of one method apart (ablations).
-VARIANT_FIELDS = ("background_downsample", "skip_empty_patches", "image_attention", "image_rule", "tau", "keep_ratio", "text_mode", "p_fill", "p_token_mix", "p_swap_text",
-                  "samples_per_class", "n_experiences", "jpeg_quality", "adapter")
+#: Config fields that tell variants of one method apart (ablations, memory curves).
+VARIANT_FIELDS = ("background_downsample", "skip_empty_patches", "image_attention", "image_rule", "tau", "keep_ratio",
+                  "text_mode", "text_class_source", "context_ratio", "p_fill", "p_token_mix", "p_swap_text",
+                  "memory_batch", "weight_aligning", "samples_per_class", "n_experiences", "epochs", "jpeg_quality",
+                  "adapter")
 
 
 def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -43,27 +53,35 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     return runs
 
 
-def _variant(run: dict[str, Any], varying: list[str]) -> str:
-    config = run["config"]
-    label = config["method"]
-    if config["method"] == "masking":
-        details = [f"{k}={config[k]}" for k in varying if k in config]
-    else:
-        details = [f"{k}={config[k]}" for k in varying if k in ("samples_per_class", "n_experiences", "adapter", "jpeg_quality")]
-    return label + (" (" + ", ".join(details) + ")" if details else "")
+def variant_names(runs: list[dict[str, Any]]) -> list[str]:
+    """A name per run: its method, plus the :data:`VARIANT_FIELDS` that vary among the runs of
+    that method (``"masking (text_mode=none)"``)."""
+    varying: dict[str, list[str]] = {}
+    for method in {r["config"]["method"] for r in runs}:
+        configs = [r["config"] for r in runs if r["config"]["method"] == method]
+        varying[method] = [f for f in VARIANT_FIELDS if len({json.dumps(c.get(f)) for c in configs}) > 1]
+    names = []
+    for run in runs:
+        config = run["config"]
+        details = [f"{k}={config.get(k)}" for k in varying[config["method"]]]
+        names.append(config["method"] + (" (" + ", ".join(details) + ")" if details else ""))
+    return names
+
+
+def _groups(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for name, run in zip(variant_names(runs), runs):
+        groups[name].append(run)
+    return groups
 
 
 def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Group runs by method and the config fields that vary among them; mean and std over seeds.
+    """Group runs by :func:`variant_names`; mean and std over seeds.
 
     :return: one dict per group: ``name``, ``seeds``, and ``<column>`` -> ``(mean, std)`` (std 0 for
         one seed; ``None`` where the figure does not apply).
     """
-    varying = [f for f in VARIANT_FIELDS if len({json.dumps(r["config"].get(f)) for r in runs if r["config"]["method"] == "masking"}) > 1]
-    varying += [f for f in ("samples_per_class", "n_experiences") if f not in varying and len({r["config"].get(f) for r in runs}) > 1]
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for run in runs:
-        groups[_variant(run, varying)].append(run)
+    groups = _groups(runs)
     rows = []
     for name, members in groups.items():
         row: dict[str, Any] = {"name": name, "seeds": sorted(m["config"]["seed"] for m in members)}
@@ -86,4 +104,57 @@ def markdown_table(rows: list[dict[str, Any]], columns: Optional[list[str]] = No
             value = row[column]
             cells.append("-" if value is None else f"{value[0]:.2f} ± {value[1]:.2f}" if value[0] < 10 else f"{value[0]:.1f} ± {value[1]:.1f}")
         lines.append(f"| {row['name']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student's ``t`` confidence interval of ``values``: ``(mean, low, high)``.
+
+    :raises ValueError: with fewer than 2 values (no interval).
+    """
+    from scipy.stats import t as student_t
+
+    if len(values) < 2:
+        raise ValueError(f"a confidence interval needs >= 2 values; got {len(values)}")
+    mean = statistics.fmean(values)
+    half = float(student_t.ppf(0.5 + confidence / 2, len(values) - 1)) * statistics.stdev(values) / len(values) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def paired_differences(
+    runs: list[dict[str, Any]], baseline: str, key: str = "final_accuracy"
+) -> list[dict[str, Any]]:
+    """Per group, the per-seed difference ``group - baseline`` of ``key`` and its 95% interval.
+
+    :param baseline: a group name of :func:`variant_names` (e.g. ``"raw"``).
+    :return: one dict per other group with at least 2 seeds shared with the baseline: ``name``,
+        ``n`` (paired seeds), ``mean``, ``low``, ``high``, ``beats`` (``low > 0``),
+        ``loses`` (``high < 0``).
+    :raises ValueError: if no group is named ``baseline``, or paired runs differ in class order.
+    """
+    groups = _groups(runs)
+    if baseline not in groups:
+        raise ValueError(f"no runs named {baseline!r}; groups: {sorted(groups)}")
+    base = {run["config"]["seed"]: run for run in groups[baseline]}
+    rows = []
+    for name, members in groups.items():
+        if name == baseline:
+            continue
+        pairs = [(run, base[run["config"]["seed"]]) for run in members if run["config"]["seed"] in base and run.get(key) is not None]
+        for run, other in pairs:
+            if run.get("class_order") != other.get("class_order"):
+                raise ValueError(f"{run.get('_file')} and {other.get('_file')} share a seed but not the class order")
+        if len(pairs) < 2:
+            continue
+        mean, low, high = t_interval([run[key] - other[key] for run, other in pairs])
+        rows.append({"name": name, "n": len(pairs), "mean": mean, "low": low, "high": high, "beats": low > 0, "loses": high < 0})
+    return rows
+
+
+def paired_markdown(rows: list[dict[str, Any]], baseline: str, key: str = "final_accuracy") -> str:
+    """A markdown table of :func:`paired_differences`' rows."""
+    lines = [f"| method | paired seeds | {key} - {baseline} | 95% interval | verdict |", "|---|---|---|---|---|"]
+    for row in rows:
+        verdict = "beats" if row["beats"] else "below" if row["loses"] else "no difference resolved"
+        lines.append(f"| {row['name']} | {row['n']} | {row['mean']:+.1f} | [{row['low']:+.1f}, {row['high']:+.1f}] | {verdict} |")
     return "\n".join(lines)

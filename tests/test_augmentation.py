@@ -10,7 +10,7 @@ from avalanche_exmask.storage.codecs.masked import patchify
 from avalanche_exmask.training.augmentation import MultimodalAugmentation, fill_patches, mix_tokens
 
 SIZE, PATCH, CONTEXT = 32, 8, 16
-CODEC = MaskedCodec(image_rule=ImageMaskRule(kind="ratio", ratio=0.4), text_rule=TextMaskRule(mode="none"))
+CODEC = MaskedCodec(image_rule=ImageMaskRule(kind="ratio", ratio=0.4), text_rule=TextMaskRule(mode="none"), background_downsample=None)
 
 
 def _masked_records(n, seed=0):

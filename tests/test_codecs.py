@@ -38,10 +38,10 @@ def test_masked_roundtrip_keeps_exactly_kept_patches_and_tokens(size, patch, con
     sample = random_sample(size, context, 12, g)
     n = (size // patch) ** 2
     scores = random_scores(n, context, g)
-    codec = MaskedCodec(image_rule=ImageMaskRule(kind="ratio", ratio=0.3), patch_size=patch)
+    codec = MaskedCodec(image_rule=ImageMaskRule(kind="ratio", ratio=0.3), patch_size=patch, background_downsample=None)
     record = codec.encode(sample, scores, label=7)
     keep = ImageMaskRule(kind="ratio", ratio=0.3)(scores.patch_attention)
-    token_keep = TextMaskRule()(sample.input_ids, scores, keep)
+    token_keep = TextMaskRule(class_source="attention")(sample.input_ids, scores, keep)
     decoded = codec.decode(record)
 
     assert isinstance(record, MaskedRecord) and record.label == 7
@@ -189,7 +189,7 @@ def test_masked_background_stores_discarded_patches_at_low_resolution(background
     sample = make_sample(_smooth_image(size), random_sample(size, context, 12, g).input_ids)
     scores = random_scores((size // patch) ** 2, context, g)
     rule = ImageMaskRule(kind="ratio", ratio=0.3)
-    black = MaskedCodec(image_rule=rule, patch_size=patch).encode(sample, scores, label=1)
+    black = MaskedCodec(image_rule=rule, patch_size=patch, background_downsample=None).encode(sample, scores, label=1)
     codec = MaskedCodec(image_rule=rule, patch_size=patch, background_downsample=background)
     record = codec.encode(sample, scores, label=1)
     keep = record.keep_mask
@@ -201,6 +201,6 @@ def test_masked_background_stores_discarded_patches_at_low_resolution(background
     assert np.array_equal(restored[keep.numpy()], original[keep.numpy()])  # kept: exact
     error = np.abs(restored[~keep.numpy()].astype(int) - original[~keep.numpy()].astype(int)).mean()
     assert error < 12  # a smooth gradient is well approximated by a low-resolution background
-    assert torch.equal(decoded.input_ids, MaskedCodec(image_rule=rule, patch_size=patch).decode(black).input_ids)
+    assert torch.equal(decoded.input_ids, MaskedCodec(image_rule=rule, patch_size=patch, background_downsample=None).decode(black).input_ids)
     with pytest.raises(ValueError, match="background_downsample"):
         MaskedCodec(patch_size=8, background_downsample=3)

@@ -11,7 +11,8 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, load_from_disk
 from PIL import Image
 
-from avalanche_exmask.benchmarks.image_text_folder import image_text_folder, stratified_split
+from avalanche_exmask.benchmarks.image_text_folder import image_text_folder
+from avalanche_exmask.benchmarks.splits import stratified_split
 from avalanche_exmask.data.image_text import BadInputError, ImageTextDataset
 from avalanche_exmask.data.sample import MultimodalSample
 from fixtures_data import make_image_text_folder, train_one_experience, write_captions, write_jpeg

@@ -8,8 +8,8 @@ import torch
 from datasets import ClassLabel, Dataset
 from PIL import Image
 
-from avalanche_exmask.benchmarks.image_text_folder import Records
 from avalanche_exmask.benchmarks.mm_imagenet_r import IMAGENET_R_CLASSES, fixed_split, mm_imagenet_r
+from avalanche_exmask.benchmarks.records import Records
 from avalanche_exmask.data.image_text import BadInputError
 from fixtures_data import make_imagenet_r, train_one_experience
 

@@ -69,12 +69,12 @@ def test_rule_modes_keep_specials_never_padding_and_order():
     attention = torch.tensor([0.9, 0.5, 0.1, 0.1, 0.1, 0.5, 0.0, 0.0])  # class-related: token 1
     scores = _scores(attention, tokens, patches)
     keep = torch.tensor([True, False])
-    args = dict(class_kind="ratio", class_ratio=0.25, context_kind="ratio", context_ratio=0.25)
+    args = dict(class_source="attention", class_kind="ratio", class_ratio=0.25, context_kind="ratio", context_ratio=0.25)
     assert TextMaskRule(mode="class", **args)(IDS, scores, keep).nonzero().flatten().tolist() == [0, 1, 5]
     assert TextMaskRule(mode="context", **args)(IDS, scores, keep).nonzero().flatten().tolist() == [0, 2, 5]
     assert TextMaskRule(mode="both", **args)(IDS, scores, keep).nonzero().flatten().tolist() == [0, 1, 2, 5]
     assert TextMaskRule(mode="none")(IDS, scores, keep).tolist() == (IDS != 0).tolist()
-    extreme = TextMaskRule(class_ratio=1.0, context_ratio=1.0, class_kind="ratio")(IDS, scores, keep)
+    extreme = TextMaskRule(class_source="attention", class_ratio=1.0, context_ratio=1.0, class_kind="ratio")(IDS, scores, keep)
     assert extreme.tolist() == (IDS != 0).tolist()
 
 
@@ -82,7 +82,7 @@ def test_text_without_content_keeps_start_and_end_only():
     ids = torch.tensor([START, END, 0, 0, 0, 0, 0, 0])
     tokens, patches = _context_features()
     scores = _scores(torch.rand(8), tokens, patches)
-    keep = TextMaskRule(class_kind="ratio", class_ratio=1.0, context_ratio=1.0)(ids, scores, torch.tensor([True, False]))
+    keep = TextMaskRule(class_source="attention", class_kind="ratio", class_ratio=1.0, context_ratio=1.0)(ids, scores, torch.tensor([True, False]))
     assert keep.tolist() == [True, True, False, False, False, False, False, False]
 
 
@@ -102,7 +102,7 @@ def test_batched_rule_equals_per_sample():
     )
     patch_keep = torch.rand(b, n, generator=g) > 0.5
     patch_keep[0] = True
-    rule = TextMaskRule(context_ratio=0.4)
+    rule = TextMaskRule(class_source="attention", context_ratio=0.4)
     batched = rule(ids, scores, patch_keep)
     assert torch.equal(batched, torch.stack([rule(ids[i], scores[i], patch_keep[i]) for i in range(b)]))
 
@@ -119,3 +119,31 @@ def test_rule_validation_names_the_field():
     ]:
         with pytest.raises(ValueError, match=field):
             TextMaskRule(**kwargs)
+
+
+def test_class_name_rule_keeps_every_class_word_and_only_them_without_context():
+    from avalanche_exmask.masking.text_mask import class_name_token_ids
+    from avalanche_exmask.models.factory import get_tokenizer
+
+    tokenizer = get_tokenizer("exmask-tiny")
+    names = class_name_token_ids(["red striped triangle", "blue dotted star"], tokenizer)
+    assert names[0].tolist() == sorted(set(tokenizer(["red striped triangle"])[0, 1:4].tolist()))
+    ids = tokenizer(["a small red circle near a red striped triangle on a blue background"])[0]
+    n = int((ids != 0).sum())
+    scores = _scores(torch.rand(ids.shape[0]), torch.randn(ids.shape[0], 4), torch.randn(3, 4))
+    keep = TextMaskRule(mode="class")(ids, scores, torch.tensor([True, False, False]), names[0])
+    words = [tokenizer.decode([int(i)]).strip() for i in ids[keep]]
+    # both "red"s, "striped", "triangle", and the start / end tokens; never "blue" (the other class's word)
+    assert words[1:-1] == ["red", "red", "striped", "triangle"]
+    assert keep[0] and keep[n - 1] and not keep[n:].any()
+    with pytest.raises(ValueError, match="class-name token ids"):
+        TextMaskRule(mode="class")(ids, scores, torch.tensor([True, False, False]))
+
+
+def test_codec_needs_class_names_for_the_name_rule():
+    from avalanche_exmask.storage.codecs import MaskedCodec
+
+    with pytest.raises(ValueError, match="class_token_ids"):
+        MaskedCodec(text_rule=TextMaskRule())
+    assert MaskedCodec().text_rule.class_source == "attention"
+    assert MaskedCodec(class_token_ids={0: torch.tensor([5])}).text_rule.class_source == "names"

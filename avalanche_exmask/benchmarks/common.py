@@ -1,5 +1,8 @@
 """Shared machinery of the benchmark generators: class splits and Avalanche scenario assembly.
 
+:func:`build_class_incremental` is the last stage of every generator and the one place where a
+benchmark gets its :class:`~avalanche_exmask.benchmarks.info.BenchmarkInfo`.
+
 Avalanche 0.6.0's ``class_incremental_benchmark`` drops the remainder classes when
 ``num_experiences`` does not divide the class count, and reseeds torch's global RNG when given a
 seed. The helpers here avoid both: the class order is drawn from a private generator, and the
@@ -7,7 +10,7 @@ per-experience class counts are computed so that every class lands in some exper
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Hashable, Mapping, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -15,6 +18,8 @@ from torch.utils.data import Dataset
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
 from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
+
+from avalanche_exmask.benchmarks.info import BenchmarkInfo
 
 __all__ = ["split_classes", "draw_class_order", "as_classification_dataset", "build_class_incremental"]
 
@@ -96,8 +101,16 @@ def build_class_incremental(
     seed: Optional[int] = None,
     class_order: Optional[Sequence[int]] = None,
     class_names: Optional[Sequence[str]] = None,
+    class_keys: Optional[Sequence[Hashable]] = None,
+    skipped: Sequence[tuple[str, str]] = (),
+    n_truncated: int = 0,
+    extras: Optional[Mapping[str, Any]] = None,
 ) -> CLScenario:
-    """An Avalanche class-incremental benchmark with train and test streams.
+    """An Avalanche class-incremental benchmark with train and test streams, and its info.
+
+    This is where every generator's benchmark gets its
+    :class:`~avalanche_exmask.benchmarks.info.BenchmarkInfo`: ``scenario.info``, whose fields
+    (and extras) are also set as attributes of the scenario (``scenario.class_order``, ...).
 
     :param train: dataset of ``(MultimodalSample, int)`` items; labels ``0 .. C-1``.
     :param test: same for the test split (must contain the same classes).
@@ -107,12 +120,17 @@ def build_class_incremental(
         the same class order and counts.
     :param valid_targets: the label of each validation item.
     :param n_experiences: number of experiences (uneven splits allowed; no class dropped).
-    :param classes_per_experience: alternative to ``n_experiences``: an int or a list of counts.
+    :param classes_per_experience: alternative to ``n_experiences``, which it overrides: an int or
+        a list of counts.
     :param seed: seed of the class order (ignored when ``class_order`` is given).
     :param class_order: a fixed class order.
-    :param class_names: human-readable names, stored on the result as ``class_names``.
-    :return: a ``CLScenario`` with ``train_stream``, ``test_stream`` (and ``valid_stream``); extra attributes
-        ``class_order``, ``classes_per_experience``, ``class_names``.
+    :param class_names: human-readable names, one per label.
+    :param class_keys: the class key of each label (folder name, label value, ...).
+    :param skipped: ``(where, reason)`` of the input items the generator left out.
+    :param n_truncated: number of texts longer than the model's context length.
+    :param extras: generator-specific objects, also set as scenario attributes.
+    :return: a ``CLScenario`` with ``train_stream``, ``test_stream`` (and ``valid_stream``) and
+        ``info``; ``info.split_sizes`` holds the length of each split's dataset.
     """
     labels_seen = set(int(t) for t in train_targets)
     n_classes = len(labels_seen)
@@ -127,6 +145,8 @@ def build_class_incremental(
         missing = labels_seen - set(int(t) for t in targets)
         if missing:
             raise ValueError(f"classes {sorted(missing)} have train samples but no {name} samples")
+    if classes_per_experience is not None:
+        n_experiences = None
     counts = split_classes(n_classes, n_experiences, classes_per_experience)
     order = draw_class_order(n_classes, seed, class_order)
     scenario = class_incremental_benchmark(
@@ -134,7 +154,17 @@ def build_class_incremental(
         class_order=order,
         num_classes_per_exp=counts,
     )
-    scenario.class_order = order
-    scenario.classes_per_experience = counts
-    scenario.class_names = list(class_names) if class_names is not None else None
+    info = BenchmarkInfo(
+        class_order=order,
+        classes_per_experience=counts,
+        class_names=list(class_names) if class_names is not None else None,
+        class_keys=list(class_keys) if class_keys is not None else None,
+        split_sizes={name: len(dataset) for name, (dataset, _) in splits.items()},
+        skipped=list(skipped),
+        n_truncated=n_truncated,
+        extras=dict(extras or {}),
+    )
+    scenario.info = info
+    for name, value in info.scenario_attributes().items():
+        setattr(scenario, name, value)
     return scenario

@@ -15,27 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
-from avalanche_exmask.benchmarks.image_text_folder import (
-    Records,
-    build_benchmark,
-    check_images,
-    folder_dataset_maker,
-    folder_records,
-    from_hf_dataset,
-    split_by_file_lists,
-)
+from avalanche_exmask.benchmarks.assemble import build_benchmark, folder_dataset_maker
+from avalanche_exmask.benchmarks.hf import from_hf_dataset
+from avalanche_exmask.benchmarks.records import PathLike, Records, check_images, folder_records
+from avalanche_exmask.benchmarks.splits import carve_validation, split_by_file_lists
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import InputIssues, OnError
 
 __all__ = ["IMAGENET_R_CLASSES", "imagenet_r_class_names", "fixed_split", "mm_imagenet_r"]
-
-PathLike = Union[str, os.PathLike]
 
 _CLASSES_FILE = Path(__file__).parent / "resources" / "imagenet_r_classes.json"
 
@@ -86,17 +78,19 @@ def _resolve_root(root: PathLike) -> Path:
 def mm_imagenet_r(
     root: Optional[PathLike] = None,
     captions: Optional[Union[PathLike, Mapping[str, str]]] = None,
-    n_experiences: int = 10,
     *,
+    n_experiences: Optional[int] = 10,
+    classes_per_experience: Optional[Union[int, Sequence[int]]] = None,
     seed: int = 0,
     class_order: Optional[Sequence[int]] = None,
+    validation_fraction: float = 0.0,
     model_name: str = "exmask-tiny",
     encoder: Optional[SampleEncoder] = None,
-    train_files: Optional[Union[PathLike, Sequence[str]]] = None,
-    test_files: Optional[Union[PathLike, Sequence[str]]] = None,
     verify_images: bool = True,
     on_error: OnError = "raise",
     dataset=None,
+    train_files: Optional[Union[PathLike, Sequence[str]]] = None,
+    test_files: Optional[Union[PathLike, Sequence[str]]] = None,
 ) -> CLScenario:
     """MM-ImageNet-R as a class-incremental benchmark (the paper uses ``n_experiences`` 5, 10, 20).
 
@@ -111,35 +105,41 @@ def mm_imagenet_r(
         (``<wnid>/<file>``), as written by ``python -m avalanche_exmask caption --images
         .../imagenet-r``; or a mapping ``{path: text}``.
     :param n_experiences: number of experiences ``L``.
-    :param seed: seed of the class order (also of the split when ``dataset`` is a single HF split).
+    :param classes_per_experience: instead of ``n_experiences`` (which it overrides): an int or a
+        list of counts.
+    :param seed: seed of the class order and of the validation split (also of the test split
+        when ``dataset`` is a single HF split).
     :param class_order: a fixed order of the labels.
+    :param validation_fraction: if positive, this seeded, stratified fraction of each train
+        class becomes ``benchmark.valid_stream`` (and leaves the train stream).
     :param model_name: open_clip model whose resolution and tokenizer encode the items.
     :param encoder: an explicit encoder (overrides ``model_name``).
-    :param train_files: explicit train image paths (``<wnid>/<file>``, a sequence or a text file
-        with one per line) instead of the fixed split; give ``test_files`` too.
-    :param test_files: explicit test image paths.
     :param verify_images: read each image's header when building.
     :param on_error: ``"raise"`` or ``"skip"`` bad input (see
         :func:`~avalanche_exmask.benchmarks.image_text_folder.image_text_folder`).
     :param dataset: a Hugging Face ``Dataset``/``DatasetDict`` (``image``, ``text``, ``label``
         columns; labels that are wnids get readable names) instead of ``root`` and ``captions``.
+    :param train_files: explicit train image paths (``<wnid>/<file>``, a sequence or a text file
+        with one per line) instead of the fixed split; give ``test_files`` too.
+    :param test_files: explicit test image paths.
     :return: a ``CLScenario`` (see
-        :func:`~avalanche_exmask.benchmarks.image_text_folder.build_benchmark`);
+        :func:`~avalanche_exmask.benchmarks.assemble.build_benchmark`);
         ``class_names`` are readable names and ``class_keys`` the wnids.
     """
     encoder = encoder or SampleEncoder.for_model(model_name)
     names = IMAGENET_R_CLASSES
+    experiences = dict(
+        n_experiences=n_experiences, classes_per_experience=classes_per_experience, seed=seed, class_order=class_order
+    )
     if dataset is not None:
-        benchmark = from_hf_dataset(
+        return from_hf_dataset(
             dataset,
             encoder=encoder,
-            n_experiences=n_experiences,
-            seed=seed,
-            class_order=class_order,
+            validation_fraction=validation_fraction,
             on_error=on_error,
             rename_class=lambda wnid: names.get(wnid, wnid),
+            **experiences,
         )
-        return benchmark
     if root is None or captions is None:
         raise ValueError("give `root` and `captions`, or a Hugging Face `dataset`")
     if (train_files is None) != (test_files is None):
@@ -151,6 +151,8 @@ def mm_imagenet_r(
         splits = split_by_file_lists(records, train_files=train_files, test_files=test_files, issues=issues)
     else:
         splits = fixed_split(records)
+    if validation_fraction > 0:
+        splits = carve_validation(splits, fraction=validation_fraction, seed=seed)
     wnids = sorted(set(records.classes))
     return build_benchmark(
         {name: check_images(r, root=root, issues=issues, read_header=verify_images) for name, r in splits.items()},
@@ -159,7 +161,5 @@ def mm_imagenet_r(
         issues=issues,
         class_keys=wnids,
         class_names=[names.get(w, w) for w in wnids],
-        n_experiences=n_experiences,
-        seed=seed,
-        class_order=class_order,
+        **experiences,
     )

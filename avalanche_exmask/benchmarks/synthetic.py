@@ -31,8 +31,8 @@ from torch.utils.data import Dataset
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
 from avalanche_exmask.benchmarks.common import build_class_incremental
+from avalanche_exmask.data.model_inputs import get_tokenizer, model_geometry
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
-from avalanche_exmask.models.factory import get_tokenizer, model_geometry
 
 __all__ = [
     "SHAPES",
@@ -486,10 +486,12 @@ def synthetic_multimodal(
     :param seed: seeds the samples and (unless ``class_order`` is given) the class order.
     :param class_order: a fixed class order (a permutation of ``0 .. n_classes-1``).
     :return: an Avalanche ``CLScenario`` with ``train_stream`` and ``test_stream`` of
-        ``(MultimodalSample, label, task)`` items; extra attributes ``class_order``,
-        ``classes_per_experience``, ``class_names``, ``classes`` (the :class:`SyntheticClass`
-        of each label) and ``train_dataset`` / ``test_dataset`` (the
-        :class:`SyntheticMultimodalDataset` behind the streams, with the object masks).
+        ``(MultimodalSample, label, task)`` items, and ``info``
+        (:class:`~avalanche_exmask.benchmarks.info.BenchmarkInfo`, its fields also scenario
+        attributes): ``class_order``, ``classes_per_experience``, ``class_names``,
+        ``split_sizes``, and as extras ``classes`` (the :class:`SyntheticClass` of each label)
+        and ``train_dataset`` / ``test_dataset`` (the :class:`SyntheticMultimodalDataset` behind
+        the streams, with the object masks).
     """
     pool = benchmark_classes()
     if not 1 <= n_classes <= len(pool):
@@ -510,21 +512,18 @@ def synthetic_multimodal(
         )
         datasets.append(SyntheticMultimodalDataset(samples, tokenizer(samples.texts), classes))
     train, test = datasets
-    scenario = build_class_incremental(
+    return build_class_incremental(
         train,
         test,
         train.targets,
         test.targets,
-        n_experiences=None if classes_per_experience is not None else n_experiences,
+        n_experiences=n_experiences,
         classes_per_experience=classes_per_experience,
         seed=seed,
         class_order=class_order,
         class_names=[c.name for c in classes],
+        extras={"classes": classes, "train_dataset": train, "test_dataset": test},
     )
-    scenario.classes = classes
-    scenario.train_dataset = train
-    scenario.test_dataset = test
-    return scenario
 
 
 def _split_seed(seed: int, split: int) -> int:

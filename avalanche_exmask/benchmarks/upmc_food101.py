@@ -9,32 +9,24 @@ title of the web page they came from (67,988 train / 22,716 test). Layout::
 The CSV files are read with the ``csv`` module (quoted commas, quotes and non-ASCII titles are
 fine). A row with more than three fields (a title with an unquoted comma) keeps its first field
 as file name, its last as class and joins the rest, with commas, as the title. Titles longer than
-the model's context length are truncated when encoded; their number is ``benchmark.n_truncated``.
+the model's context length are truncated when encoded; their number is ``benchmark.info.n_truncated``.
 """
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
-from avalanche_exmask.benchmarks.image_text_folder import (
-    Records,
-    build_benchmark,
-    carve_validation,
-    check_images,
-    folder_dataset_maker,
-    from_hf_dataset,
-    list_class_images,
-)
+from avalanche_exmask.benchmarks.assemble import build_benchmark, folder_dataset_maker
+from avalanche_exmask.benchmarks.hf import from_hf_dataset
+from avalanche_exmask.benchmarks.records import PathLike, Records, check_images, list_class_images
+from avalanche_exmask.benchmarks.splits import carve_validation
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import BadInputError, InputIssues, OnError
 
 __all__ = ["read_titles", "upmc_food101"]
-
-PathLike = Union[str, os.PathLike]
 
 _SPLITS = ("train", "test")
 
@@ -90,13 +82,14 @@ def read_titles(root: PathLike, split: str, *, issues: InputIssues) -> Records:
 
 def upmc_food101(
     root: Optional[PathLike] = None,
-    n_experiences: int = 10,
     *,
+    n_experiences: Optional[int] = 10,
+    classes_per_experience: Optional[Union[int, Sequence[int]]] = None,
     seed: int = 0,
     class_order: Optional[Sequence[int]] = None,
+    validation_fraction: float = 0.0,
     model_name: str = "exmask-tiny",
     encoder: Optional[SampleEncoder] = None,
-    validation_fraction: float = 0.0,
     verify_images: bool = True,
     on_error: OnError = "raise",
     dataset=None,
@@ -110,12 +103,14 @@ def upmc_food101(
     :param root: the data set root, holding ``images/{train,test}/<class>/`` and
         ``texts/{train,test}_titles.csv``.
     :param n_experiences: number of experiences.
+    :param classes_per_experience: instead of ``n_experiences`` (which it overrides): an int or a
+        list of counts.
     :param seed: seed of the class order and of the validation split.
     :param class_order: a fixed order of the labels.
-    :param model_name: open_clip model whose resolution and tokenizer encode the items.
-    :param encoder: an explicit encoder (overrides ``model_name``).
     :param validation_fraction: if positive, this seeded, stratified fraction of each train
         class becomes ``benchmark.valid_stream`` (and leaves the train stream).
+    :param model_name: open_clip model whose resolution and tokenizer encode the items.
+    :param encoder: an explicit encoder (overrides ``model_name``).
     :param verify_images: read each image's header when building.
     :param on_error: ``"raise"`` or ``"skip"`` bad input (see
         :func:`~avalanche_exmask.benchmarks.image_text_folder.image_text_folder`).
@@ -123,19 +118,16 @@ def upmc_food101(
         ``Dataset``, then split 80/20 per class) with ``image``, ``text`` and ``label`` columns,
         instead of ``root``.
     :return: a ``CLScenario`` (see
-        :func:`~avalanche_exmask.benchmarks.image_text_folder.build_benchmark`);
-        ``n_truncated`` counts the titles longer than the context length.
+        :func:`~avalanche_exmask.benchmarks.assemble.build_benchmark`);
+        ``info.n_truncated`` counts the titles longer than the context length.
     """
     encoder = encoder or SampleEncoder.for_model(model_name)
+    experiences = dict(
+        n_experiences=n_experiences, classes_per_experience=classes_per_experience, seed=seed, class_order=class_order
+    )
     if dataset is not None:
         return from_hf_dataset(
-            dataset,
-            encoder=encoder,
-            n_experiences=n_experiences,
-            seed=seed,
-            class_order=class_order,
-            validation_fraction=validation_fraction,
-            on_error=on_error,
+            dataset, encoder=encoder, validation_fraction=validation_fraction, on_error=on_error, **experiences
         )
     if root is None:
         raise ValueError("give `root` or a Hugging Face `dataset`")
@@ -148,7 +140,5 @@ def upmc_food101(
         make_dataset=folder_dataset_maker(root, encoder),
         encoder=encoder,
         issues=issues,
-        n_experiences=n_experiences,
-        seed=seed,
-        class_order=class_order,
+        **experiences,
     )

@@ -1,22 +1,19 @@
 """The ``caption`` subcommand: ``python -m avalanche_exmask caption --images ROOT --out FILE``.
 
 :func:`add_caption_parser` registers it on an ``argparse`` subparsers object; the parsed
-arguments carry ``func=run_caption``.
+arguments carry ``func=run_caption``. Building the parser imports neither torch nor
+transformers; :func:`run_caption` does, when the command runs.
 """
 from __future__ import annotations
 
 import argparse
-import logging
 
-import torch
-
-from avalanche_exmask.captions.generate import DEFAULT_MODEL, DEFAULT_PROMPT, generate_captions, load_captioner
+from avalanche_exmask.captions.defaults import DEFAULT_MODEL, DEFAULT_PROMPT
 
 __all__ = ["add_caption_parser", "run_caption"]
 
-logger = logging.getLogger(__name__)
-
-_DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: ``--dtype`` choices: ``auto`` keeps the checkpoint's dtype, the others name a ``torch`` dtype.
+_DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 def add_caption_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
@@ -47,7 +44,7 @@ def add_caption_parser(subparsers: "argparse._SubParsersAction") -> argparse.Arg
     parser.add_argument("--num-beams", type=int, default=1, help="beam width; 1 is greedy (default: 1)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument(
-        "--dtype", choices=sorted(_DTYPES), default="auto", help="weights dtype (default: the checkpoint's)"
+        "--dtype", choices=_DTYPES, default="auto", help="weights dtype (default: the checkpoint's)"
     )
     parser.add_argument(
         "--on-error",
@@ -62,8 +59,13 @@ def add_caption_parser(subparsers: "argparse._SubParsersAction") -> argparse.Arg
 
 def run_caption(args: argparse.Namespace) -> int:
     """Run the ``caption`` subcommand; returns the process exit status."""
+    import torch
+
+    from avalanche_exmask.captions.generate import generate_captions, load_captioner
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, processor = load_captioner(args.model, device=device, dtype=_DTYPES[args.dtype])
+    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    model, processor = load_captioner(args.model, device=device, dtype=dtype)
     run = generate_captions(
         args.images,
         args.out,

@@ -25,7 +25,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from avalanche_exmask.benchmarks.image_text_folder import IMAGE_EXTENSIONS
+from avalanche_exmask.benchmarks.records import IMAGE_EXTENSIONS
+from avalanche_exmask.captions.defaults import DEFAULT_MODEL, DEFAULT_PROMPT
 from avalanche_exmask.data.image_text import BadInputError, OnError
 
 __all__ = [
@@ -42,11 +43,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-
-#: The captioner of the paper (InstructBLIP, Flan-T5-XL language model).
-DEFAULT_MODEL = "Salesforce/instructblip-flan-t5-xl"
-#: One of InstructBLIP's captioning instructions.
-DEFAULT_PROMPT = "Write a short description for the image."
 
 
 @dataclass
@@ -68,7 +64,7 @@ def list_images(root: PathLike) -> list[str]:
     """Image files under ``root`` (any depth), as sorted ``/``-separated relative paths.
 
     Hidden files and folders are ignored; images are recognised by their ending
-    (:data:`~avalanche_exmask.benchmarks.image_text_folder.IMAGE_EXTENSIONS`).
+    (:data:`~avalanche_exmask.benchmarks.records.IMAGE_EXTENSIONS`).
     """
     root = Path(root)
     if not root.is_dir():

@@ -41,8 +41,11 @@ class SampleEncoder:
 
     @classmethod
     def for_model(cls, model_name: str) -> "SampleEncoder":
-        """The encoder for an open_clip model name (including this package's tiny configs)."""
-        from avalanche_exmask.models.factory import model_geometry, get_tokenizer
+        """The encoder for an open_clip model name (including this package's tiny configs).
+
+        open_clip is imported here, on first use, not when this module is imported.
+        """
+        from avalanche_exmask.data.model_inputs import get_tokenizer, model_geometry
 
         image_size, context_length = model_geometry(model_name)
         return cls(image_size, get_tokenizer(model_name), context_length)

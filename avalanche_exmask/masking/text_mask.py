@@ -8,10 +8,18 @@ because the result is a mask over positions.
 
 A content token is kept when it is
 
-* **class-related**: high attention from the pooled (end) token in the text tower's last block,
-  ``>= class_tau x`` the mean over the content tokens (``class_kind="threshold"``) or among the top
-  ``class_ratio`` of them (``class_kind="ratio"``). The start and end tokens are left out of the mean:
-  they are kept anyway, and the start token is an attention sink that would inflate it;
+* **class-related**, by one of two sources (``class_source``):
+
+  - ``"names"``: the token is one of the exemplar's class-name tokens (the generators know every
+    class's name; :func:`class_name_token_ids` tokenises them). Every occurrence of a class word
+    survives. CLIP pools at the end-of-text token and its attention does not mark the class words
+    (measured: the attention rule keeps about 72% of them on the embedded benchmark), so this is
+    the default wherever class names are known;
+  - ``"attention"`` (the paper's rule): high attention from the pooled (end) token in the text
+    tower's last block, ``>= class_tau x`` the mean over the content tokens
+    (``class_kind="threshold"``) or among the top ``class_ratio`` of them (``class_kind="ratio"``).
+    The start and end tokens are left out of the mean: they are kept anyway, and the start token is
+    an attention sink that would inflate it;
 * **contextual**: a proxy for the paper's cross-modal attention (CLIP has none): the maximum cosine
   similarity between the token's projected feature and the projected features of the *discarded*
   patches, among the top ``context_ratio`` content tokens (``context_kind="ratio"``) or
@@ -24,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Callable, Literal, Mapping, Optional, Sequence
 
 import torch
 
@@ -32,6 +40,7 @@ from avalanche_exmask.masking.ranking import top_fraction
 from avalanche_exmask.models.outputs import MaskingScores
 
 __all__ = [
+    "class_name_token_ids",
     "real_token_mask",
     "special_token_mask",
     "class_token_mask",
@@ -56,6 +65,34 @@ def special_token_mask(input_ids: torch.Tensor) -> torch.Tensor:
     special.scatter_(-1, real.long().argmax(dim=-1, keepdim=True), True)
     special.scatter_(-1, input_ids.argmax(dim=-1, keepdim=True), True)
     return special & real
+
+
+def class_name_token_ids(
+    class_names: Mapping[int, str] | Sequence[str], tokenize: Callable[[list[str]], torch.Tensor]
+) -> dict[int, torch.Tensor]:
+    """The content token ids of every class name, for ``TextMaskRule(class_source="names")``.
+
+    :param class_names: label -> name (a sequence is indexed by label).
+    :param tokenize: the model's tokenizer: ``list[str] -> long [n, T]``, zero-padded, with start
+        and end tokens (open_clip's).
+    :return: label -> long ``[K]``, the sorted unique content token ids of the name.
+    """
+    items = dict(enumerate(class_names)) if isinstance(class_names, Sequence) else dict(class_names)
+    labels = list(items)
+    ids = tokenize([items[label] for label in labels])
+    content = real_token_mask(ids) & ~special_token_mask(ids)
+    return {label: torch.unique(ids[row][content[row]]) for row, label in enumerate(labels)}
+
+
+def class_name_token_mask(input_ids: torch.Tensor, class_token_ids: torch.Tensor) -> torch.Tensor:
+    """Content tokens that are words of the class name.
+
+    :param input_ids: long ``[..., T]``.
+    :param class_token_ids: long ``[K]``, see :func:`class_name_token_ids`.
+    :return: bool ``[..., T]``, a subset of the content tokens.
+    """
+    content = real_token_mask(input_ids) & ~special_token_mask(input_ids)
+    return content & torch.isin(input_ids, class_token_ids)
 
 
 def class_token_mask(
@@ -129,6 +166,8 @@ class TextMaskRule:
 
     :param mode: ``"both"`` (class-related or contextual), ``"class"``, ``"context"``, or
         ``"none"`` (no text mask: every real token kept; for ablations).
+    :param class_source: ``"names"`` (the class-name tokens; the rule is then called with the
+        exemplar's ``class_token_ids``) or ``"attention"`` (the paper's pooled-token attention).
     :param class_kind: ``"threshold"`` or ``"ratio"`` for the class-related criterion.
     :param class_tau: multiple of the mean content-token attention, ``>= 0``.
     :param class_ratio: fraction of content tokens, in ``[0, 1]``.
@@ -138,6 +177,7 @@ class TextMaskRule:
     """
 
     mode: Literal["both", "class", "context", "none"] = "both"
+    class_source: Literal["names", "attention"] = "names"
     class_kind: Literal["threshold", "ratio"] = "threshold"
     class_tau: float = 1.0
     class_ratio: float = 0.3
@@ -148,6 +188,8 @@ class TextMaskRule:
     def __post_init__(self) -> None:
         if self.mode not in ("both", "class", "context", "none"):
             raise ValueError(f"TextMaskRule.mode must be 'both', 'class', 'context' or 'none'; got {self.mode!r}")
+        if self.class_source not in ("names", "attention"):
+            raise ValueError(f"TextMaskRule.class_source must be 'names' or 'attention'; got {self.class_source!r}")
         for name in ("class_kind", "context_kind"):
             if getattr(self, name) not in ("threshold", "ratio"):
                 raise ValueError(f"TextMaskRule.{name} must be 'threshold' or 'ratio'; got {getattr(self, name)!r}")
@@ -159,22 +201,44 @@ class TextMaskRule:
         if not -1 <= self.context_threshold <= 1:
             raise ValueError(f"TextMaskRule.context_threshold must be in [-1, 1]; got {self.context_threshold}")
 
-    def __call__(self, input_ids: torch.Tensor, scores: MaskingScores, patch_keep: torch.Tensor) -> torch.Tensor:
+    @property
+    def needs_class_names(self) -> bool:
+        """Whether calls must pass ``class_token_ids``."""
+        return self.mode in ("both", "class") and self.class_source == "names"
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        scores: MaskingScores,
+        patch_keep: torch.Tensor,
+        class_token_ids: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """Bool keep-mask over token positions.
 
-        :param input_ids: long ``[T]`` (or ``[B, T]``), zero-padded.
+        :param input_ids: long ``[T]`` (or ``[B, T]``, all of one class), zero-padded.
         :param scores: the sample's (or batch's) :class:`MaskingScores`.
         :param patch_keep: bool ``[N]`` (or ``[B, N]``), the image mask of the same sample.
+        :param class_token_ids: long ``[K]``, the class-name token ids of the sample's class
+            (:func:`class_name_token_ids`); required when :attr:`needs_class_names`.
         :return: bool ``[T]`` (or ``[B, T]``): special tokens plus the selected content tokens.
+        :raises ValueError: if the class-name tokens are needed and missing.
         """
         real = real_token_mask(input_ids)
         if self.mode == "none":
             return real
         keep = special_token_mask(input_ids)
         if self.mode in ("both", "class"):
-            keep |= class_token_mask(
-                input_ids, scores.token_attention, kind=self.class_kind, tau=self.class_tau, ratio=self.class_ratio
-            )
+            if self.class_source == "attention":
+                keep |= class_token_mask(
+                    input_ids, scores.token_attention, kind=self.class_kind, tau=self.class_tau, ratio=self.class_ratio
+                )
+            elif class_token_ids is None:
+                raise ValueError(
+                    "TextMaskRule(class_source='names') needs the class-name token ids of the sample's class; "
+                    "give the codec class names (MaskedCodec(class_token_ids=...)) or use class_source='attention'"
+                )
+            else:
+                keep |= class_name_token_mask(input_ids, class_token_ids)
         if self.mode in ("both", "context"):
             keep |= context_token_mask(
                 input_ids,

@@ -1,8 +1,10 @@
 """Create open_clip models by name, with weights from an open_clip tag or a local file.
 
-This package ships model configs (``models/configs/*.json``) that are registered with
-open_clip's factory on import, and pretrained weights for them (``models/weights``), so the
-default model loads offline. Everything about a model's size lives in its JSON config.
+This package ships model configs (``models/configs/*.json``), registered with open_clip's
+factory by :func:`~avalanche_exmask.data.model_inputs.register_packaged_configs` before any name
+is looked up, and pretrained weights for them (``models/weights``), so the default model loads
+offline. Everything about a model's size lives in its JSON config; the input geometry and the
+tokenizer are looked up in :mod:`avalanche_exmask.data.model_inputs` and re-exported here.
 """
 from __future__ import annotations
 
@@ -16,6 +18,13 @@ import open_clip
 import torch
 from torch import nn
 
+from avalanche_exmask.data.model_inputs import (
+    check_model_name,
+    get_tokenizer,
+    model_geometry,
+    register_packaged_configs,
+)
+
 __all__ = [
     "PACKAGED_WEIGHTS",
     "register_packaged_configs",
@@ -25,34 +34,12 @@ __all__ = [
     "get_tokenizer",
 ]
 
-_CONFIG_DIR = Path(__file__).parent / "configs"
 _WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 #: ``{model name: {pretrained tag: weights file}}`` of weights shipped inside the package.
 PACKAGED_WEIGHTS: dict[str, dict[str, Path]] = {
     "exmask-tiny": {"synthetic": _WEIGHTS_DIR / "exmask-tiny-synthetic.safetensors"},
 }
-
-_registered = False
-
-
-def register_packaged_configs() -> None:
-    """Add this package's model configs to open_clip's registry (idempotent)."""
-    global _registered
-    if not _registered:
-        open_clip.add_model_config(_CONFIG_DIR)
-        _registered = True
-
-
-def _check_model_name(model_name: str) -> None:
-    register_packaged_configs()
-    if model_name not in open_clip.list_models():
-        close = [m for m in open_clip.list_models() if model_name.lower()[:5] in m.lower()][:8]
-        raise ValueError(
-            f"unknown open_clip model name {model_name!r}"
-            + (f"; similar names: {close}" if close else "")
-            + " (see open_clip.list_models())"
-        )
 
 
 def _is_local_path(pretrained: Union[str, os.PathLike]) -> bool:
@@ -76,7 +63,7 @@ def create_clip(
     :raises ValueError: unknown model name, or weights that do not fit the config.
     :raises FileNotFoundError: a local weights file that does not exist.
     """
-    _check_model_name(model_name)
+    check_model_name(model_name)
     packaged = PACKAGED_WEIGHTS.get(model_name, {})
     if pretrained is None:
         return open_clip.create_model(model_name, pretrained=None)
@@ -135,21 +122,3 @@ def load_weights(model: nn.Module, path: Union[str, os.PathLike], model_name: st
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
         raise ValueError(f"weights {path} do not fit model config {model_name!r}: {error}") from error
-
-
-def model_geometry(model_name: str) -> tuple[int, int]:
-    """``(image_size S in pixels, text context length T)`` of a model, read from its config."""
-    _check_model_name(model_name)
-    config = open_clip.get_model_config(model_name)
-    image_size = config["vision_cfg"]["image_size"]
-    if isinstance(image_size, (tuple, list)):
-        if image_size[0] != image_size[1]:
-            raise ValueError(f"{model_name}: only square input resolutions are supported; got {image_size}")
-        image_size = image_size[0]
-    return int(image_size), int(config["text_cfg"].get("context_length", 77))
-
-
-def get_tokenizer(model_name: str):
-    """open_clip's tokenizer for ``model_name`` (offline for CLIP's BPE tokenizer)."""
-    _check_model_name(model_name)
-    return open_clip.get_tokenizer(model_name)

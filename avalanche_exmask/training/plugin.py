@@ -1,51 +1,127 @@
-"""``ExemplarMaskingPlugin``: masked, byte-budgeted replay for any Avalanche strategy."""
+"""``ByteBudgetReplayPlugin``: byte-budgeted replay for any Avalanche strategy, with a
+class-rate balanced memory batch.
+
+Avalanche's :class:`~avalanche.training.plugins.ReplayPlugin` joins every batch of current data
+with ``batch_size_mem`` replayed samples. With a fixed memory batch the old classes share it: after
+``t`` experiences of ``c`` classes each, an old class is drawn ``1 / t`` as often as a new one, and
+the head learns a recency bias that hides any difference between storage policies. The
+``"class_balanced"`` memory batch grows with the old classes so that every seen class is drawn at
+the same rate (see :func:`memory_batch_size`).
+"""
 from __future__ import annotations
 
+import math
 import time
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
+from avalanche.benchmarks.utils.data_loader import ReplayDataLoader
 from avalanche.training.plugins import ReplayPlugin
 
 from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
 
-__all__ = ["ExemplarMaskingPlugin"]
+__all__ = ["MEMORY_BATCH_MODES", "memory_batch_size", "ByteBudgetReplayPlugin", "ExemplarMaskingPlugin"]
+
+MEMORY_BATCH_MODES = ("class_balanced", "fixed")
+"""How the replayed part of a batch is sized: see :func:`memory_batch_size`."""
 
 
-class ExemplarMaskingPlugin(ReplayPlugin):
-    """Replay from a byte-budgeted buffer of masked exemplars.
+def memory_batch_size(
+    mode: Literal["class_balanced", "fixed"], batch_size: int, n_old_classes: int, n_new_classes: int,
+    fixed_size: Optional[int] = None,
+) -> int:
+    """Replayed samples per batch.
 
-    A thin :class:`~avalanche.training.plugins.ReplayPlugin` whose storage policy is a
-    :class:`~avalanche_exmask.storage.buffer.MaskedExemplarBuffer` (or any byte-budgeted buffer of
-    this package, e.g. with the raw, JPEG or CIM codec): after each experience the buffer selects
-    and encodes exemplars of the new classes from one eval forward pass; during training, each
-    batch of current data is joined by a batch of (decoded, augmented) exemplars.
+    :param mode: ``"class_balanced"``: ``ceil(batch_size x n_old_classes / n_new_classes)``, so an
+        old class is drawn as often as a new one when the memory holds its classes in equal
+        numbers (the current batch holds ``batch_size / n_new_classes`` per new class);
+        ``"fixed"``: ``fixed_size`` (default ``batch_size``), Avalanche's behaviour.
+    :param batch_size: current-data samples per batch.
+    :param n_old_classes: classes in the memory.
+    :param n_new_classes: classes of the current experience not in the memory (``0``: the fixed size).
+    :return: the size; ``0`` when the memory is empty.
+    """
+    if mode not in MEMORY_BATCH_MODES:
+        raise ValueError(f"memory batch mode must be one of {MEMORY_BATCH_MODES}; got {mode!r}")
+    if n_old_classes == 0:
+        return 0
+    if mode == "fixed" or n_new_classes == 0:
+        return fixed_size or batch_size
+    return max(1, math.ceil(batch_size * n_old_classes / n_new_classes))
+
+
+class ByteBudgetReplayPlugin(ReplayPlugin):
+    """Replay from a byte-budgeted buffer (any codec), with a class-rate balanced memory batch.
+
+    A :class:`~avalanche.training.plugins.ReplayPlugin` whose storage policy is a
+    :class:`~avalanche_exmask.storage.buffer.ByteBudgetBuffer`: after each experience the buffer
+    selects and encodes exemplars of the new classes from one eval forward pass; during training,
+    each batch of current data is joined by a batch of decoded (and optionally augmented)
+    exemplars, sized by ``memory_batch``.
 
     It also times the two phases of every experience (``timings``: a list of
-    ``{"experience", "train_s", "update_s"}``, seconds), so the cost of masking and selection can be
-    read against training.
+    ``{"experience", "train_s", "update_s", "memory_batch"}``; seconds and samples), so the cost of
+    masking and selection can be read against training.
 
-    :param mem_size: the budget in **bytes** (see
+    :param mem_size: the budget in **bytes** (``storage_policy.max_size`` must equal it; see
         :func:`avalanche_exmask.storage.budget.budget_from_samples_per_class`).
-    :param storage_policy: the buffer; default: a ``MaskedExemplarBuffer(max_size=mem_size)``.
-    :param batch_size_mem: replayed exemplars per batch (default: the train batch size).
+    :param storage_policy: the buffer.
+    :param memory_batch: ``"class_balanced"`` (default: every seen class drawn at the same rate;
+        see :func:`memory_batch_size`) or ``"fixed"`` (``batch_size_mem`` per batch, Avalanche's).
+    :param batch_size_mem: the memory batch of ``"fixed"`` (default: the train batch size).
     """
 
     def __init__(
         self,
         *,
         mem_size: int,
-        storage_policy: Optional[Any] = None,
+        storage_policy: Any,
+        memory_batch: Literal["class_balanced", "fixed"] = "class_balanced",
         batch_size_mem: Optional[int] = None,
     ) -> None:
-        if storage_policy is None:
-            storage_policy = MaskedExemplarBuffer(max_size=mem_size)
+        if memory_batch not in MEMORY_BATCH_MODES:
+            raise ValueError(f"memory_batch must be one of {MEMORY_BATCH_MODES}; got {memory_batch!r}")
         super().__init__(mem_size=mem_size, batch_size_mem=batch_size_mem, storage_policy=storage_policy)
+        self.memory_batch = memory_batch
+        self._fixed_batch_size_mem = batch_size_mem
         self.timings: list[dict[str, float]] = []
         self._train_start = 0.0
 
-    def before_training_exp(self, strategy, num_workers: int = 0, shuffle: bool = True, **kwargs):
-        super().before_training_exp(strategy, num_workers=num_workers, shuffle=shuffle, **kwargs)
+    def before_training_exp(
+        self, strategy, num_workers: int = 0, shuffle: bool = True, drop_last: bool = False, **kwargs
+    ):
+        """Size the memory batch, then build Avalanche's ``ReplayDataLoader``.
+
+        A class-balanced memory batch can exceed the buffer's length (one exemplar per class, many
+        old classes); a batch sampler would then cap it at the buffer's length, so the buffer is
+        repeated (lazily, by Avalanche's dataset concatenation) until one batch fits.
+        """
         self._train_start = time.perf_counter()
+        memory = self.storage_policy.buffer
+        old = set(int(c) for c in memory.targets) if len(memory) else set()
+        new = set(int(c) for c in strategy.experience.classes_in_this_experience) - old
+        batch_size = self.batch_size or strategy.train_mb_size
+        self.batch_size_mem = memory_batch_size(
+            self.memory_batch, batch_size, len(old), len(new), self._fixed_batch_size_mem
+        )
+        if self.memory_batch == "fixed" or not len(memory):
+            super().before_training_exp(strategy, num_workers=num_workers, shuffle=shuffle, drop_last=drop_last, **kwargs)
+            return
+        repeated = memory
+        for _ in range(math.ceil(self.batch_size_mem / len(memory)) - 1):
+            repeated = repeated.concat(memory)
+        loader_args = {key: kwargs[key] for key in ("persistent_workers", "ffcv_args") if key in kwargs}
+        strategy.dataloader = ReplayDataLoader(
+            strategy.adapted_dataset,
+            repeated,
+            oversample_small_tasks=True,
+            batch_size=batch_size,
+            batch_size_mem=self.batch_size_mem,
+            task_balanced_dataloader=self.task_balanced_dataloader,
+            num_workers=num_workers,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            **loader_args,
+        )
 
     def after_training_exp(self, strategy, **kwargs):
         train_seconds = time.perf_counter() - self._train_start
@@ -56,5 +132,17 @@ class ExemplarMaskingPlugin(ReplayPlugin):
                 "experience": int(strategy.experience.current_experience),
                 "train_s": train_seconds,
                 "update_s": time.perf_counter() - start,
+                "memory_batch": self.batch_size_mem,
             }
         )
+
+
+class ExemplarMaskingPlugin(ByteBudgetReplayPlugin):
+    """Exemplar masking's front door as a plugin: a :class:`ByteBudgetReplayPlugin` whose buffer
+    defaults to a :class:`~avalanche_exmask.storage.buffer.MaskedExemplarBuffer` of ``mem_size``
+    bytes; arguments as there."""
+
+    def __init__(self, *, mem_size: int, storage_policy: Optional[Any] = None, **kwargs: Any) -> None:
+        if storage_policy is None:
+            storage_policy = MaskedExemplarBuffer(max_size=mem_size)
+        super().__init__(mem_size=mem_size, storage_policy=storage_policy, **kwargs)

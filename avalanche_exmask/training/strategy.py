@@ -1,22 +1,21 @@
 """``ExemplarMasking``: the paper's method as an Avalanche strategy."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
-import torch
 from torch.nn import CrossEntropyLoss, Module
 from torch.optim import Optimizer
 
-from avalanche.training.plugins import SupervisedPlugin
-from avalanche.training.plugins.evaluation import default_evaluator
 from avalanche.training.templates import SupervisedTemplate
 
 from avalanche_exmask.masking.image_mask import ImageMaskRule
-from avalanche_exmask.masking.text_mask import TextMaskRule
+from avalanche_exmask.masking.text_mask import TextMaskRule, class_name_token_ids
+from avalanche_exmask.models.factory import get_tokenizer
 from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
 from avalanche_exmask.storage.codecs import MaskedCodec
 from avalanche_exmask.training.augmentation import MultimodalAugmentation
 from avalanche_exmask.training.plugin import ExemplarMaskingPlugin
+from avalanche_exmask.training.weight_aligning import WeightAligningPlugin
 
 __all__ = ["ExemplarMasking"]
 
@@ -26,14 +25,14 @@ class ExemplarMasking(SupervisedTemplate):
 
     Training is plain fine-tuning of the (SSF-adapted) model on each experience with replay of
     masked exemplars. After each experience, exemplars of its classes are chosen by herding on
-    the fused embedding and masked: image patches the [CLS] token ignores are dropped, text
-    tokens are kept if class-related or describing the dropped region. One eval forward pass
-    gives all the scores. Masked exemplars are stored compactly in a byte budget, so it holds
-    about 3x more of them than plain exemplars, and they are replayed with a multimodal
-    augmentation.
+    the fused embedding and masked: image patches the [CLS] token ignores are stored as one mean
+    colour each, text tokens are kept if they are class words or describe the dropped region. One
+    eval forward pass gives all the scores. Masked exemplars are stored compactly in a byte budget,
+    so more of them fit than plain exemplars (``buffer.stats()`` reports how many), and they are
+    replayed at the rate of the current classes (``memory_batch="class_balanced"``).
 
     :param model: a :class:`~avalanche_exmask.models.MultimodalCLIPClassifier` (or any model with
-        ``masking_scores(x) -> MaskingScores`` and a patch size).
+        ``masking_scores(x) -> MaskingScores`` and a ``patch_size``).
     :param optimizer: the optimizer (over the trainable parameters).
     :param mem_size: the replay budget in **bytes**, shared by all classes of the stream
         (:func:`~avalanche_exmask.storage.budget.budget_from_samples_per_class` converts the paper's
@@ -41,18 +40,25 @@ class ExemplarMasking(SupervisedTemplate):
     :param total_num_classes: classes of the whole stream; given, each class gets a fixed
         ``mem_size // total_num_classes`` bytes (``mode="per_class"``), else the budget is re-divided
         among the classes seen so far (``mode="total"``).
+    :param class_names: label -> class name (a sequence is indexed by label), e.g. a benchmark's
+        ``class_names``; given, the text mask keeps every class-name word (tokenised with
+        ``model.model_name``'s tokenizer); without, the paper's attention rule picks class tokens.
     :param image_rule: which patches to keep (default: the paper's rule, ``>= 1.0 x`` mean attention).
-    :param text_rule: which tokens to keep (default: class-related or contextual).
+    :param text_rule: which tokens to keep (default: see ``class_names``).
     :param background_downsample: how discarded patches are stored: ``"patch"`` (default: one
         mean colour per patch, 3 bytes), ``None`` (the paper: nothing, decoded black) or ``k``
-        (average-pooled ``k x`` per side). See the README's ablation for why the default.
-    :param augmentation: augmentation of replayed exemplars, or ``None`` for none (default; the
-        README's ablation shows no gain from it on the embedded benchmark).
+        (average-pooled ``k x`` per side).
+    :param augmentation: augmentation of replayed exemplars, or ``None`` (default).
     :param selection: ``"herding"`` or ``"random"`` exemplar order.
-    :param batch_size_mem: replayed exemplars per batch (default: ``train_mb_size``).
-    :param seed: seeds selection and augmentation.
-
-    The remaining arguments are those of Avalanche's ``SupervisedTemplate``.
+    :param memory_batch: ``"class_balanced"`` (default) or ``"fixed"`` (``batch_size_mem`` replayed
+        exemplars per batch); see :class:`~avalanche_exmask.training.plugin.ByteBudgetReplayPlugin`.
+    :param batch_size_mem: replayed exemplars per batch for ``memory_batch="fixed"``.
+    :param weight_aligning: rescale the new classes' head rows after each experience
+        (:class:`~avalanche_exmask.training.weight_aligning.WeightAligningPlugin`).
+    :param seed: seeds selection and the candidate cap.
+    :param base_kwargs: the remaining arguments of Avalanche's ``SupervisedTemplate``
+        (``train_mb_size``, ``train_epochs``, ``eval_mb_size``, ``device``, ``plugins``,
+        ``evaluator``, ``eval_every``, ...).
     """
 
     def __init__(
@@ -61,28 +67,28 @@ class ExemplarMasking(SupervisedTemplate):
         model: Module,
         optimizer: Optimizer,
         mem_size: int,
-        criterion=CrossEntropyLoss(),
+        criterion: Any = CrossEntropyLoss(),
         total_num_classes: Optional[int] = None,
+        class_names: Optional[Union[Mapping[int, str], Sequence[str]]] = None,
         image_rule: ImageMaskRule = ImageMaskRule(),
-        text_rule: TextMaskRule = TextMaskRule(),
+        text_rule: Optional[TextMaskRule] = None,
         background_downsample: Optional[Union[int, str]] = "patch",
         augmentation: Optional[MultimodalAugmentation] = None,
-        selection: str = "herding",
+        selection: Literal["herding", "random"] = "herding",
+        memory_batch: Literal["class_balanced", "fixed"] = "class_balanced",
         batch_size_mem: Optional[int] = None,
+        weight_aligning: bool = False,
         seed: int = 0,
-        train_mb_size: int = 32,
-        train_epochs: int = 1,
-        eval_mb_size: Optional[int] = 64,
-        device: Union[str, torch.device] = "cpu",
-        plugins: Optional[Sequence[SupervisedPlugin]] = None,
-        evaluator=default_evaluator,
-        eval_every: int = -1,
+        **base_kwargs: Any,
     ) -> None:
+        class_token_ids = None
+        if class_names is not None:
+            class_token_ids = class_name_token_ids(class_names, get_tokenizer(model.model_name))
         buffer = MaskedExemplarBuffer(
             max_size=mem_size,
             codec=MaskedCodec(
-                image_rule=image_rule, text_rule=text_rule, patch_size=int(model.patch_size),
-                background_downsample=background_downsample,
+                image_rule=image_rule, text_rule=text_rule, class_token_ids=class_token_ids,
+                patch_size=int(model.patch_size), background_downsample=background_downsample,
             ),
             mode="per_class" if total_num_classes is not None else "total",
             total_num_classes=total_num_classes,
@@ -91,20 +97,11 @@ class ExemplarMasking(SupervisedTemplate):
             augmentation=augmentation,
         )
         self.replay_plugin = ExemplarMaskingPlugin(
-            mem_size=mem_size, storage_policy=buffer, batch_size_mem=batch_size_mem
+            mem_size=mem_size, storage_policy=buffer, memory_batch=memory_batch, batch_size_mem=batch_size_mem
         )
-        super().__init__(
-            model=model,
-            optimizer=optimizer,
-            criterion=criterion,
-            train_mb_size=train_mb_size,
-            train_epochs=train_epochs,
-            eval_mb_size=eval_mb_size,
-            device=device,
-            plugins=[self.replay_plugin, *(plugins or [])],
-            evaluator=evaluator,
-            eval_every=eval_every,
-        )
+        user_plugins = base_kwargs.pop("plugins", None) or []
+        plugins = [self.replay_plugin, *([WeightAligningPlugin()] if weight_aligning else []), *user_plugins]
+        super().__init__(model=model, optimizer=optimizer, criterion=criterion, plugins=plugins, **base_kwargs)
 
     @property
     def buffer(self) -> MaskedExemplarBuffer:

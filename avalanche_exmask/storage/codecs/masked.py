@@ -4,15 +4,19 @@ Payload layout (all ``uint8`` unless noted), in this order:
 
 1. patch bitmap: ``np.packbits`` of the bool keep-mask ``[N]``, ``ceil(N / 8)`` bytes;
 2. kept patches: ``[k, 3, P, P]`` pixels, in row-major patch order;
-3. kept token ids: ``uint16 [m]``, in order.
+3. background (unless ``background_downsample=None``): the ``N - k`` discarded patches
+   average-pooled ``b x`` per side, ``[N - k, 3, P/b, P/b]`` (``b = P``: one mean colour, 3 bytes
+   a patch, the default);
+4. kept token ids: ``uint16 [m]``, in order.
 
-Cost: ``ceil(N/8) + 3 k P^2 + 2 m`` bytes. Discarded patches decode as black (0).
+Cost: ``ceil(N/8) + 3 k P^2 + 3 (N - k) (P/b)^2 + 2 m`` bytes. Without a background, discarded
+patches decode as black (0); with one, as the upsampled pooled colours.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar, NamedTuple, Optional, Union
+from typing import ClassVar, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -99,7 +103,12 @@ class MaskedCodec:
     """Stores the patches kept by ``image_rule`` and the tokens kept by ``text_rule``.
 
     :param image_rule: which patches to keep, from the [CLS] -> patch attention.
-    :param text_rule: which tokens to keep.
+    :param text_rule: which tokens to keep; default (``None``): ``TextMaskRule()`` (class-name words
+        or context) when ``class_token_ids`` is given, else the paper's attention rule,
+        ``TextMaskRule(class_source="attention")``.
+    :param class_token_ids: label -> long ``[K]`` class-name token ids
+        (:func:`~avalanche_exmask.masking.text_mask.class_name_token_ids`); required by a text rule
+        with ``class_source="names"``.
     :param patch_size: ``P`` in pixels; ``None`` infers it from the image size and the number of
         patch scores (square grid).
     :param background_downsample: ``None`` (the paper): discarded patches are stored as nothing
@@ -112,11 +121,21 @@ class MaskedCodec:
 
     name: ClassVar[str] = "masked"
     image_rule: ImageMaskRule = ImageMaskRule()
-    text_rule: TextMaskRule = TextMaskRule()
+    text_rule: Optional[TextMaskRule] = None
+    class_token_ids: Optional[Mapping[int, torch.Tensor]] = dataclasses.field(default=None, repr=False)
     patch_size: Optional[int] = None
-    background_downsample: Optional[Union[int, str]] = None
+    background_downsample: Optional[Union[int, str]] = "patch"
 
     def __post_init__(self) -> None:
+        if self.text_rule is None:
+            default = TextMaskRule() if self.class_token_ids is not None else TextMaskRule(class_source="attention")
+            object.__setattr__(self, "text_rule", default)
+        if self.text_rule.needs_class_names and self.class_token_ids is None:
+            raise ValueError(
+                "MaskedCodec: the text rule keeps class-name words (class_source='names') but no class_token_ids "
+                "were given; pass class_token_ids=class_name_token_ids(class_names, tokenizer) or use "
+                "TextMaskRule(class_source='attention')"
+            )
         k = self.background_downsample
         if k is None or k == "patch":
             return
@@ -131,7 +150,7 @@ class MaskedCodec:
         _, height, width = pixels.shape
         rows, cols, patch = patch_grid(height, width, scores.patch_attention.shape[-1], self.patch_size)
         keep = self.image_rule(scores.patch_attention)
-        token_keep = self.text_rule(sample.input_ids, scores, keep)
+        token_keep = self.text_rule(sample.input_ids, scores, keep, self._class_token_ids(label))
         keep_np = keep.numpy()
         all_patches = patchify(pixels, patch)
         sections = [np.packbits(keep_np).tobytes(), all_patches[keep_np].tobytes()]
@@ -147,6 +166,13 @@ class MaskedCodec:
             layout=_layout(rows, cols, patch, sample.input_ids.shape[-1], k),
             n_tokens=int((sample.input_ids != 0).sum()),
         )
+
+    def _class_token_ids(self, label: int) -> Optional[torch.Tensor]:
+        if not self.text_rule.needs_class_names:
+            return None
+        if label not in self.class_token_ids:
+            raise ValueError(f"MaskedCodec: no class-name tokens for label {label} (class_token_ids has {len(self.class_token_ids)} labels)")
+        return self.class_token_ids[label]
 
     def decode(self, record: Record) -> MultimodalSample:
         """The masked sample: kept patches at their place, black elsewhere; ids re-padded.

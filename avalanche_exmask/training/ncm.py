@@ -1,0 +1,50 @@
+"""Nearest-class-mean readout over the stored exemplars (iCaRL's classifier).
+
+Each class is represented by the mean of its stored exemplars' L2-normalised fused embeddings (as
+the buffer decodes them, without augmentation); a test sample goes to the class whose normalised
+mean is closest in cosine. Unlike the trained head, this readout uses the exemplars directly, so it
+shows what the stored exemplars themselves are worth.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+__all__ = ["exemplar_class_means", "ncm_accuracy"]
+
+
+@torch.no_grad()
+def exemplar_class_means(model: torch.nn.Module, buffer: Any, device: Any, batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class means of the stored exemplars' embeddings.
+
+    :param model: has ``embed(x) -> [B, F]``.
+    :param buffer: has ``records`` (label -> list of records) and ``codec.decode``.
+    :return: labels long ``[C]`` and unit-norm means float ``[C, F]``.
+    """
+    model.eval()
+    labels, means = [], []
+    for label, records in sorted(buffer.records.items()):
+        samples = torch.stack([buffer.codec.decode(record) for record in records])
+        embeddings = torch.cat(
+            [model.embed(samples[i : i + batch_size].to(device)).float() for i in range(0, len(samples), batch_size)]
+        )
+        labels.append(label)
+        means.append(torch.nn.functional.normalize(embeddings, dim=1).mean(dim=0))
+    return torch.tensor(labels), torch.nn.functional.normalize(torch.stack(means), dim=1)
+
+
+@torch.no_grad()
+def ncm_accuracy(model: torch.nn.Module, buffer: Any, dataset: Any, device: Any, batch_size: int = 128) -> float:
+    """Accuracy (%) of the nearest-class-mean readout on ``dataset`` (items ``(x, y, ...)``)."""
+    labels, means = exemplar_class_means(model, buffer, device, batch_size)
+    means = means.to(device)
+    correct = total = 0
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        x, y = batch[0].to(device), batch[1]
+        embeddings = torch.nn.functional.normalize(model.embed(x).float(), dim=1)
+        predicted = labels[(embeddings @ means.T).argmax(dim=1).cpu()]
+        correct += int((predicted == y).sum())
+        total += len(y)
+    return 100.0 * correct / max(total, 1)
