@@ -35,7 +35,7 @@ from avalanche.training.storage_policy import ExemplarsBuffer
 from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.models.outputs import MaskingScores
 from avalanche_exmask.storage.codecs.base import Codec, Record
-from avalanche_exmask.storage.codecs.masked import MaskedCodec, MaskedRecord
+from avalanche_exmask.storage.codecs.masked import MaskedCodec
 from avalanche_exmask.storage.selection import herding_order, random_order
 
 if TYPE_CHECKING:
@@ -146,6 +146,12 @@ class BufferStats:
         summary = dataclasses.asdict(self)
         summary["classes"] = {str(label): stats for label, stats in summary["classes"].items()}
         return summary
+
+
+def _mean_of(values: Iterable[Optional[float]]) -> Optional[float]:
+    """Mean of the values that are not ``None``; ``None`` if there are none."""
+    present = [value for value in values if value is not None]
+    return sum(present) / len(present) if present else None
 
 
 class _RecordDataset(Dataset):
@@ -339,12 +345,11 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         """Per-class counts, bytes and (for masked records) kept fractions."""
         classes = {}
         for label, group in self._records.items():
-            masked = [record for record in group if isinstance(record, MaskedRecord)]
             classes[label] = ClassStats(
                 n_exemplars=len(group),
                 nbytes=sum(record.nbytes for record in group),
-                kept_patch_fraction=sum(r.kept_patch_fraction for r in masked) / len(masked) if masked else None,
-                kept_token_fraction=sum(r.kept_token_fraction for r in masked) / len(masked) if masked else None,
+                kept_patch_fraction=_mean_of(record.kept_patch_fraction for record in group),
+                kept_token_fraction=_mean_of(record.kept_token_fraction for record in group),
             )
         return BufferStats(
             codec=self.codec.name,

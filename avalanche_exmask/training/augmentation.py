@@ -5,8 +5,9 @@ combines an exemplar with a *partner*, another stored exemplar of the same class
 and is applied with its own probability when the buffer decodes a record for replay:
 
 * **fill** (``p_fill``): the exemplar's discarded patches take the partner's pixels there (the
-  partner's own discarded patches are black, so patches discarded in both stay black). Only masked
-  records have discarded patches; for other codecs it does nothing.
+  partner's own discarded patches are as it decodes them, so patches discarded in both keep the
+  partner's stored background). Only records with a keep mask (:attr:`Record.keep_mask`) have
+  discarded patches; for other codecs it does nothing.
 * **swap text** (``p_swap_text``): the exemplar's image is paired with the partner's text.
 * **token mix** (``p_token_mix``, drawn only when the text was not swapped): the two texts' content
   tokens are riffle-merged (each text keeps its own order, the interleaving is random), truncated to
@@ -23,7 +24,6 @@ import torch
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.masking.text_mask import real_token_mask, special_token_mask
 from avalanche_exmask.storage.codecs.base import Record
-from avalanche_exmask.storage.codecs.masked import MaskedRecord
 
 __all__ = ["fill_patches", "mix_tokens", "MultimodalAugmentation"]
 
@@ -93,7 +93,7 @@ class MultimodalAugmentation:
         if not partners:
             return sample
         partner = partners[int(torch.randint(len(partners), (1,), generator=self._generator))]
-        fill = isinstance(record, MaskedRecord) and self._draw(self.p_fill)
+        fill = record.keep_mask is not None and self._draw(self.p_fill)
         swap = self._draw(self.p_swap_text)
         mix = not swap and self._draw(self.p_token_mix)
         if not (fill or swap or mix):
@@ -101,7 +101,7 @@ class MultimodalAugmentation:
         other = decode(partner)
         image, ids = sample.image, sample.input_ids
         if fill:
-            image = fill_patches(image, record.keep_mask, other.image, (record.layout.rows, record.layout.cols))
+            image = fill_patches(image, record.keep_mask, other.image, record.patch_grid)
         if swap:
             ids = other.input_ids
         elif mix:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -48,6 +48,28 @@ class Record:
     def nbytes(self) -> int:
         """Accounted cost in bytes: the length of the payload."""
         return len(self.data)
+
+    @property
+    def keep_mask(self) -> Optional[torch.Tensor]:
+        """Bool ``[N]``: which image patches are stored, row-major over :attr:`patch_grid`;
+        ``None`` for codecs that store the whole image (every record type answers, so generic code
+        never tests for a codec)."""
+        return None
+
+    @property
+    def patch_grid(self) -> Optional[tuple[int, int]]:
+        """``(rows, cols)`` of :attr:`keep_mask`'s grid; ``None`` without a keep mask."""
+        return None
+
+    @property
+    def kept_patch_fraction(self) -> Optional[float]:
+        """Stored patches over all patches; ``None`` where the codec does not mask patches."""
+        return None
+
+    @property
+    def kept_token_fraction(self) -> Optional[float]:
+        """Stored tokens over the original real tokens; ``None`` where the codec does not mask text."""
+        return None
 
     def resident_nbytes(self) -> int:
         """Bytes this record's own Python objects occupy: the record object and its payload.

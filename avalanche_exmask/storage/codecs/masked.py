@@ -85,6 +85,11 @@ class MaskedRecord(Record):
         return torch.from_numpy(np.unpackbits(bitmap, count=n).astype(bool))
 
     @property
+    def patch_grid(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the patch grid."""
+        return self.layout.rows, self.layout.cols
+
+    @property
     def kept_patch_fraction(self) -> float:
         """Kept patches over all ``N`` patches."""
         return int(self.keep_mask.sum()) / self.layout.n_patches
