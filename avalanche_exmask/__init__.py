@@ -2,7 +2,8 @@
 
 Public API (named like Avalanche's):
 
-* strategy and plugin: :class:`ExemplarMasking`, :class:`ExemplarMaskingPlugin`
+* strategy and plugins: :class:`ExemplarMasking`, :class:`ExemplarMaskingPlugin`,
+  :class:`ByteBudgetReplayPlugin` (any codec, class-balanced replay), :class:`WeightAligningPlugin`
 * storage policies: :class:`MaskedExemplarBuffer`, :class:`ByteBudgetBuffer`, codecs
   :class:`MaskedCodec`, :class:`RawCodec`, :class:`JpegCodec` (MRDC-style), :class:`CimCodec` (CIM-style)
 * masking rules: :class:`ImageMaskRule`, :class:`TextMaskRule`; augmentation :class:`MultimodalAugmentation`
@@ -11,7 +12,9 @@ Public API (named like Avalanche's):
 * benchmarks: :func:`synthetic_multimodal`, :func:`image_text_folder`, :func:`mm_imagenet_r`,
   :func:`upmc_food101`, and what they return besides their streams, :class:`BenchmarkInfo`
 * budgets: :func:`budget_from_samples_per_class`, :func:`plain_exemplar_nbytes`
-* experiments: :class:`ExperimentConfig`, :func:`run_experiment`
+* readouts: :func:`ncm_accuracy` (nearest class mean over the stored exemplars)
+* experiments: :class:`RunConfig`, :func:`load_runs`, :func:`run_experiment`; registries
+  :data:`METHODS`, :data:`CODECS`, :class:`MethodSpec`
 
 The names are imported lazily (PEP 562): ``import avalanche_exmask`` loads no submodule, and
 each name's module (with torch, Avalanche, open_clip, ...) is imported on first access.
@@ -50,8 +53,15 @@ _EXPORTS: dict[str, str] = {
     "upmc_food101": "avalanche_exmask.benchmarks.upmc_food101",
     "budget_from_samples_per_class": "avalanche_exmask.storage.budget",
     "plain_exemplar_nbytes": "avalanche_exmask.storage.budget",
-    "ExperimentConfig": "avalanche_exmask.experiment",
+    "ByteBudgetReplayPlugin": "avalanche_exmask.training.plugin",
+    "WeightAligningPlugin": "avalanche_exmask.training.weight_aligning",
+    "ncm_accuracy": "avalanche_exmask.training.ncm",
+    "RunConfig": "avalanche_exmask.config",
+    "load_runs": "avalanche_exmask.config",
     "run_experiment": "avalanche_exmask.experiment",
+    "METHODS": "avalanche_exmask.registry",
+    "CODECS": "avalanche_exmask.registry",
+    "MethodSpec": "avalanche_exmask.methods.base",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,10 +1,11 @@
-"""Command line: ``python -m avalanche_exmask {demo,run,caption}``.
+"""Command line: ``python -m avalanche_exmask {demo,run,methods,caption}``.
 
 * ``demo``: the main job on the embedded synthetic benchmark: Avalanche's Naive and Replay
   against SSF + exemplar masking (and the other storage baselines with ``--all``) at equal
   memory, then a results table.
-* ``run``: one experiment from a YAML/JSON config (see :class:`~avalanche_exmask.experiment.ExperimentConfig`),
-  results written as JSON.
+* ``run``: the runs of a YAML/JSON config (see :mod:`avalanche_exmask.config`), validated before
+  the first one starts, results written as JSON (existing files are kept unless ``--overwrite``).
+* ``methods``: the registered methods and codecs.
 * ``caption``: caption a folder of images with an image-to-text model (resumable JSONL).
 """
 from __future__ import annotations
@@ -15,30 +16,40 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 DEMO_METHODS = ("naive", "replay", "masking")
-ALL_METHODS = ("naive", "replay", "raw", "mrdc", "cim", "masking")
 
 
 def _demo(args: argparse.Namespace) -> int:
     import torch
 
-    from avalanche_exmask.experiment import ExperimentConfig, build_benchmark, format_table, run_experiment, save_results
+    from avalanche_exmask.config import expand_runs
+    from avalanche_exmask.experiment import build_benchmark, format_table, run_experiment, save_results
+
+    from avalanche_exmask.registry import METHODS
 
     torch.set_num_threads(args.threads)
-    methods = ALL_METHODS if args.all else tuple(args.methods)
-    base = ExperimentConfig(
-        n_experiences=args.experiences, seed=args.seed, samples_per_class=args.samples_per_class,
-        epochs=args.epochs, progress=not args.quiet,
-        benchmark_args={"n_classes": args.classes, "train_per_class": args.train_per_class, "test_per_class": args.test_per_class},
+    methods = [m for m in METHODS.names() if not METHODS.get(m).joint] if args.all else list(args.methods)
+    runs = expand_runs(
+        {
+            "methods": methods,
+            "seed": args.seed,
+            "benchmark": {
+                "n_experiences": args.experiences,
+                "args": {"n_classes": args.classes, "train_per_class": args.train_per_class, "test_per_class": args.test_per_class},
+            },
+            "storage": {"budget": {"samples_per_class": args.samples_per_class}},
+            "train": {"epochs": args.epochs},
+            "logging": {"progress": not args.quiet},
+        },
+        source="demo arguments",
     )
-    benchmark = build_benchmark(base)
+    benchmark = build_benchmark(runs[0])
     results = []
-    for method in methods:
-        print(f"\n=== {method} ===", flush=True)
-        config = ExperimentConfig.from_dict({**vars(base), "method": method})
+    for config in runs:
+        print(f"\n=== {config.method} ===", flush=True)
         run = run_experiment(config, benchmark=benchmark)
         results.append(run)
         if args.out:
-            save_results(run, Path(args.out) / f"demo_{method}_seed{args.seed}.json")
+            save_results(run, Path(args.out) / f"demo_{config.method}_seed{args.seed}.json", overwrite=True)
     print()
     print(f"Embedded synthetic benchmark: {args.classes} classes in {args.experiences} experiences, "
           f"{args.samples_per_class:g} samples/class of memory (equal bytes), exmask-tiny + SSF, seed {args.seed}")
@@ -47,28 +58,36 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from avalanche_exmask.experiment import ExperimentConfig, format_table, run_experiment, save_results
+    from avalanche_exmask.config import ConfigError, load_runs
 
     path = Path(args.config)
-    if not path.is_file():
-        raise SystemExit(f"config file not found: {path}")
-    values = yaml.safe_load(path.read_text()) or {}
-    for override in args.set or []:
-        key, _, value = override.partition("=")
-        values[key] = yaml.safe_load(value)
-    seeds = values.pop("seeds", None) or [values.get("seed", 0)]
-    methods = values.pop("methods", None) or [values.get("method", "masking")]
+    try:
+        runs = load_runs(path, args.set or [])
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
+    outputs = [Path(args.out) / f"{path.stem}_{config.method}_seed{config.seed}.json" for config in runs]
+    existing = [str(out) for out in outputs if out.exists()]
+    if existing and not args.overwrite:
+        raise SystemExit(f"error: results exist (pass --overwrite to replace them): {existing}")
+
+    from avalanche_exmask.experiment import format_table, run_experiment, save_results
+
     results = []
-    for method in methods:
-        for seed in seeds:
-            config = ExperimentConfig.from_dict({**values, "method": method, "seed": seed})
-            run = run_experiment(config)
-            results.append(run)
-            out = save_results(run, Path(args.out) / f"{path.stem}_{method}_seed{seed}.json")
-            print(f"wrote {out}", flush=True)
+    for config, out in zip(runs, outputs):
+        run = run_experiment(config)
+        results.append(run)
+        print(f"wrote {save_results(run, out, overwrite=args.overwrite)}", flush=True)
     print(format_table(results))
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    from avalanche_exmask.registry import CODECS, METHODS
+
+    for name in METHODS.names():
+        spec = METHODS.get(name)
+        print(f"{name:<10} {spec.description}" + (f"  [codec: {spec.codec}]" if spec.codec else ""))
+    print("codecs:", ", ".join(CODECS.names()))
     return 0
 
 
@@ -77,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="compare Naive, Replay and exemplar masking on the embedded benchmark")
-    demo.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), help=f"any of {ALL_METHODS + ('joint',)}")
-    demo.add_argument("--all", action="store_true", help=f"run {ALL_METHODS}")
+    demo.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), help="registered methods (see the 'methods' command)")
+    demo.add_argument("--all", action="store_true", help="run every registered method but the joint ones")
     demo.add_argument("--classes", type=int, default=10)
     demo.add_argument("--experiences", type=int, default=5)
     demo.add_argument("--train-per-class", type=int, default=60)
@@ -94,8 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run an experiment config (YAML/JSON) and write results JSON")
     run.add_argument("config")
     run.add_argument("--out", default="results")
-    run.add_argument("--set", nargs="*", help="override config fields, e.g. --set epochs=1 seeds=[0,1]")
+    run.add_argument("--set", nargs="*", help="override config fields by dotted path, e.g. --set train.epochs=1 seeds=[0,1] method=raw")
+    run.add_argument("--overwrite", action="store_true", help="replace existing results files")
     run.set_defaults(func=_run)
+
+    commands.add_parser("methods", help="list the registered methods and codecs").set_defaults(func=_methods)
 
     from avalanche_exmask.captions.cli import add_caption_parser
 

@@ -16,23 +16,55 @@ from typing import Any, Iterable, Optional
 
 __all__ = ["load_results", "aggregate", "markdown_table"]
 
-#: Figures aggregated over seeds (key in the results dict, column title).
-COLUMNS: tuple[tuple[str, str], ...] = (
+#: Figures every run has (key in the results dict, column title).
+BASE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("final_accuracy", "final acc %"),
     ("average_incremental_accuracy", "avg inc acc %"),
     ("forgetting", "forgetting %"),
-    ("ncm_final_accuracy", "NCM acc %"),
-    ("exemplars_per_class", "exemplars/class"),
-    ("kept_patch_fraction", "kept patches"),
-    ("kept_token_fraction", "kept tokens"),
-    ("wall_seconds", "wall s"),
 )
 
-#: Config fields that tell variants of one method apart (ablations, memory curves).
-VARIANT_FIELDS = ("background_downsample", "skip_empty_patches", "image_attention", "image_rule", "tau", "keep_ratio",
-                  "text_mode", "text_class_source", "context_ratio", "p_fill", "p_token_mix", "p_swap_text",
-                  "memory_batch", "weight_aligning", "samples_per_class", "n_experiences", "epochs", "jpeg_quality",
-                  "adapter")
+#: Titles of the figures methods declare (``figures`` in a results file); others show their key.
+FIGURE_TITLES: dict[str, str] = {
+    "ncm_final_accuracy": "NCM acc %",
+    "exemplars_per_class": "exemplars/class",
+    "buffer_nbytes": "buffer bytes",
+    "kept_patch_fraction": "kept patches",
+    "kept_token_fraction": "kept tokens",
+}
+
+#: Dotted config paths never used to tell variants apart.
+NOT_VARIANTS = ("seed", "device", "logging.", "eval.batch_size")
+
+
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config as ``{dotted path: value}``, from the nested format or the flat format of
+    earlier versions (mapped by :data:`avalanche_exmask.config.FLAT_FIELDS`)."""
+    from avalanche_exmask.config import FLAT_FIELDS
+
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node and not prefix.endswith("benchmark.args"):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        else:
+            flat[prefix] = node
+
+    if isinstance(config.get("benchmark"), dict) or isinstance(config.get("storage"), dict):
+        walk("", config)
+    else:
+        for key, value in config.items():
+            flat[FLAT_FIELDS.get(key, key)] = value
+    return flat
+
+
+def figure_columns(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The base columns, the figures the runs' methods declare (in first-seen order), wall time."""
+    keys: list[str] = []
+    for run in runs:
+        declared = run.get("figures", [key for key in FIGURE_TITLES if key in run])
+        keys.extend(key for key in declared if key not in keys)
+    return [*BASE_COLUMNS, *((key, FIGURE_TITLES.get(key, key)) for key in keys), ("wall_seconds", "wall s")]
 
 
 def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -54,18 +86,34 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 
 def variant_names(runs: list[dict[str, Any]]) -> list[str]:
-    """A name per run: its method, plus the :data:`VARIANT_FIELDS` that vary among the runs of
-    that method (``"masking (text_mode=none)"``)."""
+    """A name per run: its method, plus the config fields that vary among the runs of that method
+    (``"masking (text_rule.mode=none)"``; seeds, devices and logging never count)."""
+    flats = [flat_config(run["config"]) for run in runs]
     varying: dict[str, list[str]] = {}
-    for method in {r["config"]["method"] for r in runs}:
-        configs = [r["config"] for r in runs if r["config"]["method"] == method]
-        varying[method] = [f for f in VARIANT_FIELDS if len({json.dumps(c.get(f)) for c in configs}) > 1]
+    for method in {flat["method"] for flat in flats}:
+        members = [flat for flat in flats if flat["method"] == method]
+        keys = sorted({key for flat in members for key in flat})
+        varying[method] = [
+            key for key in keys
+            if not key.startswith(NOT_VARIANTS) and len({json.dumps(flat.get(key), sort_keys=True) for flat in members}) > 1
+        ]
     names = []
-    for run in runs:
-        config = run["config"]
-        details = [f"{k}={config.get(k)}" for k in varying[config["method"]]]
-        names.append(config["method"] + (" (" + ", ".join(details) + ")" if details else ""))
+    for flat in flats:
+        details = [f"{_short(key)}={flat.get(key)}" for key in varying[flat["method"]]]
+        names.append(flat["method"] + (" (" + ", ".join(details) + ")" if details else ""))
     return names
+
+
+def _short(key: str) -> str:
+    """``storage.options.masked.text_rule.mode`` -> ``text_rule.mode``; ``train.epochs`` -> ``epochs``."""
+    parts = key.split(".")
+    if parts[:2] == ["storage", "options"]:
+        parts = parts[3:]
+    elif parts[0] in ("storage", "train", "benchmark", "model", "eval"):
+        parts = parts[1:]
+        if parts[:1] == ["budget"]:
+            parts = parts[1:]
+    return ".".join(parts) or key
 
 
 def _groups(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -85,7 +133,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for name, members in groups.items():
         row: dict[str, Any] = {"name": name, "seeds": sorted(m["config"]["seed"] for m in members)}
-        for key, _ in COLUMNS:
+        for key, _ in figure_columns(runs):
             values = [m[key] for m in members if m.get(key) is not None]
             row[key] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0) if values else None
         rows.append(row)
@@ -93,15 +141,19 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: Optional[list[str]] = None) -> str:
-    """A markdown table of :func:`aggregate`'s rows, ``mean ± std``."""
-    columns = columns or [key for key, _ in COLUMNS]
-    titles = dict(COLUMNS)
-    lines = ["| method | seeds | " + " | ".join(titles[c] for c in columns) + " |",
+    """A markdown table of :func:`aggregate`'s rows, ``mean ± std``.
+
+    :param columns: figure keys to show (default: every figure some row has).
+    """
+    present = [key for key in rows[0] if key not in ("name", "seeds")] if rows else []
+    columns = columns or [key for key in present if any(row.get(key) is not None for row in rows)]
+    titles = {**dict(BASE_COLUMNS), **FIGURE_TITLES, "wall_seconds": "wall s"}
+    lines = ["| method | seeds | " + " | ".join(titles.get(c, c) for c in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for row in rows:
         cells = []
         for column in columns:
-            value = row[column]
+            value = row.get(column)
             cells.append("-" if value is None else f"{value[0]:.2f} ± {value[1]:.2f}" if value[0] < 10 else f"{value[0]:.1f} ± {value[1]:.1f}")
         lines.append(f"| {row['name']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

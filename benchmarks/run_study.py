@@ -1,9 +1,10 @@
 """Run a study: groups of runs (method x seed x config overrides) in parallel worker processes,
 resumable (a run whose results file exists is skipped).
 
-A study file (YAML) holds a ``base`` config (fields of
-:class:`~avalanche_exmask.experiment.ExperimentConfig`) and ``groups``, each with a ``name`` (its
-results folder), ``methods``, ``seeds`` and optional ``set`` (overrides of the base). Runs are
+A study file (YAML) holds a ``base`` config (a nested :class:`~avalanche_exmask.config.RunConfig`
+mapping) and ``groups``, each with a ``name`` (its results folder), ``methods``, ``seeds`` and
+optional ``set`` (a nested mapping merged over the base). Every run of every group is validated
+before the first one starts. Runs are
 ordered seed-major within each group and groups in file order, so an interrupted study leaves
 complete seeds of the first groups. Every worker runs one experiment at a time with
 ``--threads`` intra-op threads; ``--workers x --threads`` should not exceed the cores.
@@ -27,17 +28,31 @@ from typing import Any
 import yaml
 
 
-def plan(study: dict[str, Any], out: Path, only: list[str]) -> list[tuple[dict[str, Any], Path]]:
-    """``(config dict, results path)`` of every run of the study, in execution order."""
-    base = dict(study.get("base", {}))
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in, section by section (nested mappings merged, the rest replaced)."""
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def plan(study: dict[str, Any], out: Path, only: list[str], source: str) -> list[tuple[dict[str, Any], Path]]:
+    """``(validated nested config, results path)`` of every run of the study, in execution order."""
+    from avalanche_exmask.config import expand_runs
+
+    every_method = sorted({method for group in study["groups"] for method in group["methods"]})
     jobs = []
     for group in study["groups"]:
         if only and group["name"] not in only:
             continue
+        values = merge(study.get("base", {}), group.get("set", {}))
         for seed in group["seeds"]:
-            for method in group["methods"]:
-                values = {**base, **group.get("set", {}), "method": method, "seed": seed}
-                jobs.append((values, out / group["name"] / f"{method}_seed{seed}.json"))
+            runs = expand_runs(
+                {**values, "methods": group["methods"], "seed": seed},
+                source=f"{source}, group {group['name']}",
+                applicable_to=every_method,
+            )
+            jobs.extend((run.to_dict(), out / group["name"] / f"{run.method}_seed{seed}.json") for run in runs)
     return jobs
 
 
@@ -45,9 +60,9 @@ def _run_one(values: dict[str, Any], path: str, threads: int) -> tuple[str, floa
     import torch
 
     torch.set_num_threads(threads)
-    from avalanche_exmask.experiment import ExperimentConfig, run_experiment, save_results
+    from avalanche_exmask.experiment import run_experiment, save_results
 
-    results = run_experiment(ExperimentConfig.from_dict(values))
+    results = run_experiment(values)
     save_results(results, path)
     return path, results["final_accuracy"], results["wall_seconds"]
 
@@ -61,16 +76,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     args = parser.parse_args()
     study = yaml.safe_load(Path(args.study).read_text())
-    jobs = [(values, path) for values, path in plan(study, Path(args.out), args.only) if not path.exists()]
-    from avalanche_exmask.experiment import ExperimentConfig
-
-    for values, _ in jobs:  # every config validated before the first run
-        ExperimentConfig.from_dict(values)
+    jobs = [(values, path) for values, path in plan(study, Path(args.out), args.only, args.study) if not path.exists()]
     print(f"{len(jobs)} runs to do", flush=True)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_run_one, {**values, "progress": False}, str(path), args.threads) for values, path in jobs]
+        futures = [
+            pool.submit(_run_one, merge(values, {"logging": {"progress": False}}), str(path), args.threads) for values, path in jobs
+        ]
         for future in as_completed(futures):
             path, final, seconds = future.result()
             print(f"{time.perf_counter() - start:7.0f} s  {path}: final {final:.1f}% ({seconds:.0f} s)", flush=True)

@@ -19,6 +19,7 @@ from avalanche_exmask.benchmarks.common import build_class_incremental
 from avalanche_exmask.benchmarks.records import PathLike, Records
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import BadInputError, ImageTextDataset, InputIssues
+from avalanche_exmask.data.images import ImageLimits
 
 __all__ = ["build_benchmark", "folder_dataset_maker"]
 
@@ -119,12 +120,19 @@ def build_benchmark(
     return benchmark
 
 
-def folder_dataset_maker(root: PathLike, encoder: SampleEncoder) -> Callable[[str, Records, list[int]], Dataset]:
-    """``make_dataset`` for :func:`build_benchmark`, for records whose sources are paths relative to ``root``."""
+def folder_dataset_maker(
+    root: PathLike, encoder: SampleEncoder, limits: ImageLimits = ImageLimits()
+) -> Callable[[str, Records, list[int]], Dataset]:
+    """``make_dataset`` for :func:`build_benchmark`, for records whose sources are paths relative to
+    ``root``; ``limits`` are the image sizes the datasets accept."""
 
     def make(_: str, records: Records, labels: list[int]) -> ImageTextDataset:
         return ImageTextDataset(
-            [os.path.join(root, source) for source in records.sources], records.texts, labels, encoder=encoder
+            [os.path.join(root, source) for source in records.sources],
+            records.texts,
+            labels,
+            encoder=encoder,
+            limits=limits,
         )
 
     return make

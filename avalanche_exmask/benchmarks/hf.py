@@ -1,8 +1,9 @@
 """Benchmarks from a Hugging Face ``datasets.Dataset``: what every generator's ``dataset=`` uses.
 
 Rows become :class:`~avalanche_exmask.benchmarks.records.Records` whose sources are row indices;
-images stay in the memory-mapped Arrow table until their item is indexed. ``datasets`` is
-imported only when a dataset is read.
+images stay in the memory-mapped Arrow table until their item is indexed (with ``verify_images``,
+each is decoded once while building, to leave out the unusable ones before training). ``datasets``
+is imported only when a dataset is read.
 """
 from __future__ import annotations
 
@@ -14,19 +15,47 @@ from avalanche_exmask.benchmarks.assemble import build_benchmark
 from avalanche_exmask.benchmarks.records import Records
 from avalanche_exmask.benchmarks.splits import carve_validation, stratified_split
 from avalanche_exmask.data.encode import SampleEncoder
-from avalanche_exmask.data.image_text import BadInputError, HFImageTextDataset, InputIssues, OnError
+from avalanche_exmask.data.image_text import BadInputError, HFImageTextDataset, InputIssues, OnError, hf_image_source
+from avalanche_exmask.data.images import ImageLimits, UnusableImage, open_image
 
 __all__ = ["from_hf_dataset"]
 
 
+def _image_problem(value: Optional[dict], *, verify: bool, limits: ImageLimits) -> Optional[str]:
+    """What is wrong with one undecoded image value (``{"bytes", "path"}``), or ``None``.
+
+    :param verify: open it, check its size against ``limits`` and decode all of its pixels;
+        otherwise only an absent image is a problem.
+    """
+    try:
+        source = hf_image_source(value)
+        if verify:
+            with open_image(source, limits=limits, decode=True):
+                pass
+    except UnusableImage as error:
+        return str(error)
+    return None
+
+
 def _hf_records(
-    dataset, *, issues: InputIssues, image_column: str, text_column: str, label_column: str, split: str
+    dataset,
+    *,
+    issues: InputIssues,
+    image_column: str,
+    text_column: str,
+    label_column: str,
+    split: str,
+    verify: bool,
+    limits: ImageLimits,
 ) -> tuple[Records, Optional[list[str]]]:
     """Records of one Hugging Face split, plus the label feature's class names if any.
 
     :param dataset: a ``datasets.Dataset``.
-    :param issues: receives rows without image, text or label (named by ``split`` and row).
+    :param issues: receives rows without image, text or label, and (``verify``) rows whose image
+        is unusable (named by ``split`` and row).
     :param split: the split's name in messages.
+    :param verify: decode every image (see :func:`_image_problem`).
+    :param limits: the image sizes allowed.
     :return: ``(records whose sources are row indices and classes label names or values,
         the ClassLabel names or None)``.
     :raises BadInputError: if a column is missing.
@@ -49,12 +78,12 @@ def _hf_records(
         for image in batch[image_column]:
             text, label = texts[row], labels[row]
             where = f"Hugging Face dataset ({split}), row {row}"
-            if image is None or (image.get("bytes") is None and not image.get("path")):
-                issues.report(where, "no image")
-            elif not isinstance(text, str) or not text.strip():
+            if not isinstance(text, str) or not text.strip():
                 issues.report(where, "empty text")
             elif label is None:
                 issues.report(where, "no label")
+            elif (problem := _image_problem(image, verify=verify, limits=limits)) is not None:
+                issues.report(where, problem)
             else:
                 records.append(row, text, label_names[label] if label_names else label)
             row += 1
@@ -76,6 +105,8 @@ def from_hf_dataset(
     text_column: str = "text",
     label_column: str = "label",
     rename_class: Optional[Callable[[str], str]] = None,
+    verify_images: bool = True,
+    image_limits: ImageLimits = ImageLimits(),
 ) -> CLScenario:
     """A class-incremental benchmark from a Hugging Face ``datasets.Dataset`` (or ``DatasetDict``).
 
@@ -99,10 +130,16 @@ def from_hf_dataset(
     :param text_column: the column of the texts.
     :param label_column: the column of the labels.
     :param rename_class: maps a class (label name or value, as a string) to its readable name.
+    :param verify_images: decode every image once while building (checking its size against
+        ``image_limits`` first), so that unusable images are reported here, not in training.
+    :param image_limits: the image sizes allowed, at build time and when an item is loaded.
     :return: see :func:`~avalanche_exmask.benchmarks.assemble.build_benchmark`.
     """
     issues = InputIssues(on_error)
-    columns = dict(image_column=image_column, text_column=text_column, label_column=label_column)
+    columns = dict(
+        image_column=image_column, text_column=text_column, label_column=label_column,
+        verify=verify_images, limits=image_limits,
+    )
     if hasattr(dataset, "keys"):
         if not {"train", "test"} <= set(dataset.keys()):
             raise BadInputError(f"Hugging Face DatasetDict needs 'train' and 'test' splits; has {list(dataset.keys())}")
@@ -124,7 +161,8 @@ def from_hf_dataset(
     return build_benchmark(
         splits,
         make_dataset=lambda name, records, labels: HFImageTextDataset(
-            parts[name], records.sources, labels, encoder=encoder, image_column=image_column, text_column=text_column
+            parts[name], records.sources, labels, encoder=encoder, image_column=image_column, text_column=text_column,
+            limits=image_limits,
         ),
         encoder=encoder,
         issues=issues,

@@ -29,6 +29,7 @@ from avalanche_exmask.benchmarks.records import PathLike, check_images, folder_r
 from avalanche_exmask.benchmarks.splits import carve_validation, split_by_file_lists, stratified_split
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import InputIssues, OnError
+from avalanche_exmask.data.images import ImageLimits
 
 __all__ = ["image_text_folder"]
 
@@ -50,6 +51,7 @@ def image_text_folder(
     train_files: Optional[Union[PathLike, Sequence[str]]] = None,
     test_files: Optional[Union[PathLike, Sequence[str]]] = None,
     test_fraction: float = 0.2,
+    image_limits: ImageLimits = ImageLimits(),
 ) -> CLScenario:
     """A class-incremental benchmark from a folder of images per class and their captions.
 
@@ -70,8 +72,9 @@ def image_text_folder(
         class becomes ``benchmark.valid_stream`` (and leaves the train stream).
     :param model_name: open_clip model whose resolution and tokenizer encode the items.
     :param encoder: an explicit encoder (overrides ``model_name``).
-    :param verify_images: read each image's header when building (one file open per image);
-        missing and empty files are always caught.
+    :param verify_images: when building, open every image, check its size against ``image_limits``
+        and decode all of its pixels (one full decode per image), so that no unusable image is left
+        for training to find; missing and empty files are always caught.
     :param on_error: ``"raise"`` (default): the first bad input raises
         :class:`~avalanche_exmask.data.image_text.BadInputError` naming the file (and line);
         ``"skip"``: bad items are left out, logged and listed in ``benchmark.info.skipped``.
@@ -83,6 +86,10 @@ def image_text_folder(
     :param test_files: relative image paths of the test split.
     :param test_fraction: without file lists, the per-class fraction held out for test
         (seeded, stratified).
+    :param image_limits: the image sizes allowed (default: at most
+        :data:`~avalanche_exmask.data.images.DEFAULT_MAX_PIXELS` pixels, at least
+        :data:`~avalanche_exmask.data.images.DEFAULT_MIN_SIDE` on a side), checked from the header
+        before any image is decoded, at build time and when an item is loaded.
     :return: see :func:`~avalanche_exmask.benchmarks.assemble.build_benchmark`.
     """
     encoder = encoder or SampleEncoder.for_model(model_name)
@@ -93,6 +100,8 @@ def image_text_folder(
         return from_hf_dataset(
             dataset,
             encoder=encoder,
+            verify_images=verify_images,
+            image_limits=image_limits,
             validation_fraction=validation_fraction,
             on_error=on_error,
             test_fraction=test_fraction,
@@ -112,8 +121,11 @@ def image_text_folder(
     if validation_fraction > 0:
         splits = carve_validation(splits, fraction=validation_fraction, seed=seed)
     return build_benchmark(
-        {name: check_images(r, root=root, issues=issues, read_header=verify_images) for name, r in splits.items()},
-        make_dataset=folder_dataset_maker(root, encoder),
+        {
+            name: check_images(r, root=root, issues=issues, verify=verify_images, limits=image_limits)
+            for name, r in splits.items()
+        },
+        make_dataset=folder_dataset_maker(root, encoder, image_limits),
         encoder=encoder,
         issues=issues,
         **experiences,

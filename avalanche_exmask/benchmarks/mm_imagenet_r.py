@@ -26,6 +26,7 @@ from avalanche_exmask.benchmarks.records import PathLike, Records, check_images,
 from avalanche_exmask.benchmarks.splits import carve_validation, split_by_file_lists
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import InputIssues, OnError
+from avalanche_exmask.data.images import ImageLimits
 
 __all__ = ["IMAGENET_R_CLASSES", "imagenet_r_class_names", "fixed_split", "mm_imagenet_r"]
 
@@ -91,6 +92,7 @@ def mm_imagenet_r(
     dataset=None,
     train_files: Optional[Union[PathLike, Sequence[str]]] = None,
     test_files: Optional[Union[PathLike, Sequence[str]]] = None,
+    image_limits: ImageLimits = ImageLimits(),
 ) -> CLScenario:
     """MM-ImageNet-R as a class-incremental benchmark (the paper uses ``n_experiences`` 5, 10, 20).
 
@@ -114,7 +116,9 @@ def mm_imagenet_r(
         class becomes ``benchmark.valid_stream`` (and leaves the train stream).
     :param model_name: open_clip model whose resolution and tokenizer encode the items.
     :param encoder: an explicit encoder (overrides ``model_name``).
-    :param verify_images: read each image's header when building.
+    :param verify_images: when building, open every image, check its size against ``image_limits``
+        and decode all of its pixels (one full decode per image), so that no unusable image is left
+        for training to find; missing and empty files are always caught.
     :param on_error: ``"raise"`` or ``"skip"`` bad input (see
         :func:`~avalanche_exmask.benchmarks.image_text_folder.image_text_folder`).
     :param dataset: a Hugging Face ``Dataset``/``DatasetDict`` (``image``, ``text``, ``label``
@@ -122,6 +126,10 @@ def mm_imagenet_r(
     :param train_files: explicit train image paths (``<wnid>/<file>``, a sequence or a text file
         with one per line) instead of the fixed split; give ``test_files`` too.
     :param test_files: explicit test image paths.
+    :param image_limits: the image sizes allowed (default: at most
+        :data:`~avalanche_exmask.data.images.DEFAULT_MAX_PIXELS` pixels, at least
+        :data:`~avalanche_exmask.data.images.DEFAULT_MIN_SIDE` on a side), checked from the header
+        before any image is decoded, at build time and when an item is loaded.
     :return: a ``CLScenario`` (see
         :func:`~avalanche_exmask.benchmarks.assemble.build_benchmark`);
         ``class_names`` are readable names and ``class_keys`` the wnids.
@@ -135,6 +143,8 @@ def mm_imagenet_r(
         return from_hf_dataset(
             dataset,
             encoder=encoder,
+            verify_images=verify_images,
+            image_limits=image_limits,
             validation_fraction=validation_fraction,
             on_error=on_error,
             rename_class=lambda wnid: names.get(wnid, wnid),
@@ -155,8 +165,11 @@ def mm_imagenet_r(
         splits = carve_validation(splits, fraction=validation_fraction, seed=seed)
     wnids = sorted(set(records.classes))
     return build_benchmark(
-        {name: check_images(r, root=root, issues=issues, read_header=verify_images) for name, r in splits.items()},
-        make_dataset=folder_dataset_maker(root, encoder),
+        {
+            name: check_images(r, root=root, issues=issues, verify=verify_images, limits=image_limits)
+            for name, r in splits.items()
+        },
+        make_dataset=folder_dataset_maker(root, encoder, image_limits),
         encoder=encoder,
         issues=issues,
         class_keys=wnids,

@@ -25,6 +25,7 @@ from avalanche_exmask.benchmarks.records import PathLike, Records, check_images,
 from avalanche_exmask.benchmarks.splits import carve_validation
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import BadInputError, InputIssues, OnError
+from avalanche_exmask.data.images import ImageLimits
 
 __all__ = ["read_titles", "upmc_food101"]
 
@@ -93,6 +94,7 @@ def upmc_food101(
     verify_images: bool = True,
     on_error: OnError = "raise",
     dataset=None,
+    image_limits: ImageLimits = ImageLimits(),
 ) -> CLScenario:
     """UPMC-Food101 as a class-incremental benchmark over its official train/test split.
 
@@ -111,12 +113,18 @@ def upmc_food101(
         class becomes ``benchmark.valid_stream`` (and leaves the train stream).
     :param model_name: open_clip model whose resolution and tokenizer encode the items.
     :param encoder: an explicit encoder (overrides ``model_name``).
-    :param verify_images: read each image's header when building.
+    :param verify_images: when building, open every image, check its size against ``image_limits``
+        and decode all of its pixels (one full decode per image), so that no unusable image is left
+        for training to find; missing and empty files are always caught.
     :param on_error: ``"raise"`` or ``"skip"`` bad input (see
         :func:`~avalanche_exmask.benchmarks.image_text_folder.image_text_folder`).
     :param dataset: a Hugging Face ``DatasetDict`` with ``train`` and ``test`` splits (or one
         ``Dataset``, then split 80/20 per class) with ``image``, ``text`` and ``label`` columns,
         instead of ``root``.
+    :param image_limits: the image sizes allowed (default: at most
+        :data:`~avalanche_exmask.data.images.DEFAULT_MAX_PIXELS` pixels, at least
+        :data:`~avalanche_exmask.data.images.DEFAULT_MIN_SIDE` on a side), checked from the header
+        before any image is decoded, at build time and when an item is loaded.
     :return: a ``CLScenario`` (see
         :func:`~avalanche_exmask.benchmarks.assemble.build_benchmark`);
         ``info.n_truncated`` counts the titles longer than the context length.
@@ -127,7 +135,13 @@ def upmc_food101(
     )
     if dataset is not None:
         return from_hf_dataset(
-            dataset, encoder=encoder, validation_fraction=validation_fraction, on_error=on_error, **experiences
+            dataset,
+            encoder=encoder,
+            verify_images=verify_images,
+            image_limits=image_limits,
+            validation_fraction=validation_fraction,
+            on_error=on_error,
+            **experiences,
         )
     if root is None:
         raise ValueError("give `root` or a Hugging Face `dataset`")
@@ -136,8 +150,11 @@ def upmc_food101(
     if validation_fraction > 0:
         splits = carve_validation(splits, fraction=validation_fraction, seed=seed)
     return build_benchmark(
-        {name: check_images(r, root=root, issues=issues, read_header=verify_images) for name, r in splits.items()},
-        make_dataset=folder_dataset_maker(root, encoder),
+        {
+            name: check_images(r, root=root, issues=issues, verify=verify_images, limits=image_limits)
+            for name, r in splits.items()
+        },
+        make_dataset=folder_dataset_maker(root, encoder, image_limits),
         encoder=encoder,
         issues=issues,
         **experiences,

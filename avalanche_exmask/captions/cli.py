@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from avalanche_exmask.captions.defaults import DEFAULT_MODEL, DEFAULT_PROMPT
+from avalanche_exmask.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 
 __all__ = ["add_caption_parser", "run_caption"]
 
@@ -50,7 +51,20 @@ def add_caption_parser(subparsers: "argparse._SubParsersAction") -> argparse.Arg
         "--on-error",
         choices=("raise", "skip"),
         default="raise",
-        help="on an unreadable image: stop with an error, or skip and report it (default: raise)",
+        help="on an unusable image (unreadable, too large or too small): stop with an error, or skip and "
+        "report it (default: raise)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse images of more pixels than this, from their header (default: {DEFAULT_MAX_PIXELS})",
+    )
+    parser.add_argument(
+        "--min-side",
+        type=int,
+        default=DEFAULT_MIN_SIDE,
+        help=f"refuse images whose shorter side has fewer pixels than this (default: {DEFAULT_MIN_SIDE})",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run_caption)
@@ -62,6 +76,7 @@ def run_caption(args: argparse.Namespace) -> int:
     import torch
 
     from avalanche_exmask.captions.generate import generate_captions, load_captioner
+    from avalanche_exmask.data.images import ImageLimits
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
@@ -78,11 +93,15 @@ def run_caption(args: argparse.Namespace) -> int:
         num_beams=args.num_beams,
         on_error=args.on_error,
         progress=not args.no_progress,
+        image_limits=ImageLimits(max_pixels=args.max_pixels, min_side=args.min_side),
     )
     print(
         f"{args.out}: wrote {run.written} caption(s); {run.already_done} already there; "
-        f"{len(run.skipped)} unreadable image(s) skipped"
+        f"{len(run.skipped)} unusable image(s) skipped; {len(run.empty)} empty caption(s) not written "
+        f"(rerun to try those images again)"
     )
     for path, reason in run.skipped:
         print(f"  skipped {path}: {reason}")
+    for path in run.empty:
+        print(f"  empty caption, not written: {path}")
     return 0

@@ -11,6 +11,10 @@ there), so every caption records the model and prompt that wrote it.
 Resumable: each batch is appended, flushed and ``fsync``-ed. A restarted run reads the lines
 already written, drops an incomplete last line (an interrupted write; its image is captioned
 again) and captions only the images not yet done, so no line is lost or duplicated.
+
+No line holds an empty caption (the benchmark loaders reject them): an image whose caption comes
+out empty is captioned again with at least one new token forced, and if that is empty too it is
+not written but reported (:attr:`CaptionRun.empty`), so a later run tries it again.
 """
 from __future__ import annotations
 
@@ -22,12 +26,13 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm.auto import tqdm
 
 from avalanche_exmask.benchmarks.records import IMAGE_EXTENSIONS
 from avalanche_exmask.captions.defaults import DEFAULT_MODEL, DEFAULT_PROMPT
 from avalanche_exmask.data.image_text import BadInputError, OnError
+from avalanche_exmask.data.images import ImageLimits, UnusableImage, open_image
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -51,13 +56,16 @@ class CaptionRun:
 
     :ivar written: captions written by this call.
     :ivar already_done: images found captioned in the output file and not redone.
-    :ivar skipped: ``(image path, reason)`` of unreadable images (``on_error="skip"``); they are
+    :ivar skipped: ``(image path, reason)`` of unusable images (``on_error="skip"``); they are
         not written, so a later run tries them again.
+    :ivar empty: paths of the images whose caption came out empty twice (see the module
+        docstring); they are not written, so a later run tries them again.
     """
 
     written: int = 0
     already_done: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
 
 
 def list_images(root: PathLike) -> list[str]:
@@ -89,15 +97,22 @@ def read_done(out_path: PathLike, *, model_name: str, prompt: Optional[str]) -> 
 
     :param model_name: the model of this run; lines written by another model are an error.
     :param prompt: the prompt of this run; lines written with another prompt are an error.
-    :raises BadInputError: naming ``file:line`` for a malformed complete line, or a line whose
-        model or prompt differs from this run's (captions of one file share both).
+    :raises BadInputError: naming ``file:line`` for a malformed complete line (or one that is not
+        UTF-8), or a line whose model or prompt differs from this run's (captions of one file share
+        both).
     """
     out_path = Path(out_path)
     if not out_path.exists():
         return set()
     data = out_path.read_bytes()
     keep = data.rfind(b"\n") + 1  # end of the last complete line
-    lines = data[:keep].decode("utf-8").split("\n")[:-1]
+    try:
+        lines = data[:keep].decode("utf-8").split("\n")[:-1]
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise BadInputError(
+            f"{out_path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x}: {error.reason})"
+        ) from error
     if lines and lines[-1].strip() and not _is_json(lines[-1]):  # a torn write that ends in a newline
         keep -= len(lines.pop().encode("utf-8")) + 1
     if keep < len(data):
@@ -185,9 +200,25 @@ def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
+def _open_rgb(path: Path, limits: ImageLimits) -> Image.Image:
+    """The image at ``path`` as RGB, decoded.
+
+    :raises UnusableImage: see :func:`~avalanche_exmask.data.images.open_image`.
+    """
+    with open_image(path, limits=limits, decode=True) as image:
         return image.convert("RGB")
+
+
+def _caption_or_retry(images: Sequence[Image.Image], **kwargs: Any) -> list[str]:
+    """:func:`caption_images`, then once more with ``min_new_tokens=1`` for the captions that
+    came out empty; the captions still empty stay ``""``."""
+    captions = caption_images(images, **kwargs)
+    retry = [index for index, caption in enumerate(captions) if not caption]
+    if retry:
+        again = caption_images([images[index] for index in retry], **kwargs, min_new_tokens=1)
+        for index, caption in zip(retry, again):
+            captions[index] = caption
+    return captions
 
 
 def generate_captions(
@@ -203,6 +234,7 @@ def generate_captions(
     num_beams: int = 1,
     on_error: OnError = "raise",
     progress: bool = True,
+    image_limits: ImageLimits = ImageLimits(),
 ) -> CaptionRun:
     """Caption every image under ``images_root`` into the JSON Lines file ``out_path``, resumably.
 
@@ -218,9 +250,10 @@ def generate_captions(
     :param batch_size: images per ``generate`` call.
     :param max_new_tokens: caption length limit in tokens.
     :param num_beams: beam-search width (1: greedy).
-    :param on_error: an unreadable image raises :class:`BadInputError` (``"raise"``) or is
-        skipped and reported in the result (``"skip"``).
+    :param on_error: an unusable image (unreadable, outside ``image_limits``) raises
+        :class:`BadInputError` (``"raise"``) or is skipped and reported in the result (``"skip"``).
     :param progress: show a tqdm progress bar.
+    :param image_limits: the image sizes allowed, checked from the header before decoding.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
@@ -238,14 +271,14 @@ def generate_captions(
             loaded, names = [], []
             for name in batch:
                 try:
-                    loaded.append(_open_rgb(images_root / name))
+                    loaded.append(_open_rgb(images_root / name, image_limits))
                     names.append(name)
-                except (UnidentifiedImageError, OSError, SyntaxError) as error:
+                except UnusableImage as error:
                     if on_error == "raise":
-                        raise BadInputError(f"{images_root / name}: cannot read image ({error})") from error
-                    run.skipped.append((str(images_root / name), f"cannot read image ({error})"))
+                        raise BadInputError(f"{images_root / name}: {error}") from error
+                    run.skipped.append((str(images_root / name), str(error)))
             captions = (
-                caption_images(
+                _caption_or_retry(
                     loaded,
                     model=model,
                     processor=processor,
@@ -257,14 +290,18 @@ def generate_captions(
                 if loaded
                 else []
             )
+            run.empty.extend(str(images_root / n) for n, c in zip(names, captions) if not c)
+            written = [(n, c) for n, c in zip(names, captions) if c]
             out.writelines(
                 json.dumps({"image": n, "text": c, "model": model_name, "prompt": prompt}, ensure_ascii=False) + "\n"
-                for n, c in zip(names, captions)
+                for n, c in written
             )
             out.flush()
             os.fsync(out.fileno())
-            run.written += len(captions)
+            run.written += len(written)
             bar.update(len(batch))
     if run.skipped:
-        logger.warning("skipped %d unreadable image(s), e.g. %s", len(run.skipped), run.skipped[0][0])
+        logger.warning("skipped %d unusable image(s), e.g. %s", len(run.skipped), run.skipped[0][0])
+    if run.empty:
+        logger.warning("%d image(s) got an empty caption and were not written, e.g. %s", len(run.empty), run.empty[0])
     return run

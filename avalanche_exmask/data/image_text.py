@@ -8,18 +8,21 @@ not grow with the number of images.
 Bad input (a missing or unreadable image, an empty text, an image without a caption, ...) goes
 through :class:`InputIssues`: by default the first problem raises :class:`BadInputError` naming the
 file (and line); with ``on_error="skip"`` every problem is logged, counted and kept in
-:attr:`InputIssues.skipped` so that nothing is dropped silently.
+:attr:`InputIssues.skipped` so that nothing is dropped silently. Images are opened through
+:func:`~avalanche_exmask.data.images.open_image`, which checks their size against
+:class:`~avalanche_exmask.data.images.ImageLimits` from the header before decoding them.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 from typing import Literal, Optional, Sequence
 
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from avalanche_exmask.data.encode import SampleEncoder
+from avalanche_exmask.data.images import ImageLimits, UnusableImage, open_image
 from avalanche_exmask.data.sample import MultimodalSample
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "check_image_file",
     "ImageTextDataset",
     "HFImageTextDataset",
+    "hf_image_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,24 +79,30 @@ class InputIssues:
             logger.warning("%s: skipped %d item(s): %s%s", what, len(self.skipped), first, more)
 
 
-def check_image_file(path: str | os.PathLike, *, read_header: bool = True) -> Optional[str]:
-    """Cheaply check that an image file can be used; return what is wrong, or ``None``.
+def check_image_file(
+    path: str | os.PathLike, *, verify: bool = True, limits: ImageLimits = ImageLimits()
+) -> Optional[str]:
+    """Check that an image file can be used; return what is wrong, or ``None``.
 
     :param path: the image file.
-    :param read_header: also open it with PIL, which reads the header only (format and size);
-        a file whose header is fine but whose pixel data is truncated is caught only when the
-        image is loaded.
+    :param verify: also open it with PIL, check its size against ``limits`` from the header and
+        decode every pixel (one full decode per image), so that a file with a valid header but
+        truncated or corrupt pixel data is caught here, not when its item is loaded. Without it,
+        only a missing, unresolvable or empty file is caught.
+    :param limits: the image sizes allowed.
     """
     if not os.path.isfile(path):
+        if os.path.islink(path):
+            return "symbolic link that does not resolve to a file (broken, or a loop)"
         return "image file not found"
     if os.path.getsize(path) == 0:
         return "image file is empty"
-    if read_header:
+    if verify:
         try:
-            with Image.open(path) as image:
-                image.size  # noqa: B018 - parsed from the header
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            return f"not a readable image ({error})"
+            with open_image(path, limits=limits, decode=True):
+                pass
+        except UnusableImage as error:
+            return str(error)
     return None
 
 
@@ -106,6 +116,7 @@ class ImageTextDataset(Dataset):
     :param texts: one text per item.
     :param labels: one integer label per item.
     :param encoder: turns a PIL image and a text into a sample.
+    :param limits: the image sizes allowed (checked from the header before decoding).
     """
 
     def __init__(
@@ -115,6 +126,7 @@ class ImageTextDataset(Dataset):
         labels: Sequence[int],
         *,
         encoder: SampleEncoder,
+        limits: ImageLimits = ImageLimits(),
     ) -> None:
         if not len(paths) == len(texts) == len(labels):
             raise ValueError(f"got {len(paths)} paths, {len(texts)} texts and {len(labels)} labels")
@@ -122,6 +134,7 @@ class ImageTextDataset(Dataset):
         self.texts = list(texts)
         self.targets = [int(label) for label in labels]
         self.encoder = encoder
+        self.limits = limits
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -129,9 +142,11 @@ class ImageTextDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[MultimodalSample, int]:
         path = self.paths[index]
         try:
-            with Image.open(path) as image:
+            with open_image(path, limits=self.limits) as image:
                 sample = self.encoder(image, self.texts[index])
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        except UnusableImage as error:
+            raise BadInputError(f"{path}: {error}") from error
+        except (OSError, SyntaxError) as error:
             raise BadInputError(f"{path}: cannot read image ({error})") from error
         return sample, self.targets[index]
 
@@ -139,15 +154,18 @@ class ImageTextDataset(Dataset):
 class HFImageTextDataset(Dataset):
     """Rows of a Hugging Face ``datasets.Dataset``; each image is decoded and encoded on access.
 
-    The Arrow table stays memory-mapped; only the selected row is read. Items are
-    ``(MultimodalSample, label)`` as in :class:`ImageTextDataset`.
+    The Arrow table stays memory-mapped; only the selected row is read. Images are decoded here
+    (through :func:`~avalanche_exmask.data.images.open_image`), not by ``datasets``, so their size
+    is checked before decoding. Items are ``(MultimodalSample, label)`` as in
+    :class:`ImageTextDataset`.
 
-    :param dataset: a ``datasets.Dataset`` whose ``image_column`` decodes to PIL images.
+    :param dataset: a ``datasets.Dataset`` whose ``image_column`` is an ``Image`` feature.
     :param rows: the rows of ``dataset`` that make this dataset, in order.
     :param labels: one integer label per row in ``rows``.
     :param encoder: turns a PIL image and a text into a sample.
     :param image_column: name of the image column.
     :param text_column: name of the text column.
+    :param limits: the image sizes allowed (checked from the header before decoding).
     """
 
     def __init__(
@@ -159,15 +177,20 @@ class HFImageTextDataset(Dataset):
         encoder: SampleEncoder,
         image_column: str = "image",
         text_column: str = "text",
+        limits: ImageLimits = ImageLimits(),
     ) -> None:
+        from datasets import Image as ImageFeature
+
         if len(rows) != len(labels):
             raise ValueError(f"got {len(rows)} rows and {len(labels)} labels")
-        self.dataset = dataset.select_columns([image_column, text_column])
+        columns = dataset.select_columns([image_column, text_column])
+        self.dataset = columns.cast_column(image_column, ImageFeature(decode=False))
         self.rows = [int(r) for r in rows]
         self.targets = [int(label) for label in labels]
         self.encoder = encoder
         self.image_column = image_column
         self.text_column = text_column
+        self.limits = limits
 
     @property
     def texts(self) -> list[str]:
@@ -179,9 +202,23 @@ class HFImageTextDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[MultimodalSample, int]:
         row = self.rows[index]
+        record = self.dataset[row]
         try:
-            record = self.dataset[row]
-            sample = self.encoder(record[self.image_column], record[self.text_column])
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            with open_image(hf_image_source(record[self.image_column]), limits=self.limits) as image:
+                sample = self.encoder(image, record[self.text_column])
+        except UnusableImage as error:
+            raise BadInputError(f"row {row} of the Hugging Face dataset: {error}") from error
+        except (OSError, SyntaxError) as error:
             raise BadInputError(f"row {row} of the Hugging Face dataset: cannot read image ({error})") from error
         return sample, self.targets[index]
+
+
+def hf_image_source(value: dict) -> io.BytesIO | str:
+    """What :func:`~avalanche_exmask.data.images.open_image` reads for one undecoded value of a
+    Hugging Face ``Image`` column (``{"bytes": ..., "path": ...}``): its bytes, else its path.
+
+    :raises UnusableImage: if the value holds neither.
+    """
+    if value is None or (value.get("bytes") is None and not value.get("path")):
+        raise UnusableImage("no image")
+    return io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]

@@ -71,6 +71,19 @@ class Record:
         """Stored tokens over the original real tokens; ``None`` where the codec does not mask text."""
         return None
 
+    def to_state(self) -> dict[str, int]:
+        """The record's fields other than ``data`` and ``layout``, as JSON-serialisable ints:
+        ``label`` and the extra slots of a subclass; :meth:`from_state` inverts it."""
+        return {"label": int(self.label)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, int], *, data: bytes, layout: Any) -> "Record":
+        """The record of :meth:`to_state`'s ``state`` with its payload and layout.
+
+        :raises TypeError: if ``state`` lacks a field or has one this record type does not take.
+        """
+        return cls(data=data, layout=layout, **state)
+
     def resident_nbytes(self) -> int:
         """Bytes this record's own Python objects occupy: the record object and its payload.
 

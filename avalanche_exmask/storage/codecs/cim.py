@@ -32,6 +32,7 @@ from avalanche_exmask.storage.codecs.base import (
     patch_grid,
     unpack_tokens,
 )
+from avalanche_exmask.registry import CODECS
 
 __all__ = ["CimCodec", "CimLayout", "salient_box"]
 
@@ -76,6 +77,7 @@ def salient_box(
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
+@CODECS.register("cim")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CimCodec:
     """Keeps the attention box at full resolution and the image downsampled.

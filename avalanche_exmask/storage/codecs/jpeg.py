@@ -19,6 +19,7 @@ from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.models.outputs import MaskingScores
 from avalanche_exmask.storage.codecs.base import Record, RecordDecodeError, as_uint8_array, pack_tokens, unpack_tokens
 from avalanche_exmask.storage.codecs.raw import ImageLayout, image_layout
+from avalanche_exmask.registry import CODECS
 
 __all__ = ["JpegCodec", "JpegRecord"]
 
@@ -29,6 +30,7 @@ class JpegRecord(Record):
     __slots__ = ()
 
 
+@CODECS.register("jpeg")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class JpegCodec:
     """Stores the image as JPEG at ``quality``.

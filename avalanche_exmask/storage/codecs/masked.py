@@ -34,6 +34,7 @@ from avalanche_exmask.storage.codecs.base import (
     patch_grid,
     unpack_tokens,
 )
+from avalanche_exmask.registry import CODECS
 
 __all__ = ["MaskedCodec", "MaskedRecord", "MaskedLayout", "patchify", "unpatchify"]
 
@@ -77,6 +78,10 @@ class MaskedRecord(Record):
         super().__init__(label=label, data=data, layout=layout)
         self.n_tokens = n_tokens
 
+    def to_state(self) -> dict[str, int]:
+        """``label`` and ``n_tokens`` (see :meth:`Record.to_state`)."""
+        return {**super().to_state(), "n_tokens": int(self.n_tokens)}
+
     @property
     def keep_mask(self) -> torch.Tensor:
         """Bool ``[N]``: which patches are stored (row-major over the grid)."""
@@ -103,6 +108,7 @@ class MaskedRecord(Record):
         return n_kept / self.n_tokens if self.n_tokens else 1.0
 
 
+@CODECS.register("masked")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MaskedCodec:
     """Stores the patches kept by ``image_rule`` and the tokens kept by ``text_rule``.

@@ -16,6 +16,7 @@ import torch
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.models.outputs import MaskingScores
 from avalanche_exmask.storage.codecs.base import Record, RecordDecodeError, as_uint8_array, pack_tokens, unpack_tokens
+from avalanche_exmask.registry import CODECS
 
 __all__ = ["RawCodec", "ImageLayout"]
 
@@ -34,6 +35,7 @@ def image_layout(height: int, width: int, context_length: int) -> ImageLayout:
     return ImageLayout(height, width, context_length)
 
 
+@CODECS.register("raw")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RawCodec:
     """Stores exemplars uncompressed (plain replay)."""

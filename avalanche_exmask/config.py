@@ -1,0 +1,515 @@
+"""The nested, typed run configuration, validated completely before anything runs.
+
+A run is described by a :class:`RunConfig` with one section per concern::
+
+    method: masking
+    seed: 0
+    benchmark: {name: synthetic, n_experiences: 6, args: {n_classes: 30}}
+    model: {name: exmask-tiny, pretrained: synthetic, adapter: ssf}
+    storage:
+      budget: {samples_per_class: 5, mode: per_class}
+      selection: herding
+      options:                          # per codec, read by the methods that use that codec
+        masked: {text_rule: {mode: none}, image_rule: {kind: threshold, tau: 1.0}}
+        jpeg: {quality: 50}
+    train: {epochs: 2, batch_size: 32, lr: 0.003, memory_batch: class_balanced}
+    eval: {batch_size: 128, ncm: true}
+    logging: {progress: false, csv: logs/}
+
+A study file may give ``methods:`` and ``seeds:`` lists instead of ``method`` / ``seed``; it expands
+into one run per (method, seed). :func:`load_runs` reads such a file, applies ``--set a.b=value``
+overrides, and validates every run before returning: an unknown field, a value of the wrong type,
+a field that applies to none of the file's methods, or a bad value caught by a section's own checks
+raises :class:`ConfigError` naming the field and the file. Files in the flat format of earlier
+versions (``samples_per_class: 5``, ``text_mode: none``, ...) are converted by :func:`from_flat`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional, Sequence, Union
+
+__all__ = [
+    "ConfigError",
+    "BenchmarkSection",
+    "ModelSection",
+    "BudgetSection",
+    "StorageSection",
+    "AugmentationSection",
+    "TrainSection",
+    "EvalSection",
+    "LoggingSection",
+    "RunConfig",
+    "build_dataclass",
+    "convert_value",
+    "from_flat",
+    "FLAT_FIELDS",
+    "load_runs",
+    "expand_runs",
+    "apply_override",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the field (dotted path) and the file."""
+
+
+def _positive(section: Any, name: str) -> None:
+    if getattr(section, name) < 1:
+        raise ValueError(f"{name} must be >= 1; got {getattr(section, name)}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BenchmarkSection:
+    """:param name: a benchmark generator: ``synthetic``, ``image_text_folder``, ``mm_imagenet_r``,
+        ``upmc_food101``.
+    :param n_experiences: experiences ``L``.
+    :param args: keyword arguments of the generator (paths, sizes, ``class_order``, ...); the seed
+        and the model name are passed unless given here.
+    """
+
+    name: str = "synthetic"
+    n_experiences: int = 5
+    args: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in BENCHMARKS:
+            raise ValueError(f"name must be one of {BENCHMARKS}; got {self.name!r}")
+        _positive(self, "n_experiences")
+
+
+BENCHMARKS = ("synthetic", "image_text_folder", "mm_imagenet_r", "upmc_food101")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelSection:
+    """:param name: open_clip model name.
+    :param pretrained: open_clip tag, local weights path, ``"synthetic"`` (the shipped tiny
+        weights) or ``None`` (random).
+    :param adapter: ``ssf``, ``lora``, ``ia3`` or ``none``.
+    :param image_attention: source of the image mask's scores: ``last``, ``rollout`` or a block index.
+    :param skip_empty_patches: the image tower ignores all-black patches.
+    """
+
+    name: str = "exmask-tiny"
+    pretrained: Optional[str] = "synthetic"
+    adapter: str = "ssf"
+    image_attention: Union[str, int] = "last"
+    skip_empty_patches: bool = False
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BudgetSection:
+    """:param samples_per_class: the budget in the paper's unit: bytes of that many plain
+        exemplars per class of the stream.
+    :param mode: ``per_class`` (fixed bytes per class) or ``total`` (re-divided among seen classes).
+    """
+
+    samples_per_class: float = 5.0
+    mode: Literal["per_class", "total"] = "per_class"
+
+    def __post_init__(self) -> None:
+        if not self.samples_per_class > 0:
+            raise ValueError(f"samples_per_class must be > 0; got {self.samples_per_class}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StorageSection:
+    """:param budget: the memory budget.
+    :param selection: exemplar order: ``herding`` or ``random``.
+    :param options: codec name -> that codec's options (the fields of its registered class, e.g.
+        ``{jpeg: {quality: 30}}``); each buffered method reads its own codec's entry.
+    """
+
+    budget: BudgetSection = BudgetSection()
+    selection: Literal["herding", "random"] = "herding"
+    options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AugmentationSection:
+    """Probabilities of the multimodal augmentations of replayed exemplars (each in ``[0, 1]``)."""
+
+    p_fill: float = 0.0
+    p_token_mix: float = 0.0
+    p_swap_text: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("p_fill", "p_token_mix", "p_swap_text"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.p_fill or self.p_token_mix or self.p_swap_text)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainSection:
+    """:param epochs: epochs per experience (joint training: in all).
+    :param batch_size: current-data samples per batch.
+    :param lr: AdamW learning rate.
+    :param memory_batch: ``class_balanced`` or ``fixed`` (replay methods).
+    :param weight_aligning: rescale new classes' head rows after each experience (replay methods).
+    :param augmentation: augmentation of replayed exemplars (replay methods).
+    """
+
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 3e-3
+    memory_batch: Literal["class_balanced", "fixed"] = "class_balanced"
+    weight_aligning: bool = False
+    augmentation: AugmentationSection = AugmentationSection()
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs")
+        _positive(self, "batch_size")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0; got {self.lr}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvalSection:
+    """:param batch_size: evaluation batch size.
+    :param ncm: also report the nearest-class-mean readout over the stored exemplars (buffered methods).
+    """
+
+    batch_size: int = 128
+    ncm: bool = True
+
+    def __post_init__(self) -> None:
+        _positive(self, "batch_size")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoggingSection:
+    """:param progress: Avalanche's ``InteractiveLogger`` progress bars.
+    :param csv: folder for Avalanche's ``CSVLogger`` (one subfolder per run), or ``None``.
+    :param tensorboard: folder for Avalanche's ``TensorboardLogger`` (one subfolder per run), or ``None``.
+    :param wandb_project: a Weights & Biases project for Avalanche's ``WandBLogger``, or ``None``.
+    """
+
+    progress: bool = True
+    csv: Optional[str] = None
+    tensorboard: Optional[str] = None
+    wandb_project: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """One run: a method, a seed and the sections above (stored in its results file).
+
+    :param method: a registered method (:data:`avalanche_exmask.registry.METHODS`).
+    :param seed: seeds the class order, the head, selection, augmentation and data order.
+    :param device: ``cpu``, ``cuda``, ...
+    """
+
+    method: str = "masking"
+    seed: int = 0
+    device: str = "cpu"
+    benchmark: BenchmarkSection = BenchmarkSection()
+    model: ModelSection = ModelSection()
+    storage: StorageSection = StorageSection()
+    train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
+    logging: LoggingSection = LoggingSection()
+
+    def __post_init__(self) -> None:
+        from avalanche_exmask.registry import METHODS
+
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS.names()}; got {self.method!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready nested dict (what the results file stores)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> "RunConfig":
+        """Build and validate from a nested dict; errors name the field and ``source``."""
+        return build_dataclass(cls, values, where="", source=source)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with top-level fields replaced (sections as objects)."""
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- typed building
+def build_dataclass(cls: type, values: Any, *, where: str, source: str) -> Any:
+    """Build the (frozen) dataclass ``cls`` from a dict, recursively, checking every field's type.
+
+    :param where: the dotted path of ``values`` (``""`` at the top), for messages.
+    :param source: the file (or ``"config"``) the values came from, for messages.
+    :raises ConfigError: naming ``where.field`` and ``source`` for an unknown field, a value of the
+        wrong type, or a value the dataclass's own checks reject.
+    """
+    if isinstance(values, cls):
+        return values
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{source}: {where or 'the config'} must be a mapping; got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown field(s) {[_join(where, k) for k in unknown]}; {where or 'the config'} has {sorted(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    converted = {name: convert_value(hints[name], value, _join(where, name), source) for name, value in values.items()}
+    try:
+        return cls(**converted)
+    except (ValueError, TypeError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"{source}: {where or 'config'}: {error}") from None
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def convert_value(hint: Any, value: Any, where: str, source: str) -> Any:
+    """``value`` checked (and, for dataclasses, built) against the type ``hint``."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, where=where, source=source)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return convert_value(option, value, where, source)
+            except ConfigError as error:
+                errors.append(error)
+        raise ConfigError(f"{source}: {where} must be {_describe(hint)}; got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"{source}: {where} must be one of {list(typing.get_args(hint))}; got {value!r}")
+        return value
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(f"{source}: {where} must be null; got {value!r}")
+        return None
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {where} must be a number; got {value!r}")
+        return float(value)
+    if hint in (int, bool, str):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise ConfigError(f"{source}: {where} must be {hint.__name__}; got {value!r}")
+        return value
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {where} must be a mapping; got {value!r}")
+        _, value_hint = typing.get_args(hint)
+        return {str(k): convert_value(value_hint, v, _join(where, str(k)), source) for k, v in value.items()}
+    raise TypeError(f"unsupported config type {hint!r} at {where}")
+
+
+def _describe(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint)]
+    return " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
+
+
+# --------------------------------------------------------------------------- flat (legacy) format
+#: Fields of the flat format of earlier versions -> dotted path in :class:`RunConfig`.
+FLAT_FIELDS: dict[str, str] = {
+    "method": "method",
+    "seed": "seed",
+    "device": "device",
+    "benchmark": "benchmark.name",
+    "benchmark_args": "benchmark.args",
+    "n_experiences": "benchmark.n_experiences",
+    "model_name": "model.name",
+    "pretrained": "model.pretrained",
+    "adapter": "model.adapter",
+    "image_attention": "model.image_attention",
+    "skip_empty_patches": "model.skip_empty_patches",
+    "samples_per_class": "storage.budget.samples_per_class",
+    "budget_mode": "storage.budget.mode",
+    "image_rule": "storage.options.masked.image_rule.kind",
+    "tau": "storage.options.masked.image_rule.tau",
+    "keep_ratio": "storage.options.masked.image_rule.ratio",
+    "background_downsample": "storage.options.masked.background_downsample",
+    "text_mode": "storage.options.masked.text_rule.mode",
+    "text_class_source": "storage.options.masked.text_rule.class_source",
+    "context_ratio": "storage.options.masked.text_rule.context_ratio",
+    "jpeg_quality": "storage.options.jpeg.quality",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "memory_batch": "train.memory_batch",
+    "weight_aligning": "train.weight_aligning",
+    "p_fill": "train.augmentation.p_fill",
+    "p_token_mix": "train.augmentation.p_token_mix",
+    "p_swap_text": "train.augmentation.p_swap_text",
+    "progress": "logging.progress",
+}
+
+
+def from_flat(values: Mapping[str, Any], *, source: str = "config") -> dict[str, Any]:
+    """A flat config of earlier versions as a nested dict (``methods`` / ``seeds`` lists kept).
+
+    :raises ConfigError: naming an unknown flat field.
+    """
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ("methods", "seeds"):
+            nested[key] = value
+            continue
+        if key not in FLAT_FIELDS:
+            raise ConfigError(f"{source}: unknown field {key!r} (flat format); known: {sorted(FLAT_FIELDS)}")
+        _set_path(nested, FLAT_FIELDS[key], value)
+    return nested
+
+
+def _is_flat(values: Mapping[str, Any]) -> bool:
+    """Whether ``values`` is in the flat format (a flat-only field, or ``benchmark`` given as a name)."""
+    shared = {"method", "seed", "device", "benchmark"}
+    return isinstance(values.get("benchmark"), str) or any(k in FLAT_FIELDS and k not in shared for k in values)
+
+
+def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {path}: {part} is not a section")
+        node = child
+    node[leaf] = value
+
+
+# --------------------------------------------------------------------------- files and overrides
+def apply_override(values: dict[str, Any], override: str, *, source: str = "--set") -> None:
+    """Apply one ``a.b=value`` override in place (the value is parsed as YAML).
+
+    ``method=`` and ``seed=`` replace a file's ``methods`` / ``seeds`` lists (and the lists can be
+    overridden themselves: ``seeds=[0,1]``).
+    """
+    import yaml
+
+    path, sep, text = override.partition("=")
+    if not sep or not path:
+        raise ConfigError(f"{source}: an override is path=value; got {override!r}")
+    value = yaml.safe_load(text)
+    if path in ("method", "seed"):
+        values.pop(path + "s", None)
+    if path in ("methods", "seeds"):
+        values.pop(path[:-1], None)
+    if "." not in path and path in FLAT_FIELDS and FLAT_FIELDS[path] != path:
+        path = FLAT_FIELDS[path]
+    _set_path(values, path, value)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The YAML/JSON mapping in ``path``.
+
+    :raises ConfigError: naming the file (and the line, for YAML syntax errors).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where}: malformed YAML: {getattr(error, 'problem', None) or error}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the config must be a mapping; got {type(values).__name__}")
+    return values
+
+
+def expand_runs(
+    values: Mapping[str, Any], *, source: str = "config", applicable_to: Optional[Sequence[str]] = None
+) -> list[RunConfig]:
+    """One validated :class:`RunConfig` per (method, seed) of ``values`` (nested or flat format).
+
+    Every run is built before any is returned; fields that apply to none of the runs' methods
+    (storage and replay training for methods without a buffer, options of a codec no method uses)
+    are errors.
+
+    :param applicable_to: check applicability against these methods instead of the runs' own (a
+        study whose shared base serves several groups passes all its methods).
+
+    :raises ConfigError: naming the field and ``source``.
+    """
+    from avalanche_exmask.registry import METHODS
+
+    values = from_flat(values, source=source) if _is_flat(values) else dict(values)
+    methods = _as_list(values.pop("methods", None), values.get("method", RunConfig.method), "methods", source)
+    seeds = _as_list(values.pop("seeds", None), values.get("seed", RunConfig.seed), "seeds", source)
+    values.pop("method", None)
+    values.pop("seed", None)
+    for method in methods:
+        if method not in METHODS:
+            raise ConfigError(f"{source}: method {method!r} is not registered; registered: {METHODS.names()}")
+    for method in applicable_to or []:
+        if method not in METHODS:
+            raise ConfigError(f"{source}: method {method!r} is not registered; registered: {METHODS.names()}")
+    specs = {method: METHODS.get(method) for method in methods}
+    _check_applicable(values, {m: METHODS.get(m) for m in (applicable_to or methods)}, source)
+    runs = []
+    for method in methods:
+        for seed in seeds:
+            run = build_dataclass(RunConfig, {**values, "method": method, "seed": seed}, where="", source=source)
+            runs.append(_resolve_codec_options(run, specs[method], source))
+    return runs
+
+
+def _as_list(listed: Any, single: Any, name: str, source: str) -> list[Any]:
+    if listed is None:
+        return [single]
+    if not isinstance(listed, list) or not listed:
+        raise ConfigError(f"{source}: {name} must be a non-empty list; got {listed!r}")
+    return listed
+
+
+def _check_applicable(values: Mapping[str, Any], specs: Mapping[str, Any], source: str) -> None:
+    buffered = [name for name, spec in specs.items() if spec.codec is not None]
+    if not buffered:
+        for section, keys in (("storage", None), ("train", ("memory_batch", "weight_aligning", "augmentation"))):
+            given = values.get(section) or {}
+            for key in given if keys is None else [k for k in keys if k in given]:
+                raise ConfigError(
+                    f"{source}: {section}.{key} applies to methods with an exemplar buffer, and none of {list(specs)} has one"
+                )
+    codecs_used = {specs[name].codec for name in buffered}
+    options = (values.get("storage") or {}).get("options") or {}
+    from avalanche_exmask.registry import CODECS
+
+    for codec in options:
+        if codec not in CODECS:
+            raise ConfigError(f"{source}: storage.options.{codec}: no codec {codec!r}; registered: {CODECS.names()}")
+        if codec not in codecs_used:
+            raise ConfigError(f"{source}: storage.options.{codec} applies to none of the methods {list(specs)}")
+
+
+def _resolve_codec_options(run: RunConfig, spec: Any, source: str) -> RunConfig:
+    """Keep only the run's own codec options, completed with the codec's defaults and validated."""
+    if spec.codec is None:
+        return run
+    from avalanche_exmask.storage.codec_options import resolve_codec_options
+
+    resolved = resolve_codec_options(spec.codec, run.storage.options.get(spec.codec, {}), source=source)
+    storage = dataclasses.replace(run.storage, options={spec.codec: resolved})
+    return dataclasses.replace(run, storage=storage)
+
+
+def load_runs(path: str | Path, overrides: Sequence[str] = ()) -> list[RunConfig]:
+    """The validated runs of a config file with ``a.b=value`` overrides applied (see the module docstring)."""
+    values = read_config_file(path)
+    if _is_flat(values):
+        values = from_flat(values, source=str(path))
+    for override in overrides:
+        apply_override(values, override)
+    return expand_runs(values, source=str(path))

@@ -1,0 +1,94 @@
+"""What a method is to the runner: a :class:`MethodSpec` registered by name, built from a
+:class:`BuildContext`.
+
+A new method is one module with one registration::
+
+    from avalanche_exmask.methods.base import MethodSpec
+    from avalanche_exmask.registry import METHODS
+
+    def build(context):
+        return MyStrategy(**context.template_kwargs)
+
+    METHODS.register("mine")(MethodSpec(build=build, description="..."))
+
+Methods with an exemplar buffer name their codec (``codec="raw"``): the config's
+``storage.options.<codec>`` then applies to them, the runner builds that codec for them
+(:meth:`BuildContext.codec`) and reports the buffer's figures.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+from avalanche_exmask.config import RunConfig
+
+__all__ = ["MethodSpec", "BuildContext"]
+
+
+@dataclasses.dataclass
+class BuildContext:
+    """Everything a method builder gets.
+
+    :ivar config: the run's validated config.
+    :ivar model: the model (a ``MultimodalCLIPClassifier``).
+    :ivar optimizer: AdamW over the model's trainable parameters.
+    :ivar benchmark: the Avalanche benchmark (with ``class_names`` where known).
+    :ivar n_classes: classes of the whole stream.
+    :ivar budget_nbytes: the memory budget in bytes (``storage.budget`` converted).
+    :ivar template_kwargs: Avalanche ``SupervisedTemplate`` arguments shared by every method
+        (model, optimizer, criterion, batch sizes, epochs, device, evaluator).
+    """
+
+    config: RunConfig
+    model: Any
+    optimizer: Any
+    benchmark: Any
+    n_classes: int
+    budget_nbytes: int
+    template_kwargs: dict[str, Any]
+
+    def codec_options(self, codec: str) -> dict[str, Any]:
+        """The run's options of ``codec``, completed with the codec's defaults."""
+        from avalanche_exmask.storage.codec_options import resolve_codec_options
+
+        return resolve_codec_options(codec, self.config.storage.options.get(codec, {}))
+
+    def class_token_ids(self) -> Optional[dict[int, Any]]:
+        """Label -> class-name token ids, from the benchmark's ``class_names`` (``None`` if it has none)."""
+        names = getattr(self.benchmark, "class_names", None)
+        if names is None:
+            return None
+        from avalanche_exmask.masking.text_mask import class_name_token_ids
+        from avalanche_exmask.models.factory import get_tokenizer
+
+        return class_name_token_ids(names, get_tokenizer(self.config.model.name))
+
+    def codec(self, codec: str) -> Any:
+        """An instance of ``codec`` with the run's options and the model's patch size.
+
+        :raises ValueError: if its text rule needs class names and the benchmark has none.
+        """
+        from avalanche_exmask.storage.codec_options import build_codec
+
+        return build_codec(
+            codec, self.codec_options(codec), patch_size=int(self.model.patch_size), class_token_ids=self.class_token_ids()
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """A registered method.
+
+    :param build: ``BuildContext -> strategy`` (an Avalanche template).
+    :param description: one line for ``--help`` and tables.
+    :param codec: the codec of its byte-budgeted buffer, or ``None`` for no buffer.
+    :param joint: trained once on the whole stream (an upper bound), not experience by experience.
+    :param report: ``(strategy, context) -> dict`` of extra figures for the results file; their
+        keys are listed in the results file's ``figures`` and shown by the tables.
+    """
+
+    build: Callable[[BuildContext], Any]
+    description: str
+    codec: Optional[str] = None
+    joint: bool = False
+    report: Optional[Callable[[Any, BuildContext], dict[str, Any]]] = None

@@ -1,0 +1,103 @@
+"""The nested run config: complete validation before any run, overrides, refusals, the flat format."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from avalanche_exmask import __main__ as cli
+from avalanche_exmask.config import ConfigError, RunConfig, expand_runs, from_flat, load_runs
+
+TINY = {"n_classes": 4, "train_per_class": 6, "test_per_class": 2}
+
+
+def _write(tmp_path, text, name="study.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_nested_file_expands_methods_and_seeds_and_resolves_codec_options(tmp_path):
+    path = _write(tmp_path, "methods: [naive, raw, masking]\nseeds: [0, 1]\n"
+                            "storage: {options: {masked: {text_rule: {mode: none}}}}\ntrain: {epochs: 1}\n")
+    runs = load_runs(path)
+    assert [(r.method, r.seed) for r in runs] == [("naive", 0), ("naive", 1), ("raw", 0), ("raw", 1), ("masking", 0), ("masking", 1)]
+    masking = runs[-1]
+    assert masking.storage.options["masked"]["text_rule"]["mode"] == "none"
+    assert masking.storage.options["masked"]["background_downsample"] == "patch"  # default filled in
+    assert masking.storage.options["masked"]["image_rule"] == {"kind": "threshold", "tau": 1.0, "ratio": 0.3}
+    assert runs[2].storage.options == {"raw": {}}  # raw records only its own codec's options
+    assert all(r.train.epochs == 1 for r in runs)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("methods: [naive, masking]\nstorage: {options: {masked: {text_rule: {mode: bogus}}}}\n",
+         "storage.options.masked.text_rule.*mode"),
+        ("train: {epochs: one}\n", "train.epochs must be int; got 'one'"),
+        ("train: {epoch: 2}\n", r"unknown field\(s\) \['train.epoch'\]"),
+        ("method: naive\nstorage: {budget: {samples_per_class: 3}}\n", "storage.budget applies to methods with an exemplar buffer"),
+        ("methods: [raw]\nstorage: {options: {jpeg: {quality: 30}}}\n", "storage.options.jpeg applies to none of the methods"),
+        ("methods: [icarl]\n", "method 'icarl' is not registered"),
+        ("storage: {budget: {samples_per_class: 0}}\n", "samples_per_class must be > 0"),
+        ("method: naive\ntrain: {memory_batch: fixed}\n", "train.memory_batch applies to methods with an exemplar buffer"),
+        ("benchmark: {name: cifar}\n", "name must be one of"),
+    ],
+)
+def test_bad_fields_are_errors_naming_field_and_file(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as error:
+        load_runs(path)
+    assert str(path) in str(error.value)
+
+
+def test_malformed_yaml_names_the_file_and_line(tmp_path):
+    path = _write(tmp_path, "method: raw\ntrain: {epochs: 1\n")
+    with pytest.raises(ConfigError, match=r"study.yaml: line \d+, column \d+: malformed YAML"):
+        load_runs(path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_runs(tmp_path / "missing.yaml")
+
+
+def test_overrides_replace_lists_and_reach_nested_fields(tmp_path):
+    path = _write(tmp_path, "methods: [naive, raw]\nseeds: [0, 1, 2]\n")
+    runs = load_runs(path, ["seed=5", "method=raw", "train.epochs=3", "storage.budget.samples_per_class=2"])
+    assert [(r.method, r.seed) for r in runs] == [("raw", 5)]
+    assert runs[0].train.epochs == 3 and runs[0].storage.budget.samples_per_class == 2.0
+    assert [r.seed for r in load_runs(path, ["seeds=[7, 8]"])] == [7, 8] * 2
+    with pytest.raises(ConfigError, match="path=value"):
+        load_runs(path, ["epochs"])
+
+
+def test_flat_format_of_earlier_versions_is_converted():
+    nested = from_flat({"methods": ["masking"], "samples_per_class": 3, "text_mode": "none", "epochs": 2, "jpeg_quality": 40})
+    assert nested["storage"]["budget"]["samples_per_class"] == 3
+    assert nested["storage"]["options"]["masked"]["text_rule"]["mode"] == "none"
+    [run] = expand_runs({"method": "masking", "samples_per_class": 3, "text_mode": "none", "n_experiences": 2})
+    assert run.storage.budget.samples_per_class == 3.0 and run.benchmark.n_experiences == 2
+    with pytest.raises(ConfigError, match="unknown field 'epochz'"):
+        from_flat({"epochz": 1})
+
+
+def test_run_config_round_trips_through_its_dict():
+    config = RunConfig.from_dict({"method": "raw", "train": {"epochs": 2}})
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_cli_validates_every_run_before_the_first_and_refuses_to_overwrite(tmp_path, capsys):
+    bad = _write(tmp_path, "methods: [naive, masking]\nstorage: {options: {masked: {text_rule: {mode: bogus}}}}\n")
+    with pytest.raises(SystemExit, match="text_rule"):
+        cli.main(["run", str(bad), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # naive did not run first
+    good = _write(
+        tmp_path,
+        "methods: [naive, raw]\nbenchmark: {n_experiences: 2, args: {n_classes: 4, train_per_class: 6, test_per_class: 2}}\n"
+        "model: {pretrained: null}\ntrain: {epochs: 1, batch_size: 8}\nlogging: {progress: false}\n",
+        "tiny.yaml",
+    )
+    assert cli.main(["run", str(good), "--out", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tiny_naive_seed0.json", "tiny_raw_seed0.json"]
+    assert "final acc" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="results exist"):
+        cli.main(["run", str(good), "--out", str(tmp_path / "out")])
