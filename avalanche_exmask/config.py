@@ -154,6 +154,9 @@ class TrainSection:
     :param memory_batch: ``class_balanced`` or ``fixed`` (replay methods).
     :param weight_aligning: rescale new classes' head rows after each experience (replay methods).
     :param augmentation: augmentation of replayed exemplars (replay methods).
+    :param current_through_codec: probability that a current-data sample is replaced by its own
+        decoded record (:class:`~avalanche_exmask.training.codec_augmentation.CurrentThroughCodecPlugin`;
+        replay methods).
     """
 
     epochs: int = 5
@@ -162,8 +165,11 @@ class TrainSection:
     memory_batch: Literal["class_balanced", "fixed"] = "class_balanced"
     weight_aligning: bool = False
     augmentation: AugmentationSection = AugmentationSection()
+    current_through_codec: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.current_through_codec <= 1:
+            raise ValueError(f"current_through_codec must be in [0, 1]; got {self.current_through_codec}")
         _positive(self, "epochs")
         _positive(self, "batch_size")
         if not self.lr > 0:
@@ -342,6 +348,7 @@ FLAT_FIELDS: dict[str, str] = {
     "lr": "train.lr",
     "memory_batch": "train.memory_batch",
     "weight_aligning": "train.weight_aligning",
+    "current_through_codec": "train.current_through_codec",
     "p_fill": "train.augmentation.p_fill",
     "p_token_mix": "train.augmentation.p_token_mix",
     "p_swap_text": "train.augmentation.p_swap_text",
@@ -477,7 +484,7 @@ def _as_list(listed: Any, single: Any, name: str, source: str) -> list[Any]:
 def _check_applicable(values: Mapping[str, Any], specs: Mapping[str, Any], source: str) -> None:
     buffered = [name for name, spec in specs.items() if spec.codec is not None]
     if not buffered:
-        for section, keys in (("storage", None), ("train", ("memory_batch", "weight_aligning", "augmentation"))):
+        for section, keys in (("storage", None), ("train", ("memory_batch", "weight_aligning", "augmentation", "current_through_codec"))):
             given = values.get(section) or {}
             for key in given if keys is None else [k for k in keys if k in given]:
                 raise ConfigError(

@@ -39,8 +39,12 @@ def _tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
-def tiny_instructblip(language_model: str = "t5"):
-    """A random InstructBLIP (vision 32 px, one-layer Q-Former and language model) and its processor."""
+def tiny_instructblip(language_model: str = "t5", *, writes_words: bool = True):
+    """A random InstructBLIP (vision 32 px, one-layer Q-Former and language model) and its processor.
+
+    :param writes_words: like a trained captioner, generate at least one word token; otherwise its
+        random weights may end the caption at once or emit only special tokens (an empty caption).
+    """
     processor = InstructBlipProcessor(
         image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
         tokenizer=_tokenizer(),
@@ -71,7 +75,13 @@ def tiny_instructblip(language_model: str = "t5"):
         image_token_index=processor.tokenizer.convert_tokens_to_ids("<image>"),
     )
     torch.manual_seed(0)
-    return InstructBlipForConditionalGeneration(config).eval(), processor
+    model = InstructBlipForConditionalGeneration(config).eval()
+    if writes_words:  # InstructBLIP generates with its language model's generation config
+        model.language_model.generation_config.min_new_tokens = 1
+        model.language_model.generation_config.suppress_tokens = [
+            token for token in processor.tokenizer.all_special_ids if token != processor.tokenizer.eos_token_id
+        ]
+    return model, processor
 
 
 @pytest.fixture(scope="module")
@@ -195,9 +205,55 @@ def test_cli_captions_with_a_local_model_and_feeds_image_text_folder(image_root,
     assert args.func(args) == 0
     lines = _lines(out)
     assert len(lines) == 5 and {line["model"] for line in lines} == {str(model_dir)}
-    # random weights may decode to an empty caption: give those a text to build a benchmark
-    for line in lines:
-        line["text"] = line["text"] or "empty"
-    out.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     benchmark = image_text_folder(image_root, out, n_experiences=2, test_fraction=0.4)
     assert benchmark.split_sizes == {"train": 3, "test": 2}
+
+
+def test_empty_captions_are_retried_with_a_forced_word(image_root, tmp_path):
+    model, processor = tiny_instructblip("t5", writes_words=False)  # its first captions are all empty
+    assert caption_images([Image.new("RGB", (32, 32))], model=model, processor=processor, prompt=PROMPT,
+                          max_new_tokens=4, do_sample=False) == [""]
+    run = _run(image_root, tmp_path / "c.jsonl", (model, processor))
+    assert run.written == 5 and run.empty == []
+    assert all(line["text"] for line in _lines(tmp_path / "c.jsonl"))
+
+
+def test_captions_still_empty_are_not_written_but_reported(image_root, tmp_path, captioner, monkeypatch, capsys):
+    from avalanche_exmask.captions import generate
+
+    calls = []
+
+    def half_empty(images, **kwargs):  # the retry fixes the first image of each retried batch only
+        calls.append(kwargs.get("min_new_tokens"))
+        return ["" if kwargs.get("min_new_tokens") is None or i else "a red cat" for i in range(len(images))]
+
+    monkeypatch.setattr(generate, "caption_images", half_empty)
+    out = tmp_path / "c.jsonl"
+    run = _run(image_root, out, captioner)  # batches of 2, 2, 1
+    assert calls == [None, 1, None, 1, None, 1]
+    assert run.written == 3 and [Path(p).name for p in run.empty] == ["img2.jpg", "img1.jpg"]
+    assert [line["text"] for line in _lines(out)] == ["a red cat"] * 3
+    monkeypatch.undo()
+    rerun = _run(image_root, out, captioner)  # the images left out are tried again
+    assert rerun.already_done == 3 and rerun.written == 2
+
+
+def test_hostile_images_are_named_or_skipped_by_the_captioner(tmp_path, captioner):
+    from test_bad_input import bomb_png
+
+    root = tmp_path / "images"
+    write_jpeg(root / "a" / "good.jpg", 0)
+    (root / "a" / "bomb.png").write_bytes(bomb_png())
+    Image.new("RGB", (2, 2)).save(root / "a" / "dot.png")
+    with pytest.raises(BadInputError, match=r"bomb\.png: refused as a possible decompression bomb"):
+        _run(root, tmp_path / "a.jsonl", captioner)
+    run = _run(root, tmp_path / "b.jsonl", captioner, on_error="skip")
+    assert run.written == 1 and sorted(Path(p).name for p, _ in run.skipped) == ["bomb.png", "dot.png"]
+
+
+def test_read_done_names_a_line_that_is_not_utf8(tmp_path):
+    out = tmp_path / "c.jsonl"
+    good = json.dumps({"image": "a.jpg", "text": "x", "model": "m", "prompt": None}).encode()
+    out.write_bytes(good + b"\n" + good.replace(b'"x"', b'"\xe9"') + b"\n")
+    with pytest.raises(BadInputError, match=r"c\.jsonl:2: not UTF-8 text"):
+        read_done(out, model_name="m", prompt=None)

@@ -125,3 +125,47 @@ def test_ncm_classifies_by_the_nearest_exemplar_mean():
     assert labels.tolist() == [0, 2] and means.norm(dim=1).tolist() == pytest.approx([1.0, 1.0])
     test = [(sample([5, 1, 0]), 0), (sample([1, 5, 0]), 2), (sample([0, 6, 0]), 0)]  # the last one is wrong
     assert ncm_accuracy(_OneHotModel(), _FakeBuffer(exemplars), test, "cpu") == pytest.approx(200 / 3)
+
+
+def test_current_data_through_codec_replaces_only_current_samples_at_the_rate():
+    from avalanche_exmask.masking.image_mask import ImageMaskRule
+    from avalanche_exmask.masking.text_mask import TextMaskRule
+    from avalanche_exmask.storage.codecs import MaskedCodec
+    from avalanche_exmask.training.codec_augmentation import CurrentThroughCodecPlugin, through_codec
+
+    benchmark = synthetic_multimodal(n_classes=4, n_experiences=2, train_per_class=16, test_per_class=2, seed=0)
+    model = MultimodalCLIPClassifier(pretrained=None)
+    codec = MaskedCodec(image_rule=ImageMaskRule(kind="ratio", ratio=0.25), text_rule=TextMaskRule(mode="none"), background_downsample=None)
+    x = torch.stack([benchmark.train_stream[0].dataset[i][0] for i in range(3)])
+    decoded = through_codec(model, codec, x, torch.tensor([0, 0, 0]))
+    black = (decoded.image == 0).all(dim=1)  # [3, 64, 64]: pixels of discarded patches
+    assert 0.70 <= float(black.float().mean()) <= 0.80  # 75% of the patches discarded
+    assert torch.equal(decoded.input_ids, x.input_ids)
+
+    class Recorder(SupervisedPlugin):
+        def __init__(self):
+            super().__init__()
+            self.black_fraction = {"old": [], "new": []}
+
+        def before_backward(self, strategy, **kwargs):  # after the replacement in before_forward
+            new = torch.isin(strategy.mb_y.cpu(), torch.tensor(sorted(strategy.experience.classes_in_this_experience)))
+            black = (strategy.mb_x.image == 0).all(dim=1).flatten(1).float().mean(1).cpu() > 0.5
+            self.black_fraction["new"].extend(black[new].tolist())
+            self.black_fraction["old"].extend(black[~new].tolist())
+
+    budget = budget_from_samples_per_class(2, 4, model.image_size, model.context_length)
+    buffer = ByteBudgetBuffer(max_size=budget, codec=codec, mode="per_class", total_num_classes=4)
+    plugin = CurrentThroughCodecPlugin(codec, probability=0.5, seed=0)
+    recorder = Recorder()
+    strategy = Naive(
+        model=model, optimizer=torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0), train_mb_size=8,
+        plugins=[ByteBudgetReplayPlugin(mem_size=budget, storage_policy=buffer), plugin, recorder],
+        evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
+    )
+    for experience in benchmark.train_stream:
+        strategy.train(experience)
+    new = recorder.black_fraction["new"]
+    assert plugin.replaced == sum(new) and 0.3 < sum(new) / len(new) < 0.7  # 64 current samples, p = 0.5
+    assert all(recorder.black_fraction["old"])  # replayed exemplars are masked anyway
+    with pytest.raises(ValueError, match="probability"):
+        CurrentThroughCodecPlugin(codec, probability=1.5)

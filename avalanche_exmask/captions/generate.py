@@ -13,8 +13,9 @@ already written, drops an incomplete last line (an interrupted write; its image 
 again) and captions only the images not yet done, so no line is lost or duplicated.
 
 No line holds an empty caption (the benchmark loaders reject them): an image whose caption comes
-out empty is captioned again with at least one new token forced, and if that is empty too it is
-not written but reported (:attr:`CaptionRun.empty`), so a later run tries it again.
+out empty is captioned again with at least one new token that is not a special token, and if that
+is empty too it is not written but reported (:attr:`CaptionRun.empty`), so a later run tries it
+again.
 """
 from __future__ import annotations
 
@@ -209,13 +210,29 @@ def _open_rgb(path: Path, limits: ImageLimits) -> Image.Image:
         return image.convert("RGB")
 
 
-def _caption_or_retry(images: Sequence[Image.Image], **kwargs: Any) -> list[str]:
-    """:func:`caption_images`, then once more with ``min_new_tokens=1`` for the captions that
-    came out empty; the captions still empty stay ``""``."""
-    captions = caption_images(images, **kwargs)
+def _special_ids_but_end(model: Any, processor: Any) -> list[int]:
+    """The tokenizer's special token ids (padding, unknown, image, ...) except the end of text."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    end = model.generation_config.eos_token_id
+    ends = set(end) if isinstance(end, (list, tuple)) else {end}
+    return [token for token in getattr(tokenizer, "all_special_ids", []) if token not in ends]
+
+
+def _caption_or_retry(images: Sequence[Image.Image], *, model: Any, processor: Any, **kwargs: Any) -> list[str]:
+    """:func:`caption_images`, then once more for the captions that came out empty, with at least
+    one new token that is not a special token (``min_new_tokens=1``, special tokens other than the
+    end of text suppressed); the captions still empty stay ``""``."""
+    captions = caption_images(images, model=model, processor=processor, **kwargs)
     retry = [index for index, caption in enumerate(captions) if not caption]
     if retry:
-        again = caption_images([images[index] for index in retry], **kwargs, min_new_tokens=1)
+        again = caption_images(
+            [images[index] for index in retry],
+            model=model,
+            processor=processor,
+            **kwargs,
+            min_new_tokens=1,
+            suppress_tokens=_special_ids_but_end(model, processor) or None,
+        )
         for index, caption in zip(retry, again):
             captions[index] = caption
     return captions

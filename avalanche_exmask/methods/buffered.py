@@ -11,6 +11,7 @@ from avalanche_exmask.methods.base import BuildContext, MethodSpec
 from avalanche_exmask.registry import METHODS
 from avalanche_exmask.storage.buffer import ByteBudgetBuffer
 from avalanche_exmask.training.augmentation import MultimodalAugmentation
+from avalanche_exmask.training.codec_augmentation import CurrentThroughCodecPlugin
 from avalanche_exmask.training.plugin import ByteBudgetReplayPlugin
 from avalanche_exmask.training.weight_aligning import WeightAligningPlugin
 
@@ -45,6 +46,8 @@ def buffered_replay(codec: str) -> Callable[[BuildContext], Naive]:
         plugins = [ByteBudgetReplayPlugin(mem_size=context.budget_nbytes, storage_policy=buffer, memory_batch=config.train.memory_batch)]
         if config.train.weight_aligning:
             plugins.append(WeightAligningPlugin())
+        if config.train.current_through_codec:
+            plugins.append(CurrentThroughCodecPlugin(buffer.codec, config.train.current_through_codec, seed=config.seed))
         return Naive(plugins=plugins, **context.template_kwargs)
 
     return build

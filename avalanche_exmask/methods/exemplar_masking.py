@@ -30,6 +30,7 @@ def build(context: BuildContext) -> ExemplarMasking:
         selection=config.storage.selection,
         memory_batch=config.train.memory_batch,
         weight_aligning=config.train.weight_aligning,
+        current_through_codec=config.train.current_through_codec,
         seed=config.seed,
         **context.template_kwargs,
     )

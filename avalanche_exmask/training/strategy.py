@@ -14,6 +14,7 @@ from avalanche_exmask.models.factory import get_tokenizer
 from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
 from avalanche_exmask.storage.codecs import MaskedCodec
 from avalanche_exmask.training.augmentation import MultimodalAugmentation
+from avalanche_exmask.training.codec_augmentation import CurrentThroughCodecPlugin
 from avalanche_exmask.training.plugin import ExemplarMaskingPlugin
 from avalanche_exmask.training.weight_aligning import WeightAligningPlugin
 
@@ -55,7 +56,10 @@ class ExemplarMasking(SupervisedTemplate):
     :param batch_size_mem: replayed exemplars per batch for ``memory_batch="fixed"``.
     :param weight_aligning: rescale the new classes' head rows after each experience
         (:class:`~avalanche_exmask.training.weight_aligning.WeightAligningPlugin`).
-    :param seed: seeds selection and the candidate cap.
+    :param current_through_codec: probability that a current-data training sample is replaced by
+        its own masked version, so that new and old classes look alike
+        (:class:`~avalanche_exmask.training.codec_augmentation.CurrentThroughCodecPlugin`).
+    :param seed: seeds selection, the candidate cap and the current-data draws.
     :param base_kwargs: the remaining arguments of Avalanche's ``SupervisedTemplate``
         (``train_mb_size``, ``train_epochs``, ``eval_mb_size``, ``device``, ``plugins``,
         ``evaluator``, ``eval_every``, ...).
@@ -78,6 +82,7 @@ class ExemplarMasking(SupervisedTemplate):
         memory_batch: Literal["class_balanced", "fixed"] = "class_balanced",
         batch_size_mem: Optional[int] = None,
         weight_aligning: bool = False,
+        current_through_codec: float = 0.0,
         seed: int = 0,
         **base_kwargs: Any,
     ) -> None:
@@ -100,7 +105,10 @@ class ExemplarMasking(SupervisedTemplate):
             mem_size=mem_size, storage_policy=buffer, memory_batch=memory_batch, batch_size_mem=batch_size_mem
         )
         user_plugins = base_kwargs.pop("plugins", None) or []
-        plugins = [self.replay_plugin, *([WeightAligningPlugin()] if weight_aligning else []), *user_plugins]
+        plugins = [self.replay_plugin, *([WeightAligningPlugin()] if weight_aligning else [])]
+        if current_through_codec:
+            plugins.append(CurrentThroughCodecPlugin(buffer.codec, current_through_codec, seed=seed))
+        plugins.extend(user_plugins)
         super().__init__(model=model, optimizer=optimizer, criterion=criterion, plugins=plugins, **base_kwargs)
 
     @property

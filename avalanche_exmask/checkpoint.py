@@ -1,0 +1,739 @@
+"""Checkpoints of a training run without pickle: model, optimizer, scheduler, exemplar buffer, RNGs.
+
+Avalanche's own checkpoints pickle the whole strategy (with ``dill``): they cannot hold a model
+adapted with ``torch.nn.utils.parametrize`` (the SSF adapter), and loading one runs whatever code
+the file names. A checkpoint here is one `safetensors <https://github.com/huggingface/safetensors>`_
+file, read without pickle, holding tensors and a JSON description of everything else.
+
+**Format** (version 1). Tensors, by name:
+
+* ``model/<key>``: every entry of ``model.state_dict()`` (the adapter, the frozen weights, the head
+  with its grown units and ``active_units``);
+* ``optimizer/<parameter name>/<key>``: the optimizer's per-parameter state tensors (AdamW:
+  ``step``, ``exp_avg``, ``exp_avg_sq``), keyed by the parameter's name in the model, not by its
+  position, so that a fresh optimizer built over other parameter objects can take them;
+* ``buffer/payload``: ``uint8 [total bytes]``, the payloads of every stored exemplar record,
+  concatenated in the buffer's order (class by class, each class in selection order);
+* ``buffer/generator/<name>``: ``uint8`` states of the buffer's ``torch.Generator`` objects
+  (``selection``; ``augmentation`` when its augmentation has a seeded generator);
+* ``rng/torch``, ``rng/numpy``, ``rng/cuda/<device>``: the global random states;
+* ``scheduler/...``, ``extra/...``: tensors inside the scheduler state or the caller's ``extra``.
+
+The safetensors header's metadata holds ``format`` (``avalanche_exmask.checkpoint``),
+``version``, ``skeleton`` (JSON: the model's keys; the optimizer's class, parameter groups (names
+and options) and non-tensor state; the buffer's codec, budget, record layouts and, per record, its
+type from a fixed allow-list, layout, payload offset and length and extra slots; the strategy's
+optimized parameter names and clock; the Python and NumPy RNG states; ``extra``) and ``sha256``, a
+digest of the skeleton and of every tensor's name, dtype, shape and bytes. Values other than
+tensors are JSON numbers, strings, booleans, ``null``, lists and string-keyed objects; a tuple is
+``{"tuple": [...]}``, an object ``{"dict": {...}}`` and a tensor ``{"tensor": "<name>"}``.
+
+**Saving** writes a temporary file in the target's folder, ``fsync``s it, renames it over the
+target (``os.replace``) and ``fsync``s the folder: a crash at any moment leaves the previous
+checkpoint whole, and a failed save leaves no temporary file.
+
+**Loading** reads and checks the whole file first (digest, structure, record types, that every
+tensor fits the objects it is loaded into, that every record decodes with the buffer's codec) and
+modifies nothing until all checks pass; any problem raises :class:`CheckpointError` naming the
+file. Nothing in the file is ever executed.
+
+The buffer's records are put back by setting ``ByteBudgetBuffer._records`` and calling
+``ByteBudgetBuffer._admit({})`` (which refits them to the budget and rebuilds the replay dataset),
+and its generator through ``_generator``: the buffer has no public method for these yet.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+import torch
+from avalanche.models import IncrementalClassifier
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from avalanche_exmask.storage.buffer import ByteBudgetBuffer
+from avalanche_exmask.storage.codecs.base import Record
+from avalanche_exmask.storage.codecs.cim import CimLayout
+from avalanche_exmask.storage.codecs.jpeg import JpegRecord
+from avalanche_exmask.storage.codecs.masked import MaskedLayout, MaskedRecord
+from avalanche_exmask.storage.codecs.raw import ImageLayout
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "save_strategy_checkpoint",
+    "load_strategy_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: The ``format`` entry of a checkpoint's metadata.
+FORMAT = "avalanche_exmask.checkpoint"
+#: The format version this module writes and reads.
+VERSION = "1"
+
+#: The record types a checkpoint may name (a fixed allow-list: nothing else is ever built).
+_RECORD_TYPES: dict[str, type[Record]] = {cls.__name__: cls for cls in (Record, MaskedRecord, JpegRecord)}
+#: The layout types a checkpoint may name.
+_LAYOUT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (ImageLayout, MaskedLayout, CimLayout)}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, is corrupt, or does not fit the objects it is loaded into;
+    the message starts with the file."""
+
+
+# ---------------------------------------------------------------------------------------- values
+def _encode(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """``value`` as JSON, its tensors moved to ``tensors`` under names starting with ``name``.
+
+    :raises TypeError: for a value that is not a tensor, scalar, string, ``None``, list, tuple or
+        string-keyed dict.
+    """
+    if isinstance(value, torch.Tensor):
+        tensors[name] = value
+        return {"tensor": name}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_encode(item, f"{name}/{index}", tensors) for index, item in enumerate(value)]
+        return {"tuple": items} if isinstance(value, tuple) else items
+    if isinstance(value, Mapping):
+        if not all(isinstance(key, str) for key in value):
+            raise TypeError(f"checkpoint value {name!r}: dict keys must be strings; got {list(value)[:5]}")
+        return {"dict": {key: _encode(item, f"{name}/{key}", tensors) for key, item in value.items()}}
+    raise TypeError(f"checkpoint value {name!r}: cannot store a {type(value).__name__} (no pickle)")
+
+
+def _decode(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`_encode`.
+
+    :raises ValueError: on a malformed value or a missing tensor.
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return [_decode(item, tensors) for item in value]
+    if isinstance(value, dict) and len(value) == 1:
+        (tag, content), = value.items()
+        if tag == "tensor" and isinstance(content, str):
+            if content not in tensors:
+                raise ValueError(f"names tensor {content!r}, which the file does not hold")
+            return tensors[content]
+        if tag == "tuple" and isinstance(content, list):
+            return tuple(_decode(item, tensors) for item in content)
+        if tag == "dict" and isinstance(content, dict):
+            return {key: _decode(item, tensors) for key, item in content.items()}
+    raise ValueError(f"malformed value {json.dumps(value)[:80]}")
+
+
+def _digest(skeleton: str, tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of the skeleton and of every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256(skeleton.encode("utf-8"))
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(f"\0{name}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------- sections
+def _model_section(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    state = model.state_dict()
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"model state {key!r} is a {type(value).__name__}, not a tensor")
+        tensors[f"model/{key}"] = value
+    return {"keys": list(state)}
+
+
+def _parameter_names(model: torch.nn.Module) -> dict[int, str]:
+    return {id(parameter): name for name, parameter in model.named_parameters()}
+
+
+def _optimizer_section(
+    optimizer: torch.optim.Optimizer, model: torch.nn.Module, tensors: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    """The optimizer's groups and state, parameters named by their name in ``model``."""
+    names = _parameter_names(model)
+    state_dict = optimizer.state_dict()
+    name_of_index: dict[int, str] = {}
+    groups = []
+    for saved, live in zip(state_dict["param_groups"], optimizer.param_groups):
+        group_names = []
+        for index, parameter in zip(saved["params"], live["params"]):
+            if id(parameter) not in names:
+                raise TypeError(f"the optimizer holds a parameter of shape {list(parameter.shape)} that is not in the model")
+            name_of_index[index] = names[id(parameter)]
+            group_names.append(names[id(parameter)])
+        options = {key: value for key, value in saved.items() if key != "params"}
+        groups.append({"params": group_names, "options": _encode(options, "optimizer/groups", tensors)})
+    state = {
+        name_of_index[index]: _encode(dict(values), f"optimizer/{name_of_index[index]}", tensors)
+        for index, values in state_dict["state"].items()
+    }
+    return {"type": type(optimizer).__name__, "param_groups": groups, "state": state}
+
+
+def _buffer_generators(buffer: ByteBudgetBuffer) -> dict[str, torch.Generator]:
+    """The buffer's private generators: selection, and its augmentation's when seeded."""
+    generators = {"selection": buffer._generator}
+    augmentation_generator = getattr(buffer.augmentation, "_generator", None)
+    if isinstance(augmentation_generator, torch.Generator):
+        generators["augmentation"] = augmentation_generator
+    return generators
+
+
+def _buffer_section(buffer: ByteBudgetBuffer, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The buffer's records (payloads into one tensor), layouts and generator states."""
+    layouts: dict[Any, int] = {}
+    payloads: list[bytes] = []
+    offset = 0
+    classes = []
+    for label, group in buffer.records.items():
+        entries = []
+        for record in group:
+            kind = type(record).__name__
+            if _RECORD_TYPES.get(kind) is not type(record):
+                raise TypeError(f"cannot checkpoint a {kind}: record types are {sorted(_RECORD_TYPES)}")
+            if type(record.layout).__name__ not in _LAYOUT_TYPES:
+                raise TypeError(f"cannot checkpoint a record with a {type(record.layout).__name__} layout")
+            layout = layouts.setdefault(record.layout, len(layouts))
+            entries.append(
+                {"type": kind, "layout": layout, "offset": offset, "nbytes": record.nbytes, "state": record.to_state()}
+            )
+            payloads.append(record.data)
+            offset += record.nbytes
+        classes.append({"label": int(label), "records": entries})
+    tensors["buffer/payload"] = torch.from_numpy(np.frombuffer(b"".join(payloads), dtype=np.uint8).copy())
+    generators = _buffer_generators(buffer)
+    for name, generator in generators.items():
+        tensors[f"buffer/generator/{name}"] = generator.get_state()
+    return {
+        "codec": buffer.codec.name,
+        "max_size": int(buffer.max_size),
+        "mode": buffer.mode,
+        "layouts": [{"type": type(layout).__name__, "fields": dict(layout._asdict())} for layout in layouts],
+        "classes": classes,
+        "generators": sorted(generators),
+    }
+
+
+def _rng_section(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The global random states: Python's, NumPy's, torch's (and CUDA's when initialised)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    tensors["rng/torch"] = torch.get_rng_state()
+    tensors["rng/numpy"] = torch.from_numpy(keys.astype(np.int64))
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    for index, state in enumerate(cuda):
+        tensors[f"rng/cuda/{index}"] = state
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, int(position), int(has_gauss), float(cached)],
+        "cuda_devices": len(cuda),
+    }
+
+
+def _strategy_section(strategy: Any) -> dict[str, Any]:
+    """What Avalanche keeps in a strategy beyond model and optimizer: the names of the optimized
+    parameters (``None`` before the first experience) and the clock's counters."""
+    optimized = strategy.optimized_param_id
+    return {
+        "optimized_params": list(optimized) if optimized is not None else None,
+        "clock": {key: value for key, value in vars(strategy.clock).items() if type(value) is int},
+    }
+
+
+# --------------------------------------------------------------------------------------- save
+def _file_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors, each with its own storage (safetensors refuses shared storage)."""
+    result, storages = {}, set()
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu().contiguous()
+        storage = (tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+        if storage in storages and tensor.numel():
+            tensor = tensor.clone()
+        storages.add(storage)
+        result[name] = tensor
+    return result
+
+
+def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write the safetensors file through a temporary file in the same folder, then rename it."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    try:
+        save_file(tensors, temporary, metadata=metadata)
+        with open(temporary, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename durable (POSIX)
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _save(
+    path: PathLike,
+    *,
+    model: torch.nn.Module,
+    optimizer: Optional[torch.optim.Optimizer],
+    buffer: Optional[ByteBudgetBuffer],
+    scheduler: Any,
+    extra: Optional[Mapping[str, Any]],
+    strategy: Any,
+) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = {
+        "model": _model_section(model, tensors),
+        "optimizer": _optimizer_section(optimizer, model, tensors) if optimizer is not None else None,
+        "scheduler": (
+            {"type": type(scheduler).__name__, "state": _encode(scheduler.state_dict(), "scheduler", tensors)}
+            if scheduler is not None
+            else None
+        ),
+        "buffer": _buffer_section(buffer, tensors) if buffer is not None else None,
+        "strategy": _strategy_section(strategy) if strategy is not None else None,
+        "rng": _rng_section(tensors),
+        "extra": _encode(dict(extra or {}), "extra", tensors),
+    }
+    text = json.dumps(skeleton, separators=(",", ":"))
+    tensors = _file_tensors(tensors)
+    metadata = {"format": FORMAT, "version": VERSION, "skeleton": text, "sha256": _digest(text, tensors)}
+    _write_atomically(Path(path), tensors, metadata)
+
+
+def save_checkpoint(
+    path: PathLike,
+    *,
+    model: torch.nn.Module,
+    optimizer: Optional[torch.optim.Optimizer],
+    buffer: Optional[ByteBudgetBuffer] = None,
+    scheduler: Any = None,
+    extra: Optional[Mapping[str, Any]] = None,
+) -> None:
+    """Write a checkpoint to ``path`` atomically (see the module docstring for what it holds).
+
+    :param path: the checkpoint file; replaced whole, or left as it was if the save fails.
+    :param model: its ``state_dict()`` is saved.
+    :param optimizer: its state, its parameters named by their names in ``model``; ``None``: none.
+    :param buffer: the exemplar buffer (records and generator states), or ``None``.
+    :param scheduler: a learning-rate scheduler (``state_dict()``), or ``None``.
+    :param extra: the caller's state (next experience, results so far, ...): a string-keyed dict
+        of numbers, strings, booleans, ``None``, tensors, and lists, tuples and dicts of them.
+    :raises TypeError: if something cannot be stored (before any file is written).
+    """
+    _save(path, model=model, optimizer=optimizer, buffer=buffer, scheduler=scheduler, extra=extra, strategy=None)
+
+
+# --------------------------------------------------------------------------------------- load
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The skeleton and tensors of a checkpoint file, after the format and digest checks.
+
+    :raises CheckpointError: naming the file.
+    """
+    try:
+        with safe_open(path, framework="pt") as file:
+            metadata = file.metadata() or {}
+            tensors = {name: file.get_tensor(name) for name in file.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from error
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an {FORMAT} file (format {metadata.get('format')!r})")
+    if metadata.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {metadata.get('version')!r}; this reads {VERSION!r}")
+    text = metadata.get("skeleton", "")
+    if metadata.get("sha256") != _digest(text, tensors):
+        raise CheckpointError(f"{path}: digest mismatch, the file is corrupt or was modified")
+    try:
+        skeleton = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: malformed skeleton JSON ({error})") from error
+    if not isinstance(skeleton, dict):
+        raise CheckpointError(f"{path}: malformed skeleton (not an object)")
+    return skeleton, tensors
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _plan_model(
+    skeleton: Any, tensors: Mapping[str, torch.Tensor], model: torch.nn.Module
+) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """The model state to load and the heads to resize (``{module name: classes}``).
+
+    An Avalanche ``IncrementalClassifier`` head may hold more (grown) units in the checkpoint than
+    in ``model``; it is resized before loading. Every other tensor must match in shape.
+    """
+    _require(isinstance(skeleton, dict) and isinstance(skeleton.get("keys"), list), "malformed model section")
+    state = {key: tensors.get(f"model/{key}") for key in skeleton["keys"]}
+    missing = [key for key, value in state.items() if value is None]
+    _require(not missing, f"model tensors {missing[:5]} are listed but not in the file")
+    current = model.state_dict()
+    absent, unexpected = sorted(current.keys() - state.keys()), sorted(state.keys() - current.keys())
+    _require(not absent and not unexpected, f"model keys differ: missing {absent[:5]}, unexpected {unexpected[:5]}")
+    expected = {key: tuple(value.shape) for key, value in current.items()}
+    heads = {}
+    for name, module in model.named_modules():
+        if isinstance(module, IncrementalClassifier):
+            prefix = f"{name}." if name else ""
+            saved = tuple(state[f"{prefix}classifier.weight"].shape)
+            _require(
+                len(saved) == 2 and saved[1] == module.classifier.in_features,
+                f"head {name or 'model'} has {module.classifier.in_features} input features; checkpoint {saved}",
+            )
+            heads[name] = saved[0]
+            for key, shape in (("classifier.weight", saved), ("classifier.bias", saved[:1]), ("active_units", saved[:1])):
+                if prefix + key in expected:
+                    expected[prefix + key] = shape
+    for key, value in state.items():
+        _require(
+            tuple(value.shape) == expected[key],
+            f"model tensor {key!r} has shape {list(value.shape)}; the model's is {list(expected[key])}",
+        )
+    return state, heads
+
+
+def _plan_optimizer(
+    skeleton: Any, tensors: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer, model: torch.nn.Module
+) -> tuple[list[list[str]], dict[str, Any]]:
+    """The parameter names of each group and the ``state_dict`` to load."""
+    _require(isinstance(skeleton, dict), "no optimizer state in the file")
+    _require(
+        skeleton.get("type") == type(optimizer).__name__,
+        f"optimizer is a {type(optimizer).__name__}; the checkpoint holds a {skeleton.get('type')!r}",
+    )
+    groups = skeleton.get("param_groups")
+    _require(
+        isinstance(groups, list) and len(groups) == len(optimizer.param_groups),
+        f"optimizer has {len(optimizer.param_groups)} parameter group(s); the checkpoint a different number",
+    )
+    parameters = dict(model.named_parameters())
+    index_of: dict[str, int] = {}
+    names, saved_groups = [], []
+    for group in groups:
+        _require(isinstance(group, dict) and isinstance(group.get("params"), list), "malformed parameter group")
+        unknown = [name for name in group["params"] if name not in parameters]
+        _require(not unknown, f"optimizer parameters {unknown[:5]} are not parameters of the model")
+        options = _decode(group.get("options"), tensors)
+        _require(isinstance(options, dict), "malformed parameter group options")
+        names.append(list(group["params"]))
+        saved_groups.append({**options, "params": [index_of.setdefault(name, len(index_of)) for name in group["params"]]})
+    state = skeleton.get("state")
+    _require(isinstance(state, dict), "malformed optimizer state")
+    unknown = [name for name in state if name not in index_of]
+    _require(not unknown, f"optimizer state for {unknown[:5]}, which no parameter group holds")
+    decoded_state = {}
+    for name, values in state.items():
+        values = _decode(values, tensors)
+        _require(isinstance(values, dict), f"malformed optimizer state of {name!r}")
+        decoded_state[index_of[name]] = values
+    return names, {"state": decoded_state, "param_groups": saved_groups}
+
+
+def _plan_buffer(
+    skeleton: Any, tensors: Mapping[str, torch.Tensor], buffer: ByteBudgetBuffer
+) -> tuple[dict[int, list[Record]], dict[str, torch.Tensor]]:
+    """The records to put back (each decoded once as a check) and the generator states."""
+    _require(isinstance(skeleton, dict), "no buffer in the file")
+    _require(
+        skeleton.get("codec") == buffer.codec.name,
+        f"buffer codec is {buffer.codec.name!r}; the checkpoint's records are {skeleton.get('codec')!r}",
+    )
+    _require(
+        skeleton.get("max_size") == buffer.max_size and skeleton.get("mode") == buffer.mode,
+        f"buffer budget is {buffer.max_size} bytes ({buffer.mode!r}); the checkpoint's "
+        f"{skeleton.get('max_size')} bytes ({skeleton.get('mode')!r})",
+    )
+    layouts = []
+    for entry in skeleton.get("layouts") or []:
+        _require(isinstance(entry, dict) and entry.get("type") in _LAYOUT_TYPES, f"unknown layout {str(entry)[:80]}")
+        layout_type = _LAYOUT_TYPES[entry["type"]]
+        fields = entry.get("fields")
+        _require(
+            isinstance(fields, dict) and list(fields) == list(layout_type._fields) and all(map(_is_count, fields.values())),
+            f"malformed {entry['type']} fields {str(fields)[:80]}",
+        )
+        layouts.append(layout_type(**fields))
+    payload = tensors.get("buffer/payload")
+    _require(payload is not None and payload.dtype == torch.uint8 and payload.ndim == 1, "malformed buffer payload")
+    data = payload.numpy().tobytes()
+    records: dict[int, list[Record]] = {}
+    end = 0
+    for group in skeleton.get("classes") or []:
+        _require(isinstance(group, dict) and _is_count(group.get("label")), "malformed buffer class")
+        label = group["label"]
+        _require(label not in records, f"buffer class {label} listed twice")
+        records[label] = []
+        for entry in group.get("records") or []:
+            _require(isinstance(entry, dict), "malformed buffer record")
+            kind, layout, offset, nbytes = (entry.get(key) for key in ("type", "layout", "offset", "nbytes"))
+            _require(kind in _RECORD_TYPES, f"record type {str(kind)[:40]!r} is not one of {sorted(_RECORD_TYPES)}")
+            _require(_is_count(layout) and layout < len(layouts), f"record layout {layout!r} out of range")
+            _require(
+                offset == end and _is_count(nbytes) and offset + nbytes <= len(data),
+                f"record bytes [{offset}, {offset}+{nbytes}) do not follow on at {end} in a {len(data)}-byte payload",
+            )
+            state = entry.get("state")
+            _require(
+                isinstance(state, dict) and all(map(_is_count, state.values())) and state.get("label") == label,
+                f"malformed record state {str(state)[:80]}",
+            )
+            try:
+                record = _RECORD_TYPES[kind].from_state(state, data=data[offset : offset + nbytes], layout=layouts[layout])
+                buffer.codec.decode(record)
+            except (TypeError, ValueError, ArithmeticError, RuntimeError) as error:  # RecordDecodeError is a ValueError
+                raise ValueError(f"class {label}, record {len(records[label])} does not decode ({error})") from error
+            records[label].append(record)
+            end = offset + nbytes
+    _require(end == len(data), f"buffer payload has {len(data) - end} bytes no record uses")
+    generators = _buffer_generators(buffer)
+    _require(
+        skeleton.get("generators") == sorted(generators),
+        f"buffer generators {sorted(generators)}; the checkpoint's {skeleton.get('generators')}",
+    )
+    states = {name: tensors.get(f"buffer/generator/{name}") for name in generators}
+    for name, state in states.items():
+        _require(state is not None, f"buffer generator {name!r} state missing")
+        _check_generator_state(state, f"buffer generator {name!r}")
+    return records, states
+
+
+def _check_generator_state(state: torch.Tensor, what: str) -> None:
+    """Try ``state`` on a scratch generator."""
+    try:
+        torch.Generator().set_state(state)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"{what}: invalid state ({error})") from error
+
+
+def _plan_rng(skeleton: Any, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The global random states, each tried on a scratch generator first."""
+    _require(isinstance(skeleton, dict), "malformed rng section")
+    python, numpy_state = skeleton.get("python"), skeleton.get("numpy")
+    _require(isinstance(python, list) and len(python) == 3 and isinstance(python[1], list), "malformed Python RNG state")
+    python_state = (python[0], tuple(python[1]), python[2])
+    keys = tensors.get("rng/numpy")
+    _require(isinstance(numpy_state, list) and len(numpy_state) == 4 and keys is not None, "malformed NumPy RNG state")
+    numpy_full = (numpy_state[0], keys.numpy().astype(np.uint32), *numpy_state[1:])
+    torch_state = tensors.get("rng/torch")
+    _require(torch_state is not None, "torch RNG state missing")
+    try:
+        random.Random().setstate(python_state)
+        np.random.RandomState().set_state(numpy_full)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise ValueError(f"invalid Python or NumPy RNG state ({error})") from error
+    _check_generator_state(torch_state, "torch RNG")
+    n_cuda = skeleton.get("cuda_devices")
+    _require(_is_count(n_cuda), "malformed CUDA RNG count")
+    cuda = [tensors.get(f"rng/cuda/{index}") for index in range(n_cuda)]
+    _require(all(state is not None for state in cuda), "CUDA RNG state missing")
+    return {"python": python_state, "numpy": numpy_full, "torch": torch_state, "cuda": cuda}
+
+
+def _apply_rng(states: Mapping[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    cuda = states["cuda"]
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
+    elif cuda:
+        logger.warning("checkpoint holds %d CUDA RNG state(s) that this machine cannot take; not restored", len(cuda))
+
+
+def _restore_buffer(buffer: ByteBudgetBuffer, records: dict[int, list[Record]], states: Mapping[str, torch.Tensor]) -> None:
+    """Put ``records`` back in ``buffer``; on failure the buffer is left as it was.
+
+    :raises ValueError: if the buffer would not keep every record.
+    """
+    previous = buffer._records
+    buffer._records = records
+    try:
+        buffer._admit({})
+        kept = buffer.exemplars_per_class()
+        _require(
+            kept == {label: len(group) for label, group in records.items()},
+            f"the buffer's budget keeps {kept} exemplars per class of the checkpoint's",
+        )
+    except ValueError:
+        buffer._records = previous
+        buffer._admit({})
+        raise
+    for name, generator in _buffer_generators(buffer).items():
+        generator.set_state(states[name])
+
+
+def _load(
+    path: PathLike,
+    *,
+    model: torch.nn.Module,
+    optimizer: Optional[torch.optim.Optimizer],
+    buffer: Optional[ByteBudgetBuffer],
+    scheduler: Any,
+    strategy: Any,
+    restore_rng: bool,
+) -> dict[str, Any]:
+    path = Path(path)
+    skeleton, tensors = _read(path)
+    try:
+        state, heads = _plan_model(skeleton.get("model"), tensors, model)
+        optimizer_plan = None
+        if optimizer is not None:
+            optimizer_plan = _plan_optimizer(skeleton.get("optimizer"), tensors, optimizer, model)
+        scheduler_state = None
+        if scheduler is not None:
+            section = skeleton.get("scheduler")
+            _require(
+                isinstance(section, dict) and section.get("type") == type(scheduler).__name__,
+                f"scheduler is a {type(scheduler).__name__}; the checkpoint holds {str(section)[:60]}",
+            )
+            scheduler_state = _decode(section.get("state"), tensors)
+            _require(isinstance(scheduler_state, dict), "malformed scheduler state")
+        buffer_plan = _plan_buffer(skeleton.get("buffer"), tensors, buffer) if buffer is not None else None
+        strategy_section = skeleton.get("strategy") if strategy is not None else None
+        if strategy is not None:
+            _require(isinstance(strategy_section, dict), "no strategy state in the file")
+            optimized = strategy_section.get("optimized_params")
+            _require(
+                optimized is None or (isinstance(optimized, list) and set(optimized) <= dict(model.named_parameters()).keys()),
+                "the strategy's optimized parameters are not parameters of the model",
+            )
+            clock = strategy_section.get("clock")
+            _require(isinstance(clock, dict) and all(map(_is_count, clock.values())), "malformed strategy clock")
+        rng = _plan_rng(skeleton.get("rng"), tensors) if restore_rng else None
+        extra = _decode(skeleton.get("extra"), tensors)
+        _require(isinstance(extra, dict), "malformed extra state")
+        if buffer_plan is not None:
+            _restore_buffer(buffer, *buffer_plan)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from error
+    # Everything was checked (and the buffer restored): nothing below reads the file's structure.
+    for name, n_classes in heads.items():
+        _resize_head(model.get_submodule(name), n_classes)
+    model.load_state_dict(state)
+    if optimizer_plan is not None:
+        names, optimizer_state = optimizer_plan
+        parameters = dict(model.named_parameters())
+        for group, group_names in zip(optimizer.param_groups, names):
+            group["params"] = [parameters[name] for name in group_names]
+        optimizer.load_state_dict(optimizer_state)
+    if scheduler_state is not None:
+        scheduler.load_state_dict(scheduler_state)
+    if strategy is not None:
+        parameters = dict(model.named_parameters())
+        optimized = strategy_section["optimized_params"]
+        strategy.optimized_param_id = {name: parameters[name] for name in optimized} if optimized is not None else None
+        for key, value in strategy_section["clock"].items():
+            setattr(strategy.clock, key, value)
+    if rng is not None:
+        _apply_rng(rng)
+    return extra
+
+
+def _resize_head(head: IncrementalClassifier, n_classes: int) -> None:
+    """Give an Avalanche ``IncrementalClassifier`` ``n_classes`` units (values are loaded after)."""
+    if head.classifier.out_features == n_classes:
+        return
+    weight = head.classifier.weight
+    head.classifier = torch.nn.Linear(head.classifier.in_features, n_classes, device=weight.device, dtype=weight.dtype)
+    head.active_units = torch.zeros(n_classes, dtype=torch.int8, device=head.active_units.device)
+
+
+def load_checkpoint(
+    path: PathLike,
+    *,
+    model: torch.nn.Module,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    buffer: Optional[ByteBudgetBuffer] = None,
+    scheduler: Any = None,
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """Load a checkpoint of :func:`save_checkpoint` into fresh objects built like the saved ones.
+
+    The whole file is checked before anything is modified (see the module docstring).
+
+    :param path: the checkpoint file.
+    :param model: receives the saved ``state_dict`` (an Avalanche ``IncrementalClassifier`` head
+        is first resized to the saved number of units).
+    :param optimizer: receives the saved state; its parameter groups are set to the model's
+        parameters the checkpoint names (so, after a resized head, the new head's parameters).
+    :param buffer: receives the saved records and generator states; its codec, budget and mode
+        must be the saved ones.
+    :param scheduler: receives the saved learning-rate scheduler state.
+    :param restore_rng: also restore the global Python, NumPy, torch (and CUDA) random states.
+    :return: the ``extra`` given to :func:`save_checkpoint`.
+    :raises CheckpointError: naming ``path``, if the file cannot be read, is corrupt or does not
+        fit the objects given.
+    """
+    return _load(
+        path, model=model, optimizer=optimizer, buffer=buffer, scheduler=scheduler, strategy=None, restore_rng=restore_rng
+    )
+
+
+def _strategy_parts(strategy: Any) -> dict[str, Any]:
+    """The model, optimizer, byte-budget buffer and LR scheduler of an Avalanche strategy."""
+    buffers = [
+        plugin.storage_policy for plugin in strategy.plugins
+        if isinstance(getattr(plugin, "storage_policy", None), ByteBudgetBuffer)
+    ]
+    schedulers = [plugin.scheduler for plugin in strategy.plugins if hasattr(plugin, "scheduler")]
+    if len(buffers) > 1 or len(schedulers) > 1:
+        raise TypeError(f"strategy has {len(buffers)} byte-budget buffers and {len(schedulers)} LR schedulers; at most one each")
+    return {
+        "model": strategy.model,
+        "optimizer": strategy.optimizer,
+        "buffer": buffers[0] if buffers else None,
+        "scheduler": schedulers[0] if schedulers else None,
+    }
+
+
+def save_strategy_checkpoint(path: PathLike, strategy: Any, *, extra: Optional[Mapping[str, Any]] = None) -> None:
+    """:func:`save_checkpoint` of an Avalanche strategy between experiences.
+
+    Saves its model, optimizer, byte-budget buffer (from a replay plugin's ``storage_policy``),
+    LR scheduler (from a plugin's ``scheduler``), and what Avalanche keeps besides: the names of
+    the parameters it put in the optimizer (``optimized_param_id``; restoring them keeps the
+    optimizer state that Avalanche would otherwise reset on the next experience) and the clock.
+
+    :param extra: as in :func:`save_checkpoint`.
+    """
+    _save(path, **_strategy_parts(strategy), extra=extra, strategy=strategy)
+
+
+def load_strategy_checkpoint(path: PathLike, strategy: Any, *, restore_rng: bool = True) -> dict[str, Any]:
+    """Load a :func:`save_strategy_checkpoint` file into a strategy built like the saved one.
+
+    Training the next experience then gives what the saved run would have given (with
+    ``restore_rng`` and the same data).
+
+    :return: the saved ``extra``.
+    :raises CheckpointError: see :func:`load_checkpoint`.
+    """
+    return _load(path, **_strategy_parts(strategy), strategy=strategy, restore_rng=restore_rng)

@@ -1,0 +1,73 @@
+"""Current data through the buffer's codec, so that new and old classes look alike.
+
+Replayed exemplars are what the codec decodes: masked ones show their kept patches over a
+mean-colour background, JPEG ones show compression artefacts, CIM ones a blurred surround. Current
+data look natural. Under class-balanced replay every old class is seen *only* as decoded records,
+so the head can learn "codec look -> old class" and send natural test images of old classes to the
+newest ones (measured on the embedded benchmark with masked exemplars: 1% accuracy on the oldest
+experience, 83% on the newest). :class:`CurrentThroughCodecPlugin` removes that shortcut: during
+training, each current-data sample (a label of the current experience) is replaced, with
+probability ``p``, by its own record as the codec would store and decode it (image and text),
+scored by the model being trained (one extra no-grad forward pass over the chosen samples). For
+the raw codec it changes nothing.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from avalanche.training.plugins import SupervisedPlugin
+
+from avalanche_exmask.data.sample import MultimodalSample
+
+__all__ = ["through_codec", "CurrentThroughCodecPlugin"]
+
+
+@torch.no_grad()
+def through_codec(model: torch.nn.Module, codec: Any, x: MultimodalSample, labels: torch.Tensor) -> MultimodalSample:
+    """``x`` as ``codec`` stores and decodes it: encode with the model's scores, then decode.
+
+    :param x: a batch, ``image`` uint8 ``[B, 3, S, S]``, ``input_ids`` long ``[B, T]``.
+    :param labels: long ``[B]``.
+    :return: the decoded batch (on the CPU), same shapes.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        scores = model.masking_scores(x).cpu()
+    finally:
+        model.train(was_training)
+    x = x.cpu()
+    decoded = [codec.decode(codec.encode(x[i], scores[i], int(labels[i]))) for i in range(len(labels))]
+    return torch.stack(decoded)
+
+
+class CurrentThroughCodecPlugin(SupervisedPlugin):
+    """Replaces current-data samples by their decoded records with probability ``probability``.
+
+    :param codec: the buffer's codec.
+    :param probability: chance for each current-data sample of a training batch, in ``[0, 1]``.
+    :param seed: seeds the private draw of which samples are replaced.
+    """
+
+    def __init__(self, codec: Any, probability: float, seed: Optional[int] = 0) -> None:
+        if not 0 <= probability <= 1:
+            raise ValueError(f"probability must be in [0, 1]; got {probability}")
+        super().__init__()
+        self.codec = codec
+        self.probability = probability
+        self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.replaced = 0
+
+    def before_forward(self, strategy, **kwargs) -> None:
+        labels = strategy.mb_y.cpu()
+        current = torch.isin(labels, torch.as_tensor(sorted(strategy.experience.classes_in_this_experience)))
+        chosen = current & (torch.rand(len(labels), generator=self._generator) < self.probability)
+        if not chosen.any():
+            return
+        index = torch.nonzero(chosen).flatten()
+        x = strategy.mbatch[0]
+        decoded = through_codec(strategy.model, self.codec, x[index.to(x.device)], labels[index]).to(x.device)
+        x.image[index.to(x.device)] = decoded.image
+        x.input_ids[index.to(x.device)] = decoded.input_ids
+        self.replaced += len(index)

@@ -1,0 +1,311 @@
+"""Checkpoints without pickle: a round trip that loses nothing, atomic saves, refused bad files."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from avalanche.evaluation.metrics import accuracy_metrics
+from avalanche.training.plugins import EvaluationPlugin
+
+from avalanche_exmask import checkpoint
+from avalanche_exmask.benchmarks.common import build_class_incremental
+from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
+from avalanche_exmask.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_strategy_checkpoint,
+    save_checkpoint,
+    save_strategy_checkpoint,
+)
+from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+from avalanche_exmask.storage.budget import budget_from_samples_per_class
+from avalanche_exmask.storage.buffer import ByteBudgetBuffer
+from avalanche_exmask.storage.codecs import CimCodec, JpegCodec, MaskedCodec, RawCodec
+from avalanche_exmask.training.strategy import ExemplarMasking
+from storage_fakes import TinyMaskingModel, random_sample
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    return synthetic_multimodal(n_classes=4, n_experiences=2, train_per_class=8, test_per_class=3, seed=3)
+
+
+def _strategy(seed: int) -> ExemplarMasking:
+    """A fresh ExemplarMasking on a randomly initialised tiny model (weights drawn from ``seed``)."""
+    torch.manual_seed(seed)
+    model = MultimodalCLIPClassifier(pretrained=None)
+    budget = budget_from_samples_per_class(2, 4, model.image_size, model.context_length)
+    return ExemplarMasking(
+        model=model,
+        optimizer=torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3),
+        mem_size=budget,
+        train_mb_size=8,
+        train_epochs=1,
+        evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
+    )
+
+
+def _records(buffer: ByteBudgetBuffer) -> list[tuple[int, str, bytes, tuple, dict]]:
+    return [
+        (label, type(r).__name__, r.data, tuple(r.layout), r.to_state())
+        for label, group in buffer.records.items()
+        for r in group
+    ]
+
+
+def _assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+def _assert_same_optimizer(a: torch.optim.Optimizer, b: torch.optim.Optimizer, model_a, model_b) -> None:
+    names_a = {id(p): n for n, p in model_a.named_parameters()}
+    names_b = {id(p): n for n, p in model_b.named_parameters()}
+    assert [[names_a[id(p)] for p in g["params"]] for g in a.param_groups] == [
+        [names_b[id(p)] for p in g["params"]] for g in b.param_groups
+    ]
+    assert [{k: v for k, v in g.items() if k != "params"} for g in a.param_groups] == [
+        {k: v for k, v in g.items() if k != "params"} for g in b.param_groups
+    ]
+    state_a = {names_a[id(p)]: s for p, s in a.state.items()}
+    state_b = {names_b[id(p)]: s for p, s in b.state.items()}
+    assert state_a.keys() == state_b.keys() and state_a
+    for name in state_a:
+        _assert_same_tensors(state_a[name], state_b[name])
+
+
+@pytest.fixture(scope="module")
+def trained(benchmark, tmp_path_factory):
+    """A strategy trained on experience 0 and its checkpoint (RNG states as at the save)."""
+    strategy = _strategy(seed=0)
+    strategy.train(benchmark.train_stream[0])
+    path = tmp_path_factory.mktemp("ckpt") / "run.safetensors"
+    random.seed(11)
+    np.random.seed(12)
+    torch.manual_seed(13)
+    save_strategy_checkpoint(path, strategy, extra={"next_experience": 1, "accuracy_matrix": [[81.25]]})
+    return strategy, path
+
+
+def test_round_trip_restores_model_optimizer_buffer_and_training_continues_identically(benchmark, trained):
+    strategy, path = trained
+    fresh = _strategy(seed=1)  # other weights, a 2-unit head, an empty optimizer state and buffer
+    extra = load_strategy_checkpoint(path, fresh)
+    assert extra == {"next_experience": 1, "accuracy_matrix": [[81.25]]}
+    _assert_same_tensors(strategy.model.state_dict(), fresh.model.state_dict())
+    _assert_same_optimizer(strategy.optimizer, fresh.optimizer, strategy.model, fresh.model)
+    assert _records(fresh.buffer) == _records(strategy.buffer) and len(fresh.buffer.buffer) == len(strategy.buffer.buffer)
+    assert fresh.clock.train_exp_counter == strategy.clock.train_exp_counter == 1
+    # experience 1, from the restored state and from the uninterrupted one, with the RNG of the save
+    fresh.train(benchmark.train_stream[1])
+    random.seed(11)
+    np.random.seed(12)
+    torch.manual_seed(13)
+    strategy.train(benchmark.train_stream[1])
+    _assert_same_tensors(strategy.model.state_dict(), fresh.model.state_dict())
+    assert _records(fresh.buffer) == _records(strategy.buffer)
+
+
+def test_plain_api_round_trip_of_the_strategy_parts(trained, tmp_path):
+    strategy, _ = trained
+    path = tmp_path / "parts.safetensors"
+    save_checkpoint(path, model=strategy.model, optimizer=strategy.optimizer, buffer=strategy.buffer, extra={"k": 1})
+    fresh = _strategy(seed=2)
+    assert load_checkpoint(path, model=fresh.model, optimizer=fresh.optimizer, buffer=fresh.buffer) == {"k": 1}
+    _assert_same_tensors(strategy.model.state_dict(), fresh.model.state_dict())
+    _assert_same_optimizer(strategy.optimizer, fresh.optimizer, strategy.model, fresh.model)
+    assert _records(fresh.buffer) == _records(strategy.buffer)
+    other_budget = _strategy(seed=2)
+    other_budget.buffer.max_size += 1
+    with pytest.raises(CheckpointError, match=r"buffer budget is \d+ bytes"):
+        load_checkpoint(path, model=other_budget.model, buffer=other_budget.buffer)
+
+
+def test_load_restores_the_global_rng_states(trained):
+    _, path = trained
+    torch.manual_seed(99)
+    random.seed(99)
+    np.random.seed(99)
+    load_checkpoint(path, model=_strategy(seed=1).model, restore_rng=True)
+    after = (torch.rand(3), random.random(), np.random.rand())
+    random.seed(11)
+    np.random.seed(12)
+    torch.manual_seed(13)
+    assert torch.equal(after[0], torch.rand(3)) and after[1:] == (random.random(), np.random.rand())
+
+
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+def _filled_buffer(codec, seed: int = 5) -> ByteBudgetBuffer:
+    """A buffer of ``codec`` records of two classes, selected at random (seeded)."""
+    generator = torch.Generator().manual_seed(0)
+    items = _Items([(random_sample(32, 12, 5, generator), label) for label in (0, 1) for _ in range(3)])
+    targets = [label for _, label in items.items]
+    bench = build_class_incremental(items, items, targets, targets, n_experiences=1)
+    buffer = ByteBudgetBuffer(max_size=20_000, codec=codec, selection="random", seed=seed)
+    buffer.update(SimpleNamespace(model=TinyMaskingModel(2, 8), device="cpu", experience=bench.train_stream[0]))
+    return buffer
+
+
+@pytest.mark.parametrize(
+    "codec",
+    [RawCodec(), JpegCodec(quality=40), CimCodec(patch_size=8), MaskedCodec(patch_size=8)],
+    ids=["raw", "jpeg", "cim", "masked"],
+)
+def test_every_record_type_round_trips(tmp_path, codec):
+    buffer = _filled_buffer(codec)
+    assert len(buffer.buffer) > 2
+    path = tmp_path / "b.safetensors"
+    save_checkpoint(path, model=torch.nn.Linear(2, 2), optimizer=None, buffer=buffer)
+    restored = ByteBudgetBuffer(max_size=buffer.max_size, codec=codec, selection="random", seed=0)
+    load_checkpoint(path, model=torch.nn.Linear(2, 2), buffer=restored)
+    assert _records(restored) == _records(buffer) and len(restored.buffer) == len(buffer.buffer)
+    assert torch.equal(restored._generator.get_state(), buffer._generator.get_state())
+    for (a, *_), (b, *_) in zip(restored.buffer, buffer.buffer):
+        assert torch.equal(a.image, b.image) and torch.equal(a.input_ids, b.input_ids)
+
+
+def test_scheduler_and_extra_tensors_round_trip(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    path = tmp_path / "s.safetensors"
+    extra = {"matrix": torch.arange(6.0).reshape(2, 3), "pair": (1, "a"), "nested": {"x": [None, True, 2.5]}}
+    save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, extra=extra)
+    model2 = torch.nn.Linear(3, 2)
+    optimizer2 = torch.optim.SGD(model2.parameters(), lr=1.0)
+    scheduler2 = torch.optim.lr_scheduler.StepLR(optimizer2, step_size=9)
+    loaded = load_checkpoint(path, model=model2, optimizer=optimizer2, scheduler=scheduler2, restore_rng=False)
+    assert torch.equal(loaded["matrix"], extra["matrix"]) and loaded["pair"] == (1, "a")
+    assert loaded["nested"] == extra["nested"]
+    assert scheduler2.state_dict() == scheduler.state_dict()
+    _assert_same_optimizer(optimizer, optimizer2, model, model2)
+    with pytest.raises(TypeError, match="cannot store a set"):
+        save_checkpoint(tmp_path / "bad.safetensors", model=model, optimizer=None, extra={"s": {1}})
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
+def _rewrite(path: Path, edit) -> None:
+    """Rewrite ``path`` with ``edit(skeleton dict)`` applied, re-signing the digest (a well-formed file)."""
+    with safe_open(path, "pt") as file:
+        metadata = file.metadata()
+        tensors = {name: file.get_tensor(name) for name in file.keys()}
+    skeleton = json.loads(metadata["skeleton"])
+    edit(skeleton)
+    text = json.dumps(skeleton)
+    metadata.update(skeleton=text, sha256=checkpoint._digest(text, tensors))
+    save_file(tensors, path, metadata=metadata)
+
+
+def _copy(path: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy.safetensors"
+    target.write_bytes(path.read_bytes())
+    return target
+
+
+def _unchanged_after_refusal(path: Path, match: str) -> None:
+    strategy = _strategy(seed=1)
+    before = {k: v.clone() for k, v in strategy.model.state_dict().items()}
+    rng = torch.get_rng_state()
+    with pytest.raises(CheckpointError, match=match):
+        load_strategy_checkpoint(path, strategy)
+    _assert_same_tensors(before, strategy.model.state_dict())
+    assert strategy.buffer.records == {} and torch.equal(rng, torch.get_rng_state())
+
+
+def test_truncated_checkpoint_names_the_file(trained, tmp_path):
+    path = _copy(trained[1], tmp_path)
+    path.write_bytes(path.read_bytes()[:-7])
+    _unchanged_after_refusal(path, f"{path}: not a readable checkpoint")
+
+
+def test_tampered_skeleton_or_tensor_is_refused(trained, tmp_path):
+    path = _copy(trained[1], tmp_path)
+    data = bytearray(path.read_bytes())
+    header = data[8 : 8 + struct.unpack("<Q", data[:8])[0]].decode()
+    position = 8 + header.index('\\"next_experience\\":1') + len('\\"next_experience\\":')
+    data[position : position + 1] = b"7"  # still valid JSON, same length
+    path.write_bytes(bytes(data))
+    _unchanged_after_refusal(path, f"{path}: digest mismatch")
+    path = _copy(trained[1], tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # a flipped bit in the last tensor
+    path.write_bytes(bytes(data))
+    _unchanged_after_refusal(path, "digest mismatch")
+
+
+def test_well_formed_but_inconsistent_skeleton_is_refused_before_any_change(trained, tmp_path):
+    path = _copy(trained[1], tmp_path)
+
+    def outside_allow_list(skeleton):
+        skeleton["buffer"]["classes"][0]["records"][0]["type"] = "os.system"
+
+    _rewrite(path, outside_allow_list)
+    _unchanged_after_refusal(path, r"record type 'os.system' is not one of")
+
+    path = _copy(trained[1], tmp_path)
+
+    def shorter_record(skeleton):
+        skeleton["buffer"]["classes"][-1]["records"][-1]["nbytes"] -= 1
+
+    _rewrite(path, shorter_record)
+    _unchanged_after_refusal(path, r"class \d+, record \d+ does not decode \(token section of")
+
+
+def test_pickle_payload_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for name, write in (("raw.pkl", lambda p: p.write_bytes(pickle.dumps(Payload()))),
+                        ("torch.pt", lambda p: torch.save({"state": Payload()}, p))):
+        path = tmp_path / name
+        write(path)
+        with pytest.raises(CheckpointError, match=f"{path}: not a readable checkpoint"):
+            load_checkpoint(path, model=torch.nn.Linear(2, 2))
+    assert not marker.exists()
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint_and_leaves_no_temporary(tmp_path, monkeypatch):
+    model = torch.nn.Linear(2, 2)
+    path = tmp_path / "run.safetensors"
+    save_checkpoint(path, model=model, optimizer=None, extra={"next_experience": 1})
+    previous = path.read_bytes()
+
+    def failing_writer(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", failing_writer)
+    with torch.no_grad():
+        model.weight.add_(1)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model=model, optimizer=None, extra={"next_experience": 2})
+    assert path.read_bytes() == previous and os.listdir(tmp_path) == ["run.safetensors"]
+    assert load_checkpoint(path, model=torch.nn.Linear(2, 2), restore_rng=False) == {"next_experience": 1}
