@@ -9,9 +9,10 @@ file, read without pickle, holding tensors and a JSON description of everything 
 
 * ``model/<key>``: every entry of ``model.state_dict()`` (the adapter, the frozen weights, the head
   with its grown units and ``active_units``);
-* ``optimizer/<parameter name>/<key>``: the optimizer's per-parameter state tensors (AdamW:
+* ``optimizer/state/<parameter name>/<key>``: the optimizer's per-parameter state tensors (AdamW:
   ``step``, ``exp_avg``, ``exp_avg_sq``), keyed by the parameter's name in the model, not by its
-  position, so that a fresh optimizer built over other parameter objects can take them;
+  position, so that a fresh optimizer built over other parameter objects can take them
+  (``optimizer/group/<index>/...``: tensors among a parameter group's options);
 * ``buffer/payload``: ``uint8 [total bytes]``, the payloads of every stored exemplar record,
   concatenated in the buffer's order (class by class, each class in selection order);
 * ``buffer/generator/<name>``: ``uint8`` states of the buffer's ``torch.Generator`` objects
@@ -28,9 +29,11 @@ digest of the skeleton and of every tensor's name, dtype, shape and bytes. Value
 tensors are JSON numbers, strings, booleans, ``null``, lists and string-keyed objects; a tuple is
 ``{"tuple": [...]}``, an object ``{"dict": {...}}`` and a tensor ``{"tensor": "<name>"}``.
 
-**Saving** writes a temporary file in the target's folder, ``fsync``s it, renames it over the
-target (``os.replace``) and ``fsync``s the folder: a crash at any moment leaves the previous
-checkpoint whole, and a failed save leaves no temporary file.
+**Saving** encodes everything first (so an unstorable value fails before any file is touched),
+writes a temporary file ``.<name>.<random>.tmp`` in the target's folder, ``fsync``s it, renames it
+over the target (``os.replace``) and ``fsync``s the folder: a process killed at any moment leaves
+the previous checkpoint whole (at worst with a stray temporary file, never read), and a save that
+fails with an exception removes its temporary file.
 
 **Loading** reads and checks the whole file first (digest, structure, record types, that every
 tensor fits the objects it is loaded into, that every record decodes with the buffer's codec) and
@@ -104,6 +107,8 @@ def _encode(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
         string-keyed dict.
     """
     if isinstance(value, torch.Tensor):
+        if name in tensors:  # dict keys holding "/" can spell an existing name
+            name = f"{name}#{len(tensors)}"
         tensors[name] = value
         return {"tensor": name}
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -172,17 +177,19 @@ def _optimizer_section(
     state_dict = optimizer.state_dict()
     name_of_index: dict[int, str] = {}
     groups = []
-    for saved, live in zip(state_dict["param_groups"], optimizer.param_groups):
+    for position, (saved, live) in enumerate(zip(state_dict["param_groups"], optimizer.param_groups)):
         group_names = []
         for index, parameter in zip(saved["params"], live["params"]):
             if id(parameter) not in names:
-                raise TypeError(f"the optimizer holds a parameter of shape {list(parameter.shape)} that is not in the model")
+                raise TypeError(
+                    f"the optimizer holds a parameter of shape {list(parameter.shape)} that is not in the model"
+                )
             name_of_index[index] = names[id(parameter)]
             group_names.append(names[id(parameter)])
         options = {key: value for key, value in saved.items() if key != "params"}
-        groups.append({"params": group_names, "options": _encode(options, "optimizer/groups", tensors)})
+        groups.append({"params": group_names, "options": _encode(options, f"optimizer/group/{position}", tensors)})
     state = {
-        name_of_index[index]: _encode(dict(values), f"optimizer/{name_of_index[index]}", tensors)
+        name_of_index[index]: _encode(dict(values), f"optimizer/state/{name_of_index[index]}", tensors)
         for index, values in state_dict["state"].items()
     }
     return {"type": type(optimizer).__name__, "param_groups": groups, "state": state}
@@ -409,7 +416,8 @@ def _plan_model(
                 f"head {name or 'model'} has {module.classifier.in_features} input features; checkpoint {saved}",
             )
             heads[name] = saved[0]
-            for key, shape in (("classifier.weight", saved), ("classifier.bias", saved[:1]), ("active_units", saved[:1])):
+            resized = {"classifier.weight": saved, "classifier.bias": saved[:1], "active_units": saved[:1]}
+            for key, shape in resized.items():
                 if prefix + key in expected:
                     expected[prefix + key] = shape
     for key, value in state.items():
@@ -444,7 +452,8 @@ def _plan_optimizer(
         options = _decode(group.get("options"), tensors)
         _require(isinstance(options, dict), "malformed parameter group options")
         names.append(list(group["params"]))
-        saved_groups.append({**options, "params": [index_of.setdefault(name, len(index_of)) for name in group["params"]]})
+        indices = [index_of.setdefault(name, len(index_of)) for name in group["params"]]
+        saved_groups.append({**options, "params": indices})
     state = skeleton.get("state")
     _require(isinstance(state, dict), "malformed optimizer state")
     unknown = [name for name in state if name not in index_of]
@@ -477,7 +486,9 @@ def _plan_buffer(
         layout_type = _LAYOUT_TYPES[entry["type"]]
         fields = entry.get("fields")
         _require(
-            isinstance(fields, dict) and list(fields) == list(layout_type._fields) and all(map(_is_count, fields.values())),
+            isinstance(fields, dict)
+            and list(fields) == list(layout_type._fields)
+            and all(map(_is_count, fields.values())),
             f"malformed {entry['type']} fields {str(fields)[:80]}",
         )
         layouts.append(layout_type(**fields))
@@ -506,7 +517,9 @@ def _plan_buffer(
                 f"malformed record state {str(state)[:80]}",
             )
             try:
-                record = _RECORD_TYPES[kind].from_state(state, data=data[offset : offset + nbytes], layout=layouts[layout])
+                record = _RECORD_TYPES[kind].from_state(
+                    state, data=data[offset : offset + nbytes], layout=layouts[layout]
+                )
                 buffer.codec.decode(record)
             except (TypeError, ValueError, ArithmeticError, RuntimeError) as error:  # RecordDecodeError is a ValueError
                 raise ValueError(f"class {label}, record {len(records[label])} does not decode ({error})") from error
@@ -537,7 +550,9 @@ def _plan_rng(skeleton: Any, tensors: Mapping[str, torch.Tensor]) -> dict[str, A
     """The global random states, each tried on a scratch generator first."""
     _require(isinstance(skeleton, dict), "malformed rng section")
     python, numpy_state = skeleton.get("python"), skeleton.get("numpy")
-    _require(isinstance(python, list) and len(python) == 3 and isinstance(python[1], list), "malformed Python RNG state")
+    _require(
+        isinstance(python, list) and len(python) == 3 and isinstance(python[1], list), "malformed Python RNG state"
+    )
     python_state = (python[0], tuple(python[1]), python[2])
     keys = tensors.get("rng/numpy")
     _require(isinstance(numpy_state, list) and len(numpy_state) == 4 and keys is not None, "malformed NumPy RNG state")
@@ -568,7 +583,9 @@ def _apply_rng(states: Mapping[str, Any]) -> None:
         logger.warning("checkpoint holds %d CUDA RNG state(s) that this machine cannot take; not restored", len(cuda))
 
 
-def _restore_buffer(buffer: ByteBudgetBuffer, records: dict[int, list[Record]], states: Mapping[str, torch.Tensor]) -> None:
+def _restore_buffer(
+    buffer: ByteBudgetBuffer, records: dict[int, list[Record]], states: Mapping[str, torch.Tensor]
+) -> None:
     """Put ``records`` back in ``buffer``; on failure the buffer is left as it was.
 
     :raises ValueError: if the buffer would not keep every record.
@@ -621,8 +638,9 @@ def _load(
         if strategy is not None:
             _require(isinstance(strategy_section, dict), "no strategy state in the file")
             optimized = strategy_section.get("optimized_params")
+            parameter_names = dict(model.named_parameters()).keys()
             _require(
-                optimized is None or (isinstance(optimized, list) and set(optimized) <= dict(model.named_parameters()).keys()),
+                optimized is None or (isinstance(optimized, list) and set(optimized) <= parameter_names),
                 "the strategy's optimized parameters are not parameters of the model",
             )
             clock = strategy_section.get("clock")
@@ -658,11 +676,14 @@ def _load(
 
 
 def _resize_head(head: IncrementalClassifier, n_classes: int) -> None:
-    """Give an Avalanche ``IncrementalClassifier`` ``n_classes`` units (values are loaded after)."""
+    """Give an Avalanche ``IncrementalClassifier`` ``n_classes`` units, uninitialised (their values
+    are loaded next; no random number is drawn)."""
     if head.classifier.out_features == n_classes:
         return
     weight = head.classifier.weight
-    head.classifier = torch.nn.Linear(head.classifier.in_features, n_classes, device=weight.device, dtype=weight.dtype)
+    head.classifier = torch.nn.utils.skip_init(
+        torch.nn.Linear, head.classifier.in_features, n_classes, device=weight.device, dtype=weight.dtype
+    )
     head.active_units = torch.zeros(n_classes, dtype=torch.int8, device=head.active_units.device)
 
 
@@ -693,7 +714,13 @@ def load_checkpoint(
         fit the objects given.
     """
     return _load(
-        path, model=model, optimizer=optimizer, buffer=buffer, scheduler=scheduler, strategy=None, restore_rng=restore_rng
+        path,
+        model=model,
+        optimizer=optimizer,
+        buffer=buffer,
+        scheduler=scheduler,
+        strategy=None,
+        restore_rng=restore_rng,
     )
 
 
@@ -705,7 +732,9 @@ def _strategy_parts(strategy: Any) -> dict[str, Any]:
     ]
     schedulers = [plugin.scheduler for plugin in strategy.plugins if hasattr(plugin, "scheduler")]
     if len(buffers) > 1 or len(schedulers) > 1:
-        raise TypeError(f"strategy has {len(buffers)} byte-budget buffers and {len(schedulers)} LR schedulers; at most one each")
+        raise TypeError(
+            f"strategy has {len(buffers)} byte-budget buffers and {len(schedulers)} LR schedulers; at most one each"
+        )
     return {
         "model": strategy.model,
         "optimizer": strategy.optimizer,

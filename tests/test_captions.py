@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -245,10 +246,12 @@ def test_hostile_images_are_named_or_skipped_by_the_captioner(tmp_path, captione
     write_jpeg(root / "a" / "good.jpg", 0)
     (root / "a" / "bomb.png").write_bytes(bomb_png())
     Image.new("RGB", (2, 2)).save(root / "a" / "dot.png")
+    os.symlink("loop.jpg", root / "a" / "loop.jpg")  # points at itself
     with pytest.raises(BadInputError, match=r"bomb\.png: refused as a possible decompression bomb"):
         _run(root, tmp_path / "a.jsonl", captioner)
     run = _run(root, tmp_path / "b.jsonl", captioner, on_error="skip")
-    assert run.written == 1 and sorted(Path(p).name for p, _ in run.skipped) == ["bomb.png", "dot.png"]
+    assert run.written == 1 and sorted(Path(p).name for p, _ in run.skipped) == ["bomb.png", "dot.png", "loop.jpg"]
+    assert "Too many levels of symbolic links" in dict(run.skipped)[str(root / "a" / "loop.jpg")]
 
 
 def test_read_done_names_a_line_that_is_not_utf8(tmp_path):

@@ -101,12 +101,15 @@ def trained(benchmark, tmp_path_factory):
 
 def test_round_trip_restores_model_optimizer_buffer_and_training_continues_identically(benchmark, trained):
     strategy, path = trained
-    fresh = _strategy(seed=1)  # other weights, a 2-unit head, an empty optimizer state and buffer
+    fresh = _strategy(seed=1)  # other weights, an empty optimizer state and buffer, and a head of 2 units ...
+    assert fresh.model.classifier.classifier.out_features == 2
     extra = load_strategy_checkpoint(path, fresh)
+    assert fresh.model.classifier.classifier.out_features == 4  # ... grown to the 4 of classes {2, 3}
     assert extra == {"next_experience": 1, "accuracy_matrix": [[81.25]]}
     _assert_same_tensors(strategy.model.state_dict(), fresh.model.state_dict())
     _assert_same_optimizer(strategy.optimizer, fresh.optimizer, strategy.model, fresh.model)
-    assert _records(fresh.buffer) == _records(strategy.buffer) and len(fresh.buffer.buffer) == len(strategy.buffer.buffer)
+    assert _records(fresh.buffer) == _records(strategy.buffer)
+    assert len(fresh.buffer.buffer) == len(strategy.buffer.buffer)
     assert fresh.clock.train_exp_counter == strategy.clock.train_exp_counter == 1
     # experience 1, from the restored state and from the uninterrupted one, with the RNG of the save
     fresh.train(benchmark.train_stream[1])

@@ -26,7 +26,7 @@ def test_help_runs():
         [sys.executable, "-m", "avalanche_exmask", "--help"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert "{demo,run,caption}" in done.stdout
+    assert "{demo,run,methods,caption}" in done.stdout
 
 
 def test_import_and_parser_building_import_nothing_heavy():

@@ -198,8 +198,8 @@ def read_file_list(files: Union[PathLike, Sequence[str]]) -> list[str]:
 def _scan(folder: Path, *, want: Callable[[os.DirEntry], bool], issues: InputIssues) -> list[os.DirEntry]:
     """The visible entries of ``folder`` that ``want`` accepts.
 
-    ``want`` may look at an entry's type; an entry whose type cannot be read (a symbolic link
-    that loops, ...) goes to ``issues``, named by its path, if its name alone could be wanted.
+    ``want`` may look at an entry's type; an entry for which that raises ``OSError`` (a symbolic
+    link that loops, ...) goes to ``issues``, named by its path.
 
     :raises OSError: if ``folder`` cannot be listed.
     """

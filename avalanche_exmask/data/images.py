@@ -79,7 +79,9 @@ class ImageLimits:
 
 
 @contextlib.contextmanager
-def open_image(source: ImageSource, *, limits: ImageLimits = ImageLimits(), decode: bool = False) -> Iterator[Image.Image]:
+def open_image(
+    source: ImageSource, *, limits: ImageLimits = ImageLimits(), decode: bool = False
+) -> Iterator[Image.Image]:
     """Open an image with PIL, checking its size from the header first.
 
     :param source: a file path or a binary file object.
