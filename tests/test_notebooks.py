@@ -19,6 +19,8 @@ def test_notebook_executes(path, monkeypatch):
     assert not any(o.get("output_type") == "error" for o in outputs)
     text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
     assert "| masking" in text and "| naive" in text
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert images, "no figure was displayed"
 
 
 def test_notebooks_exist():
