@@ -67,16 +67,25 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {error}") from None
     outputs = [Path(args.out) / f"{path.stem}_{config.method}_seed{config.seed}.json" for config in runs]
     existing = [str(out) for out in outputs if out.exists()]
-    if existing and not args.overwrite:
-        raise SystemExit(f"error: results exist (pass --overwrite to replace them): {existing}")
+    if existing and not (args.overwrite or args.resume):
+        raise SystemExit(f"error: results exist (pass --overwrite to replace them, --resume to keep them): {existing}")
+
+    import json
 
     from avalanche_exmask.experiment import format_table, run_experiment, save_results
 
     results = []
     for config, out in zip(runs, outputs):
-        run = run_experiment(config)
+        if args.resume and out.exists():
+            results.append(json.loads(out.read_text()))
+            print(f"kept {out}", flush=True)
+            continue
+        checkpoint = out.with_suffix(".ckpt.safetensors") if args.resume else None
+        run = run_experiment(config, checkpoint=checkpoint)
         results.append(run)
-        print(f"wrote {save_results(run, out, overwrite=args.overwrite)}", flush=True)
+        print(f"wrote {save_results(run, out, overwrite=True)}", flush=True)
+        if checkpoint is not None and checkpoint.exists():
+            checkpoint.unlink()
     print(format_table(results))
     return 0
 
@@ -115,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="results")
     run.add_argument("--set", nargs="*", help="override config fields by dotted path, e.g. --set train.epochs=1 seeds=[0,1] method=raw")
     run.add_argument("--overwrite", action="store_true", help="replace existing results files")
+    run.add_argument("--resume", action="store_true",
+                     help="keep finished runs, checkpoint every experience and resume an interrupted run from its checkpoint")
     run.set_defaults(func=_run)
 
     commands.add_parser("methods", help="list the registered methods and codecs").set_defaults(func=_methods)

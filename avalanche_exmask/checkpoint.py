@@ -40,9 +40,9 @@ tensor fits the objects it is loaded into, that every record decodes with the bu
 modifies nothing until all checks pass; any problem raises :class:`CheckpointError` naming the
 file. Nothing in the file is ever executed.
 
-The buffer's records are put back by setting ``ByteBudgetBuffer._records`` and calling
-``ByteBudgetBuffer._admit({})`` (which refits them to the budget and rebuilds the replay dataset),
-and its generator through ``_generator``: the buffer has no public method for these yet.
+The buffer's records are put back with :meth:`ByteBudgetBuffer.load_records` (which refits them
+to the budget and rebuilds the replay dataset, atomically), its generators through their
+``generator`` properties.
 """
 from __future__ import annotations
 
@@ -197,8 +197,8 @@ def _optimizer_section(
 
 def _buffer_generators(buffer: ByteBudgetBuffer) -> dict[str, torch.Generator]:
     """The buffer's private generators: selection, and its augmentation's when seeded."""
-    generators = {"selection": buffer._generator}
-    augmentation_generator = getattr(buffer.augmentation, "_generator", None)
+    generators = {"selection": buffer.generator}
+    augmentation_generator = getattr(buffer.augmentation, "generator", None)
     if isinstance(augmentation_generator, torch.Generator):
         generators["augmentation"] = augmentation_generator
     return generators
@@ -590,19 +590,7 @@ def _restore_buffer(
 
     :raises ValueError: if the buffer would not keep every record.
     """
-    previous = buffer._records
-    buffer._records = records
-    try:
-        buffer._admit({})
-        kept = buffer.exemplars_per_class()
-        _require(
-            kept == {label: len(group) for label, group in records.items()},
-            f"the buffer's budget keeps {kept} exemplars per class of the checkpoint's",
-        )
-    except ValueError:
-        buffer._records = previous
-        buffer._admit({})
-        raise
+    buffer.load_records(records)
     for name, generator in _buffer_generators(buffer).items():
         generator.set_state(states[name])
 

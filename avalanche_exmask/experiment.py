@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 
@@ -82,11 +82,18 @@ def _loggers(config: RunConfig) -> list:
     return loggers
 
 
-def run_experiment(config: Union[RunConfig, Mapping[str, Any]], *, benchmark=None) -> dict[str, Any]:
+def run_experiment(
+    config: Union[RunConfig, Mapping[str, Any]], *, benchmark=None, checkpoint: Optional[Union[str, Path]] = None
+) -> dict[str, Any]:
     """Train and evaluate one method; return the results dict (see the module docstring).
 
     :param config: a :class:`RunConfig` or a nested dict of one.
     :param benchmark: a prebuilt benchmark (to share one across methods); else built from the config.
+    :param checkpoint: a file written after every experience
+        (:func:`~avalanche_exmask.checkpoint.save_strategy_checkpoint`: model, optimizer, buffer,
+        RNG states, the accuracies so far); if it exists when the run starts, the run resumes after
+        its last experience and gives the results an uninterrupted run would have given. Joint
+        methods train in one call and are not checkpointed.
     """
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
@@ -137,11 +144,24 @@ def run_experiment(config: Union[RunConfig, Mapping[str, Any]], *, benchmark=Non
         }
     else:
         matrix: list[list[float]] = []
-        for t, experience in enumerate(train_stream):
+        first = 0
+        if checkpoint is not None and Path(checkpoint).exists():
+            from avalanche_exmask.checkpoint import load_strategy_checkpoint
+
+            saved = load_strategy_checkpoint(checkpoint, strategy)
+            first, matrix, train_seconds = saved["next_experience"], saved["accuracy_matrix"], saved["train_seconds"]
+            log.info("resuming %s after experience %d from %s", config.method, first - 1, checkpoint)
+        for t in range(first, len(train_stream)):
             t0 = time.perf_counter()
-            strategy.train(experience)
+            strategy.train(train_stream[t])
             train_seconds.append(time.perf_counter() - t0)
             matrix.append(_evaluate(strategy, test_stream, t))
+            if checkpoint is not None:
+                from avalanche_exmask.checkpoint import save_strategy_checkpoint
+
+                save_strategy_checkpoint(
+                    checkpoint, strategy, extra={"next_experience": t + 1, "accuracy_matrix": matrix, "train_seconds": train_seconds}
+                )
         accuracy = {"accuracy_matrix": matrix, **summarise_accuracy(matrix, sizes)}
     figures = spec.report(strategy, context) if spec.report is not None else {}
     return {

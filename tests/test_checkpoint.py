@@ -312,3 +312,46 @@ def test_interrupted_save_keeps_the_previous_checkpoint_and_leaves_no_temporary(
         save_checkpoint(path, model=model, optimizer=None, extra={"next_experience": 2})
     assert path.read_bytes() == previous and os.listdir(tmp_path) == ["run.safetensors"]
     assert load_checkpoint(path, model=torch.nn.Linear(2, 2), restore_rng=False) == {"next_experience": 1}
+
+
+def test_runner_resumes_an_interrupted_run_with_the_uninterrupted_results(tmp_path, monkeypatch):
+    from avalanche_exmask.config import RunConfig
+    from avalanche_exmask.experiment import run_experiment
+
+    config = RunConfig.from_dict({
+        "method": "masking", "model": {"pretrained": None}, "logging": {"progress": False},
+        "benchmark": {"n_experiences": 3, "args": {"n_classes": 6, "train_per_class": 6, "test_per_class": 2}},
+        "train": {"epochs": 1, "batch_size": 8}, "storage": {"budget": {"samples_per_class": 2}},
+    })
+    whole = run_experiment(config)
+    checkpoint = tmp_path / "run.ckpt.safetensors"
+    real_train = __import__("avalanche.training.templates", fromlist=["SupervisedTemplate"]).SupervisedTemplate.train
+    calls = {"n": 0}
+
+    def crash_on_third(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real_train(self, *args, **kwargs)
+
+    monkeypatch.setattr("avalanche.training.templates.SupervisedTemplate.train", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, checkpoint=checkpoint)
+    monkeypatch.setattr("avalanche.training.templates.SupervisedTemplate.train", real_train)
+    assert checkpoint.exists()
+    resumed = run_experiment(config, checkpoint=checkpoint)
+    assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
+    assert resumed["buffer"]["classes"] == whole["buffer"]["classes"]
+    assert len(resumed["train_seconds"]) == 3
+
+
+def test_exemplar_masking_refuses_pickle_and_names_the_safe_route():
+    import pickle
+
+    from avalanche_exmask.training.strategy import ExemplarMasking
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+
+    model = MultimodalCLIPClassifier(pretrained=None)
+    strategy = ExemplarMasking(model=model, optimizer=torch.optim.SGD(model.classifier.parameters(), lr=0.1), mem_size=100_000)
+    with pytest.raises(TypeError, match="save_strategy_checkpoint"):
+        pickle.dumps(strategy)

@@ -320,6 +320,30 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             task_labels=0,
         )
 
+    def load_records(self, records: Mapping[int, Sequence[Record]]) -> None:
+        """Replace the stored records (label -> records in selection order), refit them to the
+        budget and rebuild the replay dataset; atomic (checkpoints restore a buffer this way).
+
+        :raises ValueError: if the budget cannot keep every record (buffer unchanged).
+        """
+        previous = self._records
+        self._records = {int(label): list(group) for label, group in records.items()}
+        try:
+            self._admit({})
+            kept = self.exemplars_per_class()
+            wanted = {label: len(group) for label, group in self._records.items()}
+            if kept != wanted:
+                raise ValueError(f"the budget of {self.max_size} bytes keeps {kept} exemplars per class, not {wanted}")
+        except ValueError:
+            self._records = previous
+            self._admit({})
+            raise
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The private generator of random selection and the candidate cap (checkpoints save its state)."""
+        return self._generator
+
     # ------------------------------------------------------------------ reporting
     @property
     def records(self) -> dict[int, list[Record]]:

@@ -108,6 +108,11 @@ class MultimodalAugmentation:
             ids = mix_tokens(ids, other.input_ids, self._generator)
         return make_sample(image, ids)
 
+    @property
+    def generator(self) -> Optional[torch.Generator]:
+        """The private generator (``None`` when drawing from torch's global RNG)."""
+        return self._generator
+
     def _draw(self, probability: float) -> bool:
         return probability > 0 and bool(torch.rand(1, generator=self._generator) < probability)
 

@@ -111,6 +111,15 @@ class ExemplarMasking(SupervisedTemplate):
         plugins.extend(user_plugins)
         super().__init__(model=model, optimizer=optimizer, criterion=criterion, plugins=plugins, **base_kwargs)
 
+    def __getstate__(self) -> None:
+        """Pickling (Avalanche's dill-based ``save_checkpoint``) is refused: it cannot serialise the
+        SSF parametrizations, and a pickle runs code when loaded. Use
+        :func:`avalanche_exmask.checkpoint.save_strategy_checkpoint`."""
+        raise TypeError(
+            "ExemplarMasking is not picklable; save it with avalanche_exmask.checkpoint.save_strategy_checkpoint "
+            "(safetensors, no code execution on load)"
+        )
+
     @property
     def buffer(self) -> MaskedExemplarBuffer:
         """The masked exemplar buffer (statistics: ``buffer.stats()``)."""
