@@ -39,6 +39,8 @@ TEXT_RULES = {
     "names + context 0.2": TextMaskRule(context_ratio=0.2),
     "names + context 0.35": TextMaskRule(context_ratio=0.35),
     "names + context 0.5": TextMaskRule(context_ratio=0.5),
+    "names + text-embedding context 0.2": TextMaskRule(context_source="text_embedding", context_ratio=0.2),
+    "names + text-embedding context 0.35": TextMaskRule(context_source="text_embedding", context_ratio=0.35),
 }
 
 
@@ -63,6 +65,8 @@ def text_mask_report(model, samples, classes, input_ids, scores, image_rule) -> 
     is_scene = torch.isin(input_ids, scene) & other
     with torch.no_grad():
         original = torch.nn.functional.normalize(model.clip.encode_text(input_ids), dim=-1)
+        scores = scores.clone()
+        scores.token_importance = model.token_importance(input_ids)
     report = {}
     for name, rule in TEXT_RULES.items():
         keep = torch.stack([

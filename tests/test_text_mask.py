@@ -147,3 +147,33 @@ def test_codec_needs_class_names_for_the_name_rule():
         MaskedCodec(text_rule=TextMaskRule())
     assert MaskedCodec().text_rule.class_source == "attention"
     assert MaskedCodec(class_token_ids={0: torch.tensor([5])}).text_rule.class_source == "names"
+
+
+def test_text_embedding_context_keeps_the_most_important_tokens_and_needs_importance():
+    scores = _scores(torch.rand(8), torch.randn(8, 4), torch.randn(2, 4))
+    scores.token_importance = torch.tensor([0.0, 0.01, 0.3, 0.02, 0.2, 0.0, 0.0, 0.0])
+    rule = TextMaskRule(mode="context", context_source="text_embedding", context_ratio=0.5)
+    assert rule.needs_token_importance and not TextMaskRule(class_source="attention").needs_token_importance
+    assert rule(IDS, scores, torch.tensor([True, False])).nonzero().flatten().tolist() == [0, 2, 4, 5]
+    scores.token_importance = None
+    with pytest.raises(ValueError, match="token_importance"):
+        rule(IDS, scores, torch.tensor([True, False]))
+    with pytest.raises(ValueError, match="context_source"):
+        TextMaskRule(context_source="image")
+
+
+def test_token_importance_is_leave_one_out_on_the_text_tower():
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+    from avalanche_exmask.models.factory import get_tokenizer
+
+    torch.manual_seed(0)
+    model = MultimodalCLIPClassifier(pretrained=None).eval()
+    ids = get_tokenizer("exmask-tiny")(["a red striped triangle on a grey background", "a star"])
+    importance = model.token_importance(ids, batch_size=3)
+    special_or_pad = (ids == 0) | special_token_mask(ids)
+    assert not importance[special_or_pad].any() and (importance[~special_or_pad] > 0).all()
+    # token 2 of the first text, recomputed by hand
+    shortened = torch.cat([ids[0, :2], ids[0, 3:], torch.zeros(1, dtype=torch.long)])
+    with torch.no_grad():
+        full, without = (torch.nn.functional.normalize(model.clip.encode_text(t[None]), dim=-1) for t in (ids[0], shortened))
+    assert float(importance[0, 2]) == pytest.approx(float(1 - (full * without).sum()), abs=1e-5)

@@ -159,12 +159,15 @@ class MultimodalCLIPClassifier(nn.Module):
         """Logits ``[B, C]`` over all classes seen so far."""
         return self.classifier(self.embed(x))
 
-    def masking_scores(self, x: MultimodalSample) -> MaskingScores:
+    def masking_scores(self, x: MultimodalSample, *, token_importance: bool = False) -> MaskingScores:
         """Everything exemplar selection and masking need, from ONE forward pass of a batch.
 
+        :param token_importance: also compute :meth:`token_importance` (one more text-tower pass
+            per content token: about ``T`` times the text tower's cost).
         :return: batched :class:`MaskingScores`: fused embedding ``[B, F]``, [CLS]->patch
             attention ``[B, N]``, pooled-token->token attention ``[B, T]``, projected and
-            L2-normalised patch features ``[B, N, E]`` and token features ``[B, T, E]``.
+            L2-normalised patch features ``[B, N, E]`` and token features ``[B, T, E]`` (and the
+            token importance ``[B, T]`` when asked for).
         """
         validate_sample(x, self.image_size, self.context_length)
         visual = self.clip.visual
@@ -204,8 +207,37 @@ class MultimodalCLIPClassifier(nn.Module):
             token_attention=text_attention.probabilities[rows, pooled_index],
             patch_features=F.normalize(patch_features, dim=-1),
             token_features=F.normalize(token_features, dim=-1),
+            token_importance=self.token_importance(x.input_ids) if token_importance else None,
             batch_size=[x.input_ids.shape[0]],
         )
+
+    @torch.no_grad()
+    def token_importance(self, input_ids: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Leave-one-out importance of each token to the text embedding.
+
+        For each content token (real, not start or end), the text is re-encoded without it (the
+        following tokens move up one position, as in a stored masked text) and the importance is
+        ``1 - cos(e, e_without_token)`` of the L2-normalised text embeddings.
+
+        :param input_ids: long ``[B, T]``, zero-padded.
+        :param batch_size: texts per text-tower pass.
+        :return: float ``[B, T]``, 0 for start, end and padding tokens.
+        """
+        from avalanche_exmask.masking.text_mask import real_token_mask, special_token_mask
+
+        full = F.normalize(self.clip.encode_text(input_ids).float(), dim=-1)
+        content = real_token_mask(input_ids) & ~special_token_mask(input_ids)
+        rows, positions = torch.nonzero(content, as_tuple=True)
+        importance = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+        for start in range(0, len(rows), batch_size):
+            row, position = rows[start : start + batch_size], positions[start : start + batch_size]
+            texts = input_ids[row]
+            columns = torch.arange(texts.shape[1], device=texts.device).expand_as(texts)
+            source = columns + (columns >= position[:, None]).long()  # skip the left-out token
+            shortened = torch.where(source < texts.shape[1], texts.gather(1, source.clamp(max=texts.shape[1] - 1)), 0)
+            without = F.normalize(self.clip.encode_text(shortened).float(), dim=-1)
+            importance[row, position] = 1 - (without * full[row]).sum(dim=-1)
+        return importance
 
     def _image_attention_blocks(self) -> list[int]:
         """Indices of the image blocks whose attention :meth:`masking_scores` records."""

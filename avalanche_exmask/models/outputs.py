@@ -1,6 +1,8 @@
 """What one eval forward pass of the multimodal model returns for exemplar selection and masking."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from tensordict import tensorclass
 
@@ -24,6 +26,9 @@ class MaskingScores:
       projection, L2-normalised.
     * ``token_features``: float ``[T, E]``, per-token features after the final norm and the text
       projection, L2-normalised.
+    * ``token_importance`` (optional, ``None`` unless asked for): float ``[T]``, how much the text
+      embedding changes when the token is left out, ``1 - cos(e, e_without_token)``; 0 for start,
+      end and padding tokens.
     """
 
     embedding: torch.Tensor
@@ -31,3 +36,4 @@ class MaskingScores:
     token_attention: torch.Tensor
     patch_features: torch.Tensor
     token_features: torch.Tensor
+    token_importance: Optional[torch.Tensor] = None

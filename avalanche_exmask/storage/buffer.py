@@ -61,11 +61,14 @@ with other records of its class (``class_records`` includes ``record`` itself)."
 
 
 def default_scorer(
-    model: torch.nn.Module, dataset: Dataset, device: Any, batch_size: int
+    model: torch.nn.Module, dataset: Dataset, device: Any, batch_size: int, *, token_importance: bool = False
 ) -> tuple[MaskingScores, torch.Tensor]:
     """Score ``dataset`` with ``model.masking_scores(x) -> MaskingScores [B]``.
 
     Runs in eval mode under ``torch.no_grad()`` and restores the model's train/eval mode.
+
+    :param token_importance: also compute the tokens' leave-one-out importance (for text rules
+        with ``context_source="text_embedding"``; the buffer asks for it when its codec needs it).
 
     :return: ``(MaskingScores [n], labels long [n])`` on the CPU.
     """
@@ -75,7 +78,9 @@ def default_scorer(
     try:
         with torch.no_grad():
             for x, y, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-                scores.append(model.masking_scores(x.to(device)).cpu())
+                x = x.to(device)
+                batch = model.masking_scores(x, token_importance=True) if token_importance else model.masking_scores(x)
+                scores.append(batch.cpu())
                 labels.append(torch.as_tensor(y))
     finally:
         model.train(was_training)
@@ -275,7 +280,10 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             indices = indices[picked.sort().values]
         # Each candidate is read once: scored from this list, and the selected ones encoded from it.
         candidates = [dataset[index] for index in indices.tolist()]
-        scores, labels = self.scorer(model, candidates, device, self.batch_size)
+        if getattr(self.codec, "needs_token_importance", False):
+            scores, labels = self.scorer(model, candidates, device, self.batch_size, token_importance=True)
+        else:
+            scores, labels = self.scorer(model, candidates, device, self.batch_size)
         if len(labels) != len(indices) or bool((labels != label).any()):
             raise ValueError(
                 f"the scorer returned labels {labels.tolist()[:8]}... for {len(indices)} candidates of class {label}"

@@ -34,7 +34,10 @@ def through_codec(model: torch.nn.Module, codec: Any, x: MultimodalSample, label
     was_training = model.training
     model.eval()
     try:
-        scores = model.masking_scores(x).cpu()
+        if getattr(codec, "needs_token_importance", False):
+            scores = model.masking_scores(x, token_importance=True).cpu()
+        else:
+            scores = model.masking_scores(x).cpu()
     finally:
         model.train(was_training)
     x = x.cpu()

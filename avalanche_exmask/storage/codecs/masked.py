@@ -178,6 +178,11 @@ class MaskedCodec:
             n_tokens=int((sample.input_ids != 0).sum()),
         )
 
+    @property
+    def needs_token_importance(self) -> bool:
+        """Whether the scores given to :meth:`encode` must carry ``token_importance``."""
+        return self.text_rule.needs_token_importance
+
     def _class_token_ids(self, label: int) -> Optional[torch.Tensor]:
         if not self.text_rule.needs_class_names:
             return None
