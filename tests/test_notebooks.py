@@ -7,6 +7,12 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+#: Text each notebook's outputs must contain (besides at least one figure).
+EXPECTED_TEXT = {
+    "reproduce_tables.ipynb": ("| masking", "| naive", "final_accuracy - raw"),
+    "masks.ipynb": ("~~", "**", "patches / tokens"),
+}
+
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
@@ -18,9 +24,12 @@ def test_notebook_executes(path, monkeypatch):
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not any(o.get("output_type") == "error" for o in outputs)
     text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
-    assert "| masking" in text and "| naive" in text
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert images, "no figure was displayed"
+    for expected in EXPECTED_TEXT.get(path.name, ()):
+        assert expected in text, f"{path.name} printed no {expected!r}"
+    figure_cells = [cell for cell in notebook.cells if cell.cell_type == "code" and "display(fig)" in cell.source]
+    assert figure_cells, f"{path.name} has no figure cell"
+    for cell in figure_cells:
+        assert any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])), f"a figure cell of {path.name} drew nothing"
 
 
 def test_notebooks_exist():
