@@ -69,6 +69,9 @@ def _run(args: argparse.Namespace) -> int:
     existing = [str(out) for out in outputs if out.exists()]
     if existing and not (args.overwrite or args.resume):
         raise SystemExit(f"error: results exist (pass --overwrite to replace them, --resume to keep them): {existing}")
+    interrupted = [str(out.with_suffix(".ckpt.safetensors")) for out in outputs if out.with_suffix(".ckpt.safetensors").exists()]
+    if interrupted and not (args.overwrite or args.resume):
+        raise SystemExit(f"error: checkpoints of interrupted runs exist (pass --resume to continue them, --overwrite to start over): {interrupted}")
 
     import json
 
@@ -80,7 +83,9 @@ def _run(args: argparse.Namespace) -> int:
             results.append(json.loads(out.read_text()))
             print(f"kept {out}", flush=True)
             continue
-        checkpoint = out.with_suffix(".ckpt.safetensors") if args.resume else None
+        checkpoint = None if args.no_checkpoint else out.with_suffix(".ckpt.safetensors")
+        if checkpoint is not None and checkpoint.exists() and args.overwrite and not args.resume:
+            checkpoint.unlink()  # an interrupted earlier attempt, started over
         run = run_experiment(config, checkpoint=checkpoint)
         results.append(run)
         print(f"wrote {save_results(run, out, overwrite=True)}", flush=True)
@@ -125,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", nargs="*", help="override config fields by dotted path, e.g. --set train.epochs=1 seeds=[0,1] method=raw")
     run.add_argument("--overwrite", action="store_true", help="replace existing results files")
     run.add_argument("--resume", action="store_true",
-                     help="keep finished runs, checkpoint every experience and resume an interrupted run from its checkpoint")
+                     help="keep finished runs and resume an interrupted one from its checkpoint")
+    run.add_argument("--no-checkpoint", action="store_true",
+                     help="do not write <results>.ckpt.safetensors after every experience (written by default, removed when the run ends)")
     run.set_defaults(func=_run)
 
     commands.add_parser("methods", help="list the registered methods and codecs").set_defaults(func=_methods)

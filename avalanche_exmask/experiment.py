@@ -24,7 +24,7 @@ import torch
 
 from avalanche_exmask.config import RunConfig
 
-__all__ = ["run_experiment", "build_benchmark", "summarise_accuracy", "save_results", "format_table"]
+__all__ = ["run_experiment", "build_benchmark", "summarise_accuracy", "save_results", "format_table", "environment"]
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +173,35 @@ def run_experiment(
         **accuracy,
         **figures,
         "figures": [key for key, value in figures.items() if isinstance(value, (int, float)) or value is None],
+        "benchmark_skipped": [list(item) for item in getattr(benchmark, "skipped", None) or []],
+        "benchmark_truncated_texts": getattr(benchmark, "n_truncated", None),
+        "environment": environment(),
         "parameters": model.trainable_parameter_report(),
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - start,
     }
+
+
+def environment() -> dict[str, Any]:
+    """Versions of Python and the packages a result depends on, and the git commit of this
+    package's checkout (``None`` outside one)."""
+    import platform
+    import subprocess
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("avalanche-exmask", "torch", "avalanche-lib", "open_clip_torch", "peft", "transformers", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"versions": versions, "git_commit": commit}
 
 
 def _evaluate(strategy, test_stream, upto: int) -> list[float]:

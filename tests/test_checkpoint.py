@@ -355,3 +355,43 @@ def test_exemplar_masking_refuses_pickle_and_names_the_safe_route():
     strategy = ExemplarMasking(model=model, optimizer=torch.optim.SGD(model.classifier.parameters(), lr=0.1), mem_size=100_000)
     with pytest.raises(TypeError, match="save_strategy_checkpoint"):
         pickle.dumps(strategy)
+
+
+def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_results(tmp_path):
+    """A real kill: the CLI run in a subprocess gets SIGKILL once experience 2 of 5 is checkpointed;
+    ``--resume`` then gives the accuracy matrix and the byte-identical buffer of an uninterrupted run."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "method: masking\nbenchmark: {n_experiences: 5, args: {n_classes: 10, train_per_class: 8, test_per_class: 2}}\n"
+        "model: {pretrained: null}\ntrain: {epochs: 1, batch_size: 8}\nlogging: {progress: false}\n"
+        "storage: {budget: {samples_per_class: 2}}\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "avalanche_exmask", "run", str(config)]
+    subprocess.run([*command, "--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True, timeout=600)
+    whole = json.loads((tmp_path / "whole" / "tiny_masking_seed0.json").read_text())
+
+    checkpoint = tmp_path / "killed" / "tiny_masking_seed0.ckpt.safetensors"
+    process = subprocess.Popen([*command, "--out", str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen, deadline = set(), time.monotonic() + 300
+    while len(seen) < 2 and time.monotonic() < deadline and process.poll() is None:
+        if checkpoint.exists():
+            seen.add(checkpoint.stat().st_ino)  # every save renames a new file into place
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(seen) >= 2 and not (tmp_path / "killed" / "tiny_masking_seed0.json").exists()
+    refused = subprocess.run([*command, "--out", str(tmp_path / "killed")], env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "--resume" in refused.stderr
+    subprocess.run([*command, "--out", str(tmp_path / "killed"), "--resume"], env=env, check=True, capture_output=True, timeout=600)
+    resumed = json.loads((tmp_path / "killed" / "tiny_masking_seed0.json").read_text())
+    assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
+    assert resumed["buffer_sha256"] == whole["buffer_sha256"]
+    assert not checkpoint.exists()

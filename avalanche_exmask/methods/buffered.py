@@ -69,6 +69,7 @@ def buffer_report(strategy: Any, context: BuildContext) -> dict[str, Any]:
     tokens = [c.kept_token_fraction for c in per_class if c.kept_token_fraction is not None]
     report = {
         "buffer": stats.to_dict(),
+        "buffer_sha256": plugin.storage_policy.content_sha256(),
         "exemplars_per_class": sum(c.n_exemplars for c in per_class) / max(1, len(per_class)),
         "buffer_nbytes": stats.accounted_nbytes,
         "kept_patch_fraction": sum(fractions) / len(fractions) if fractions else None,

@@ -22,6 +22,7 @@ Accounting rules (all in bytes; a record's cost is :attr:`Record.nbytes`):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sys
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence
@@ -361,6 +362,16 @@ class ByteBudgetBuffer(ExemplarsBuffer):
     def exemplars_per_class(self) -> dict[int, int]:
         """Number of stored exemplars per class."""
         return {label: len(group) for label, group in self._records.items()}
+
+    def content_sha256(self) -> str:
+        """SHA-256 over the stored records (label, byte length, payload, in class and selection
+        order): equal digests mean byte-identical buffers (across runs, ranks or a resume)."""
+        digest = hashlib.sha256()
+        for label, group in sorted(self._records.items()):
+            for record in group:
+                digest.update(f"{label}:{len(record.data)}:".encode())
+                digest.update(record.data)
+        return digest.hexdigest()
 
     @property
     def accounted_nbytes(self) -> int:
