@@ -320,3 +320,38 @@ def test_works_under_avalanche_replay_plugin():
     assert len(counts) == 4 and min(counts.values()) >= 2
     assert buffer.accounted_nbytes <= budget
     strategy.eval(bench.test_stream)
+
+
+def test_avalanche_selection_strategies_order_the_candidates():
+    from avalanche.training.storage_policy import ExemplarsSelectionStrategy, HerdingSelectionStrategy
+
+    benchmark = _benchmark(n_classes=2, per_class=6)
+    experience = benchmark.train_stream[0]
+    model = TinyMaskingModel(2, PATCH)
+    budget = budget_from_samples_per_class(2, 2, SIZE, CONTEXT)
+
+    class Reversed(ExemplarsSelectionStrategy):
+        """The candidates in reverse order (a non-feature strategy gets the candidates as a dataset)."""
+
+        def make_sorted_indices(self, strategy, data):
+            self.seen = len(data)
+            return list(range(len(data)))[::-1]
+
+    reverse = Reversed()
+    by_reverse = ByteBudgetBuffer(max_size=budget, codec=RawCodec(), mode="per_class", total_num_classes=2, selection=reverse)
+    by_reverse.post_adapt(_strategy(model, experience), experience)
+    in_order = ByteBudgetBuffer(max_size=budget * 3, codec=RawCodec(), mode="per_class", total_num_classes=2, selection="random", seed=0)
+    in_order.post_adapt(_strategy(model, experience), experience)
+    label = sorted(experience.classes_in_this_experience)[0]
+    candidates = [x for x, y in _Samples(2, 6, 0).items if y == label]
+    assert reverse.seen == 6
+    stored = [RawCodec().decode(r).image for r in by_reverse.records[label]]
+    assert torch.equal(stored[0], candidates[-1].image) and torch.equal(stored[1], candidates[-2].image)
+
+    # a feature-based strategy is fed the fused embeddings of the buffer's own scoring pass
+    herding = HerdingSelectionStrategy(model=torch.nn.Identity(), layer_name="")
+    by_avalanche = ByteBudgetBuffer(max_size=budget, codec=RawCodec(), mode="per_class", total_num_classes=2, selection=herding)
+    by_avalanche.post_adapt(_strategy(model, experience), experience)
+    assert by_avalanche.exemplars_per_class() == {c: 2 for c in experience.classes_in_this_experience}
+    with pytest.raises(ValueError, match="ExemplarsSelectionStrategy"):
+        ByteBudgetBuffer(max_size=1, codec=RawCodec(), selection=object())

@@ -25,13 +25,17 @@ import dataclasses
 import hashlib
 import sys
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
-from avalanche.training.storage_policy import ExemplarsBuffer
+from avalanche.training.storage_policy import (
+    ExemplarsBuffer,
+    ExemplarsSelectionStrategy,
+    FeatureBasedExemplarsSelectionStrategy,
+)
 
 from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.models.outputs import MaskingScores
@@ -160,6 +164,20 @@ def _mean_of(values: Iterable[Optional[float]]) -> Optional[float]:
     return sum(present) / len(present) if present else None
 
 
+class _ListDataset(Dataset):
+    """Items ``(x, y)`` of a list of candidates (an Avalanche selection strategy reads them)."""
+
+    def __init__(self, items: list) -> None:
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int):
+        x, y, *_ = self._items[index]
+        return x, y
+
+
 class _RecordDataset(Dataset):
     """Items ``(MultimodalSample, label)`` decoded from records on access."""
 
@@ -193,7 +211,13 @@ class ByteBudgetBuffer(ExemplarsBuffer):
     :param mode: ``"total"`` (a fixed budget re-divided among the seen classes) or
         ``"per_class"`` (``max_size // total_num_classes`` bytes per class).
     :param total_num_classes: the number of classes of the stream; required for ``"per_class"``.
-    :param selection: ``"herding"`` (on the fused embeddings) or ``"random"``.
+    :param selection: ``"herding"`` (iCaRL herding on the L2-normalised fused embeddings, ties to the
+        lower index: :func:`~avalanche_exmask.storage.selection.herding_order`), ``"random"``, or any
+        Avalanche ``ExemplarsSelectionStrategy``. A feature-based one
+        (``FeatureBasedExemplarsSelectionStrategy``, e.g. Avalanche's ``HerdingSelectionStrategy`` or
+        ``ClosestToCenterSelectionStrategy``) orders the candidates from the fused embeddings of the
+        buffer's one scoring pass (its own feature extractor is not run); any other gets
+        ``make_sorted_indices(strategy, candidates)``.
     :param seed: seeds the random order and the candidate cap.
     :param scorer: one eval forward pass over candidates; defaults to :func:`default_scorer`.
     :param candidates_per_class: score at most this many random candidates per class (``None``: all).
@@ -209,7 +233,7 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         codec: Codec,
         mode: Literal["total", "per_class"] = "total",
         total_num_classes: Optional[int] = None,
-        selection: Literal["herding", "random"] = "herding",
+        selection: Union[Literal["herding", "random"], ExemplarsSelectionStrategy] = "herding",
         seed: int = 0,
         scorer: Optional[Scorer] = None,
         candidates_per_class: Optional[int] = None,
@@ -222,8 +246,8 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             raise ValueError(f"mode must be 'total' or 'per_class'; got {mode!r}")
         if mode == "per_class" and (total_num_classes is None or total_num_classes < 1):
             raise ValueError(f"mode='per_class' needs total_num_classes >= 1; got {total_num_classes!r}")
-        if selection not in ("herding", "random"):
-            raise ValueError(f"selection must be 'herding' or 'random'; got {selection!r}")
+        if not isinstance(selection, ExemplarsSelectionStrategy) and selection not in ("herding", "random"):
+            raise ValueError(f"selection must be 'herding', 'random' or an ExemplarsSelectionStrategy; got {selection!r}")
         if candidates_per_class is not None and candidates_per_class < 1:
             raise ValueError(f"candidates_per_class must be >= 1 or None; got {candidates_per_class}")
         if batch_size < 1:
@@ -253,9 +277,8 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         dataset = exp.dataset.eval() if hasattr(exp.dataset, "eval") else exp.dataset
         targets = torch.as_tensor(list(dataset.targets), dtype=torch.long)
         new_classes = sorted(set(targets.tolist()) - set(self._records))
-        model, device = agent_state.model, agent_state.device
         streams = {
-            label: self._class_records(model, dataset, torch.nonzero(targets == label).flatten(), label, device)
+            label: self._class_records(agent_state, dataset, torch.nonzero(targets == label).flatten(), label)
             for label in new_classes
         }
         self._admit(streams)
@@ -273,9 +296,10 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             raise
 
     def _class_records(
-        self, model: torch.nn.Module, dataset: Dataset, indices: torch.Tensor, label: int, device: Any
+        self, strategy: "SupervisedTemplate", dataset: Dataset, indices: torch.Tensor, label: int
     ) -> Iterator[Record]:
         """Records of one class's candidates, encoded lazily in selection order."""
+        model, device = strategy.model, strategy.device
         if self.candidates_per_class is not None and len(indices) > self.candidates_per_class:
             picked = torch.randperm(len(indices), generator=self._generator)[: self.candidates_per_class]
             indices = indices[picked.sort().values]
@@ -289,12 +313,27 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             raise ValueError(
                 f"the scorer returned labels {labels.tolist()[:8]}... for {len(indices)} candidates of class {label}"
             )
-        if self.selection == "herding":
-            order = herding_order(scores.embedding)
-        else:
-            order = random_order(len(indices), self._generator)
+        order = self._order(strategy, candidates, scores)
         for position in order.tolist():
             yield self.codec.encode(candidates[position][0], scores[position], label)
+
+    def _order(self, strategy: "SupervisedTemplate", candidates: list, scores: MaskingScores) -> torch.Tensor:
+        """The candidates' selection order (long ``[n]``)."""
+        if self.selection == "herding":
+            return herding_order(scores.embedding)
+        if self.selection == "random":
+            return random_order(len(candidates), self._generator)
+        if isinstance(self.selection, FeatureBasedExemplarsSelectionStrategy):
+            order = self.selection.make_sorted_indices_from_features(scores.embedding)
+        else:
+            subset = _make_taskaware_classification_dataset(
+                _ListDataset(candidates), targets=[int(y) for _, y, *_ in candidates], task_labels=0
+            )
+            order = self.selection.make_sorted_indices(strategy, subset)
+        order = torch.as_tensor(list(order), dtype=torch.long)
+        if sorted(order.tolist()) != list(range(len(candidates))):
+            raise ValueError(f"{type(self.selection).__name__} returned an order that is not a permutation of the {len(candidates)} candidates")
+        return order
 
     def _shares(self, labels: Sequence[int]) -> dict[int, int]:
         """Each class's byte share."""
