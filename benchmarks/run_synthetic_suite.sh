@@ -9,7 +9,7 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/synthetic}
 
 OMP_NUM_THREADS=1 $PY benchmarks/run_study.py benchmarks/configs/synthetic_study.yaml --out "$OUT" --workers 2 --threads 1
-$PY benchmarks/summarise.py "$OUT/main" --versus raw mrdc cim > "$OUT/main.md"
+$PY benchmarks/summarise.py "$OUT/main" --versus raw mrdc cim > "$OUT/main_paired.md"
 $PY benchmarks/summarise.py "$OUT/main" --versus raw --key ncm_final_accuracy > "$OUT/main_ncm.md"
 for group in "$OUT"/*/; do
   $PY benchmarks/summarise.py "$group" > "${group%/}.md"
