@@ -11,6 +11,7 @@ from nbclient import NotebookClient
 EXPECTED_TEXT = {
     "reproduce_tables.ipynb": ("| masking", "| naive", "final_accuracy - raw"),
     "masks.ipynb": ("~~", "**", "patches / tokens"),
+    "memory_ablation.ipynb": ("| raw |", "| masking |", "samples/class"),
 }
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
