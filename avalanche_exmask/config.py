@@ -165,7 +165,7 @@ class TrainSection:
     memory_batch: Literal["class_balanced", "fixed"] = "class_balanced"
     weight_aligning: bool = False
     augmentation: AugmentationSection = AugmentationSection()
-    current_through_codec: float = 0.0
+    current_through_codec: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.current_through_codec <= 1:

@@ -58,7 +58,8 @@ class ExemplarMasking(SupervisedTemplate):
         (:class:`~avalanche_exmask.training.weight_aligning.WeightAligningPlugin`).
     :param current_through_codec: probability that a current-data training sample is replaced by
         its own masked version, so that new and old classes look alike
-        (:class:`~avalanche_exmask.training.codec_augmentation.CurrentThroughCodecPlugin`).
+        (:class:`~avalanche_exmask.training.codec_augmentation.CurrentThroughCodecPlugin`; the
+        README's ablation measures 0 against the default).
     :param seed: seeds selection, the candidate cap and the current-data draws.
     :param base_kwargs: the remaining arguments of Avalanche's ``SupervisedTemplate``
         (``train_mb_size``, ``train_epochs``, ``eval_mb_size``, ``device``, ``plugins``,
@@ -82,7 +83,7 @@ class ExemplarMasking(SupervisedTemplate):
         memory_batch: Literal["class_balanced", "fixed"] = "class_balanced",
         batch_size_mem: Optional[int] = None,
         weight_aligning: bool = False,
-        current_through_codec: float = 0.0,
+        current_through_codec: float = 1.0,
         seed: int = 0,
         **base_kwargs: Any,
     ) -> None:
