@@ -151,7 +151,8 @@ class TrainSection:
     """:param epochs: epochs per experience (joint training: in all).
     :param batch_size: current-data samples per batch.
     :param lr: AdamW learning rate.
-    :param memory_batch: ``class_balanced`` or ``fixed`` (replay methods).
+    :param memory_batch: ``class_balanced``, ``class_share`` or ``fixed`` (replay methods; see
+        :class:`~avalanche_exmask.training.plugin.ByteBudgetReplayPlugin`).
     :param weight_aligning: rescale new classes' head rows after each experience (replay methods).
     :param augmentation: augmentation of replayed exemplars (replay methods).
     :param current_through_codec: probability that a current-data sample is replaced by its own
@@ -162,7 +163,7 @@ class TrainSection:
     epochs: int = 5
     batch_size: int = 32
     lr: float = 3e-3
-    memory_batch: Literal["class_balanced", "fixed"] = "class_balanced"
+    memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_balanced"
     weight_aligning: bool = False
     augmentation: AugmentationSection = AugmentationSection()
     current_through_codec: float = 1.0

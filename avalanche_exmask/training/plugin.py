@@ -21,8 +21,24 @@ from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
 
 __all__ = ["MEMORY_BATCH_MODES", "memory_batch_size", "ByteBudgetReplayPlugin", "ExemplarMaskingPlugin"]
 
-MEMORY_BATCH_MODES = ("class_balanced", "fixed")
-"""How the replayed part of a batch is sized: see :func:`memory_batch_size`."""
+MEMORY_BATCH_MODES = ("class_balanced", "class_share", "fixed")
+"""How the replayed part of a batch is sized: see :func:`memory_batch_size` and :func:`batch_split`."""
+
+
+def batch_split(total: int, n_old_classes: int, n_new_classes: int) -> tuple[int, int]:
+    """``(current, replayed)`` samples of a batch of ``total`` split in proportion to the classes.
+
+    Every seen class is drawn at the same rate, as with ``"class_balanced"``, but the batch keeps
+    its size: the current part shrinks as old classes accumulate, so an epoch over the current
+    data takes more (smaller) optimizer steps instead of fewer, larger ones.
+
+    :return: ``current = max(1, round(total x new / (old + new)))`` and ``total - current``
+        (at least 1 each when there are old classes).
+    """
+    if n_old_classes == 0 or n_new_classes == 0:
+        return total, 0
+    current = min(total - 1, max(1, round(total * n_new_classes / (n_old_classes + n_new_classes))))
+    return current, total - current
 
 
 def memory_batch_size(
@@ -40,8 +56,8 @@ def memory_batch_size(
     :param n_new_classes: classes of the current experience not in the memory (``0``: the fixed size).
     :return: the size; ``0`` when the memory is empty.
     """
-    if mode not in MEMORY_BATCH_MODES:
-        raise ValueError(f"memory batch mode must be one of {MEMORY_BATCH_MODES}; got {mode!r}")
+    if mode not in ("class_balanced", "fixed"):
+        raise ValueError(f"memory batch mode must be 'class_balanced' or 'fixed'; got {mode!r}")
     if n_old_classes == 0:
         return 0
     if mode == "fixed" or n_new_classes == 0:
@@ -65,8 +81,11 @@ class ByteBudgetReplayPlugin(ReplayPlugin):
     :param mem_size: the budget in **bytes** (``storage_policy.max_size`` must equal it; see
         :func:`avalanche_exmask.storage.budget.budget_from_samples_per_class`).
     :param storage_policy: the buffer.
-    :param memory_batch: ``"class_balanced"`` (default: every seen class drawn at the same rate;
-        see :func:`memory_batch_size`) or ``"fixed"`` (``batch_size_mem`` per batch, Avalanche's).
+    :param memory_batch: ``"class_balanced"`` (default: every seen class drawn at the same rate, the
+        memory batch growing with the old classes; see :func:`memory_batch_size`), ``"class_share"``
+        (the same rates in a batch of fixed size ``train_mb_size + batch_size_mem``, split by
+        :func:`batch_split`: more, smaller steps) or ``"fixed"`` (``batch_size_mem`` per batch,
+        Avalanche's).
     :param batch_size_mem: the memory batch of ``"fixed"`` (default: the train batch size).
     """
 
@@ -75,7 +94,7 @@ class ByteBudgetReplayPlugin(ReplayPlugin):
         *,
         mem_size: int,
         storage_policy: Any,
-        memory_batch: Literal["class_balanced", "fixed"] = "class_balanced",
+        memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_balanced",
         batch_size_mem: Optional[int] = None,
     ) -> None:
         if memory_batch not in MEMORY_BATCH_MODES:
@@ -84,6 +103,7 @@ class ByteBudgetReplayPlugin(ReplayPlugin):
         self.memory_batch = memory_batch
         self._fixed_batch_size_mem = batch_size_mem
         self.timings: list[dict[str, float]] = []
+        self.current_batch_size = 0
         self._train_start = 0.0
 
     def before_training_exp(
@@ -100,9 +120,15 @@ class ByteBudgetReplayPlugin(ReplayPlugin):
         old = set(int(c) for c in memory.targets) if len(memory) else set()
         new = set(int(c) for c in strategy.experience.classes_in_this_experience) - old
         batch_size = self.batch_size or strategy.train_mb_size
-        self.batch_size_mem = memory_batch_size(
-            self.memory_batch, batch_size, len(old), len(new), self._fixed_batch_size_mem
-        )
+        if self.memory_batch == "class_share":
+            batch_size, self.batch_size_mem = batch_split(
+                batch_size + (self._fixed_batch_size_mem or batch_size), len(old), len(new)
+            )
+        else:
+            self.batch_size_mem = memory_batch_size(
+                self.memory_batch, batch_size, len(old), len(new), self._fixed_batch_size_mem
+            )
+        self.current_batch_size = batch_size
         if self.memory_batch == "fixed" or not len(memory):
             super().before_training_exp(strategy, num_workers=num_workers, shuffle=shuffle, drop_last=drop_last, **kwargs)
             return
@@ -133,6 +159,7 @@ class ByteBudgetReplayPlugin(ReplayPlugin):
                 "train_s": train_seconds,
                 "update_s": time.perf_counter() - start,
                 "memory_batch": self.batch_size_mem,
+                "current_batch": self.current_batch_size,
             }
         )
 

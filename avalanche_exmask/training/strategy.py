@@ -80,7 +80,7 @@ class ExemplarMasking(SupervisedTemplate):
         background_downsample: Optional[Union[int, str]] = "patch",
         augmentation: Optional[MultimodalAugmentation] = None,
         selection: Literal["herding", "random"] = "herding",
-        memory_batch: Literal["class_balanced", "fixed"] = "class_balanced",
+        memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_balanced",
         batch_size_mem: Optional[int] = None,
         weight_aligning: bool = False,
         current_through_codec: float = 1.0,
