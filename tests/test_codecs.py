@@ -38,7 +38,10 @@ def test_masked_roundtrip_keeps_exactly_kept_patches_and_tokens(size, patch, con
     sample = random_sample(size, context, 12, g)
     n = (size // patch) ** 2
     scores = random_scores(n, context, g)
-    codec = MaskedCodec(image_rule=ImageMaskRule(kind="ratio", ratio=0.3), patch_size=patch, background_downsample=None)
+    codec = MaskedCodec(
+        image_rule=ImageMaskRule(kind="ratio", ratio=0.3), text_rule=TextMaskRule(class_source="attention"),
+        patch_size=patch, background_downsample=None,
+    )
     record = codec.encode(sample, scores, label=7)
     keep = ImageMaskRule(kind="ratio", ratio=0.3)(scores.patch_attention)
     token_keep = TextMaskRule(class_source="attention")(sample.input_ids, scores, keep)

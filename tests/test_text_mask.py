@@ -145,8 +145,8 @@ def test_codec_needs_class_names_for_the_name_rule():
 
     with pytest.raises(ValueError, match="class_token_ids"):
         MaskedCodec(text_rule=TextMaskRule())
-    assert MaskedCodec().text_rule.class_source == "attention"
-    assert MaskedCodec(class_token_ids={0: torch.tensor([5])}).text_rule.class_source == "names"
+    assert MaskedCodec().text_rule.mode == "none"
+    assert MaskedCodec(text_rule=TextMaskRule(), class_token_ids={0: torch.tensor([5])}).text_rule.class_source == "names"
 
 
 def test_text_embedding_context_keeps_the_most_important_tokens_and_needs_importance():

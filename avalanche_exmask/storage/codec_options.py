@@ -29,8 +29,9 @@ def _option_fields(codec_class: type) -> dict[str, dataclasses.Field]:
 def resolve_codec_options(name: str, options: Mapping[str, Any], *, source: str = "config") -> dict[str, Any]:
     """``options`` of codec ``name`` checked and completed with its defaults, as a JSON-ready dict.
 
-    A ``text_rule`` left unset (``None``) resolves to ``TextMaskRule()``'s fields (class-name
-    words, see :class:`~avalanche_exmask.masking.text_mask.TextMaskRule`).
+    A ``text_rule`` left unset (``None``) resolves to ``TextMaskRule(mode="none")``'s fields (the
+    masked codec's default: no text mask); a partial ``text_rule`` mapping completes with
+    :class:`~avalanche_exmask.masking.text_mask.TextMaskRule`'s own defaults.
 
     :raises ConfigError: naming ``storage.options.<name>.<field>`` and ``source``.
     """
@@ -52,7 +53,7 @@ def resolve_codec_options(name: str, options: Mapping[str, Any], *, source: str 
         if value is None and field_name == "text_rule":
             from avalanche_exmask.masking.text_mask import TextMaskRule
 
-            value = TextMaskRule()
+            value = TextMaskRule(mode="none")
         resolved[field_name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
     return resolved
 
@@ -73,6 +74,6 @@ def build_codec(
         values["patch_size"] = patch_size
     if "class_token_ids" in names and class_token_ids is not None:
         text_rule = values.get("text_rule")
-        if text_rule is None or text_rule.needs_class_names:
+        if text_rule is not None and text_rule.needs_class_names:
             values["class_token_ids"] = class_token_ids
     return codec_class(**values)

@@ -27,7 +27,7 @@ class ExemplarMasking(SupervisedTemplate):
     Training is plain fine-tuning of the (SSF-adapted) model on each experience with replay of
     masked exemplars. After each experience, exemplars of its classes are chosen by herding on
     the fused embedding and masked: image patches the [CLS] token ignores are stored as one mean
-    colour each, text tokens are kept if they are class words or describe the dropped region. One
+    colour each (and, with a text rule, only class words and context tokens are kept). One
     eval forward pass gives all the scores. Masked exemplars are stored compactly in a byte budget,
     so more of them fit than plain exemplars (``buffer.stats()`` reports how many), and they are
     replayed at the rate of the current classes (``memory_batch="class_balanced"``).
@@ -42,10 +42,12 @@ class ExemplarMasking(SupervisedTemplate):
         ``mem_size // total_num_classes`` bytes (``mode="per_class"``), else the budget is re-divided
         among the classes seen so far (``mode="total"``).
     :param class_names: label -> class name (a sequence is indexed by label), e.g. a benchmark's
-        ``class_names``; given, the text mask keeps every class-name word (tokenised with
-        ``model.model_name``'s tokenizer); without, the paper's attention rule picks class tokens.
+        ``class_names``, tokenised with ``model.model_name``'s tokenizer; needed by a text rule that
+        keeps class-name words (``TextMaskRule(class_source="names")``, the rule's default).
     :param image_rule: which patches to keep (default: the paper's rule, ``>= 1.0 x`` mean attention).
-    :param text_rule: which tokens to keep (default: see ``class_names``).
+    :param text_rule: which tokens to keep (default: every token, see
+        :class:`~avalanche_exmask.storage.codecs.MaskedCodec`; ``TextMaskRule()`` keeps class-name
+        words and context).
     :param background_downsample: how discarded patches are stored: ``"patch"`` (default: one
         mean colour per patch, 3 bytes), ``None`` (the paper: nothing, decoded black) or ``k``
         (average-pooled ``k x`` per side).
