@@ -233,7 +233,8 @@ def format_table(results: list[dict[str, Any]]) -> str:
     """A plain-text table of runs: accuracy figures in %, buffer contents, wall time in seconds."""
 
     def cell(value: Any, spec: str) -> str:
-        return "-" if value is None else format(value, spec)
+        width = int(spec.split(".")[0])
+        return "-".rjust(width) if value is None else format(value, spec)
 
     header = f"{'method':<10} {'final acc':>9} {'avg inc acc':>11} {'forgetting':>10} {'ex/class':>8} {'buffer KB':>9} {'wall s':>7}"
     lines = [header, "-" * len(header)]
