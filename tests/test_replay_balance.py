@@ -169,3 +169,13 @@ def test_current_data_through_codec_replaces_only_current_samples_at_the_rate():
     assert all(recorder.black_fraction["old"])  # replayed exemplars are masked anyway
     with pytest.raises(ValueError, match="probability"):
         CurrentThroughCodecPlugin(codec, probability=1.5)
+
+
+def test_class_share_splits_a_fixed_batch_by_class_counts():
+    from avalanche_exmask.training.plugin import batch_split
+
+    assert batch_split(64, n_old_classes=25, n_new_classes=5) == (11, 53)  # 64 x 5/30 = 10.7
+    assert batch_split(64, n_old_classes=5, n_new_classes=5) == (32, 32)
+    assert batch_split(64, n_old_classes=0, n_new_classes=5) == (64, 0)
+    assert batch_split(4, n_old_classes=100, n_new_classes=1) == (1, 3)  # at least one current sample
+    assert sum(batch_split(50, 7, 3)) == 50

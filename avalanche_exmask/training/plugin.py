@@ -128,7 +128,7 @@ class ByteBudgetReplayPlugin(ReplayPlugin):
             self.batch_size_mem = memory_batch_size(
                 self.memory_batch, batch_size, len(old), len(new), self._fixed_batch_size_mem
             )
-        self.current_batch_size = batch_size
+        self.current_batch_size = batch_size if len(memory) else (self.batch_size or strategy.train_mb_size)
         if self.memory_batch == "fixed" or not len(memory):
             super().before_training_exp(strategy, num_workers=num_workers, shuffle=shuffle, drop_last=drop_last, **kwargs)
             return
