@@ -179,3 +179,19 @@ def test_class_share_splits_a_fixed_batch_by_class_counts():
     assert batch_split(64, n_old_classes=0, n_new_classes=5) == (64, 0)
     assert batch_split(4, n_old_classes=100, n_new_classes=1) == (1, 3)  # at least one current sample
     assert sum(batch_split(50, 7, 3)) == 50
+
+
+def test_current_through_a_lossless_codec_costs_no_forward_pass():
+    from types import SimpleNamespace
+
+    from avalanche_exmask.training.codec_augmentation import CurrentThroughCodecPlugin
+
+    class NoScoring(torch.nn.Module):
+        def masking_scores(self, x, **kwargs):
+            raise AssertionError("a lossless codec needs no scores")
+
+    plugin = CurrentThroughCodecPlugin(RawCodec(), probability=1.0)
+    strategy = SimpleNamespace(model=NoScoring(), mb_y=torch.tensor([0, 1]), mbatch=[None],
+                               experience=SimpleNamespace(classes_in_this_experience=[0, 1]))
+    plugin.before_forward(strategy)
+    assert plugin.replaced == 0

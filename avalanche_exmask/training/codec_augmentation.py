@@ -8,8 +8,8 @@ newest ones (measured on the embedded benchmark with masked exemplars: 1% accura
 experience, 83% on the newest). :class:`CurrentThroughCodecPlugin` removes that shortcut: during
 training, each current-data sample (a label of the current experience) is replaced, with
 probability ``p``, by its own record as the codec would store and decode it (image and text),
-scored by the model being trained (one extra no-grad forward pass over the chosen samples). For
-the raw codec it changes nothing.
+scored by the model being trained (one extra no-grad forward pass over the chosen samples). A codec
+that declares ``lossless = True`` (raw) is skipped: its records decode to the sample itself.
 """
 from __future__ import annotations
 
@@ -63,6 +63,8 @@ class CurrentThroughCodecPlugin(SupervisedPlugin):
         self.replaced = 0
 
     def before_forward(self, strategy, **kwargs) -> None:
+        if getattr(self.codec, "lossless", False):
+            return
         labels = strategy.mb_y.cpu()
         current = torch.isin(labels, torch.as_tensor(sorted(strategy.experience.classes_in_this_experience)))
         chosen = current & (torch.rand(len(labels), generator=self._generator) < self.probability)

@@ -41,6 +41,8 @@ class RawCodec:
     """Stores exemplars uncompressed (plain replay)."""
 
     name: ClassVar[str] = "raw"
+    lossless: ClassVar[bool] = True
+    """Decoding gives back the encoded sample exactly (nothing to gain from training on decoded data)."""
 
     def encode(self, sample: MultimodalSample, scores: MaskingScores, label: int) -> Record:
         """Pack the image and the real token ids (``scores`` are not used)."""
