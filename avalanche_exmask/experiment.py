@@ -5,12 +5,15 @@ evaluates, after each experience, on the test data of every experience seen so f
 built by its registered builder from one :class:`~avalanche_exmask.methods.base.BuildContext`, so
 the Python API and the runner build it the same way. The results hold the config, the accuracy
 matrix ``acc[t][j]`` (accuracy on experience ``j``'s test data after training experience ``t``, in
-%), final accuracy, average incremental accuracy, forgetting, the method's own figures (listed under
+%), the per-class accuracy matrix ``class_accuracy_matrix[t][c]`` (accuracy on class ``c``'s test
+data after experience ``t``, %, for every class seen by then; keys are class ids as strings), final
+accuracy, average incremental accuracy, forgetting, the method's own figures (listed under
 ``figures``: e.g. exemplars per class, buffer bytes, kept fractions, the nearest-class-mean readout)
 and wall times.
 
 A joint method (an upper bound) is trained once on the whole stream and evaluated once: its results
-have ``final_accuracy`` only (no per-step accuracies, average incremental accuracy or forgetting).
+have ``final_accuracy`` and one row of each matrix only (no per-step accuracies, average incremental
+accuracy or forgetting).
 """
 from __future__ import annotations
 
@@ -95,7 +98,7 @@ def run_experiment(
         its last experience and gives the results an uninterrupted run would have given. Joint
         methods train in one call and are not checkpointed.
     """
-    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.evaluation.metrics import accuracy_metrics, class_accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
 
     from avalanche_exmask.methods.base import BuildContext
@@ -124,7 +127,10 @@ def run_experiment(
         template_kwargs=dict(
             model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(), train_mb_size=config.train.batch_size,
             train_epochs=config.train.epochs, eval_mb_size=config.eval.batch_size, device=config.device,
-            evaluator=EvaluationPlugin(accuracy_metrics(experience=True, stream=True), loggers=_loggers(config)),
+            evaluator=EvaluationPlugin(
+                accuracy_metrics(experience=True, stream=True), class_accuracy_metrics(stream=True),
+                loggers=_loggers(config),
+            ),
         ),
     )
     strategy = spec.build(context)
@@ -135,34 +141,42 @@ def run_experiment(
         t0 = time.perf_counter()
         strategy.train(train_stream)
         train_seconds.append(time.perf_counter() - t0)
-        row = _evaluate(strategy, test_stream, len(test_stream) - 1)
+        row, per_class = _evaluate(strategy, test_stream, len(test_stream) - 1)
         accuracy = {
             "accuracy_matrix": [row],
+            "class_accuracy_matrix": [per_class],
             "final_accuracy": sum(a * w for a, w in zip(row, sizes)) / sum(sizes),
             "average_incremental_accuracy": None,
             "forgetting": None,
         }
     else:
         matrix: list[list[float]] = []
+        class_matrix: list[dict[str, float]] = []
         first = 0
         if checkpoint is not None and Path(checkpoint).exists():
             from avalanche_exmask.checkpoint import load_strategy_checkpoint
 
             saved = load_strategy_checkpoint(checkpoint, strategy)
             first, matrix, train_seconds = saved["next_experience"], saved["accuracy_matrix"], saved["train_seconds"]
+            class_matrix = saved["class_accuracy_matrix"]
             log.info("resuming %s after experience %d from %s", config.method, first - 1, checkpoint)
         for t in range(first, len(train_stream)):
             t0 = time.perf_counter()
             strategy.train(train_stream[t])
             train_seconds.append(time.perf_counter() - t0)
-            matrix.append(_evaluate(strategy, test_stream, t))
+            row, per_class = _evaluate(strategy, test_stream, t)
+            matrix.append(row)
+            class_matrix.append(per_class)
             if checkpoint is not None:
                 from avalanche_exmask.checkpoint import save_strategy_checkpoint
 
                 save_strategy_checkpoint(
-                    checkpoint, strategy, extra={"next_experience": t + 1, "accuracy_matrix": matrix, "train_seconds": train_seconds}
+                    checkpoint, strategy, extra={
+                        "next_experience": t + 1, "accuracy_matrix": matrix, "class_accuracy_matrix": class_matrix,
+                        "train_seconds": train_seconds,
+                    },
                 )
-        accuracy = {"accuracy_matrix": matrix, **summarise_accuracy(matrix, sizes)}
+        accuracy = {"accuracy_matrix": matrix, "class_accuracy_matrix": class_matrix, **summarise_accuracy(matrix, sizes)}
     figures = spec.report(strategy, context) if spec.report is not None else {}
     return {
         "config": config.to_dict(),
@@ -204,14 +218,17 @@ def environment() -> dict[str, Any]:
     return {"versions": versions, "git_commit": commit}
 
 
-def _evaluate(strategy, test_stream, upto: int) -> list[float]:
-    """Accuracies (%) on test experiences ``0..upto``."""
+def _evaluate(strategy, test_stream, upto: int) -> tuple[list[float], dict[str, float]]:
+    """Accuracies (%) on test experiences ``0..upto``, and on each class seen so far (from
+    Avalanche's ``Top1_ClassAcc_Stream`` metric; keys are class ids as strings)."""
     metrics = strategy.eval(test_stream[: upto + 1])
     row = []
     for j in range(upto + 1):
         key = next(k for k in metrics if k.startswith("Top1_Acc_Exp/eval_phase/test_stream") and k.endswith(f"Exp{j:03d}"))
         row.append(100.0 * float(metrics[key]))
-    return row
+    prefix = "Top1_ClassAcc_Stream/eval_phase/test_stream/"
+    per_class = {key.rsplit("/", 1)[1]: 100.0 * float(value) for key, value in metrics.items() if key.startswith(prefix)}
+    return row, dict(sorted(per_class.items(), key=lambda item: int(item[0])))
 
 
 def save_results(results: dict[str, Any], path: str | Path, *, overwrite: bool = False) -> Path:

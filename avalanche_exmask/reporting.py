@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-__all__ = ["load_results", "aggregate", "markdown_table"]
+__all__ = ["load_results", "aggregate", "markdown_table", "paired_differences", "t_interval", "class_forgetting"]
 
 #: Figures every run has (key in the results dict, column title).
 BASE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -157,6 +157,24 @@ def markdown_table(rows: list[dict[str, Any]], columns: Optional[list[str]] = No
             cells.append("-" if value is None else f"{value[0]:.2f} ± {value[1]:.2f}" if value[0] < 10 else f"{value[0]:.1f} ± {value[1]:.1f}")
         lines.append(f"| {row['name']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def class_forgetting(class_matrix: list[dict[str, float]]) -> dict[str, float]:
+    """Forgetting of each class: its best accuracy before the last step minus its final accuracy (%).
+
+    :param class_matrix: a results file's ``class_accuracy_matrix``: per step, accuracy (%) of each
+        class seen by then (keys: class ids as strings).
+    :return: class id -> forgetting (points), for the classes seen before the last step (the last
+        step's new classes have no earlier accuracy and are left out); ``{}`` for a single step.
+    """
+    if len(class_matrix) < 2:
+        return {}
+    final = class_matrix[-1]
+    forgetting = {}
+    for label in class_matrix[-2]:
+        best = max(step[label] for step in class_matrix[:-1] if label in step)
+        forgetting[label] = best - final[label]
+    return forgetting
 
 
 def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:

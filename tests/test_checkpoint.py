@@ -341,6 +341,7 @@ def test_runner_resumes_an_interrupted_run_with_the_uninterrupted_results(tmp_pa
     assert checkpoint.exists()
     resumed = run_experiment(config, checkpoint=checkpoint)
     assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
+    assert resumed["class_accuracy_matrix"] == whole["class_accuracy_matrix"]
     assert resumed["buffer"]["classes"] == whole["buffer"]["classes"]
     assert len(resumed["train_seconds"]) == 3
 

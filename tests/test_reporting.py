@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from avalanche_exmask.reporting import aggregate, load_results, markdown_table, paired_differences, t_interval
+from avalanche_exmask.reporting import (
+    aggregate, class_forgetting, load_results, markdown_table, paired_differences, t_interval,
+)
 
 
 def _run(method: str, seed: int, final: float, text_mode: str = "both", order=(0, 1)) -> dict:
@@ -64,3 +66,9 @@ def test_load_results_rejects_other_json(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(ValueError, match="x.json is not a results file"):
         load_results([tmp_path])
+
+
+def test_class_forgetting_is_best_earlier_minus_final_for_old_classes_only():
+    matrix = [{"3": 80.0, "7": 60.0}, {"3": 90.0, "7": 40.0, "1": 70.0}, {"3": 50.0, "7": 45.0, "1": 75.0, "4": 99.0}]
+    assert class_forgetting(matrix) == pytest.approx({"3": 40.0, "7": 15.0, "1": -5.0})
+    assert class_forgetting(matrix[:1]) == {}

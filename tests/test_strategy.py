@@ -107,6 +107,13 @@ def test_run_experiment_results_file_fields():
     assert 0 < results["kept_patch_fraction"] < 1 and 0 < results["kept_token_fraction"] <= 1
     assert {"exemplars_per_class", "ncm_final_accuracy", "kept_patch_fraction"} <= set(results["figures"])
     assert sorted(results["class_order"]) == [0, 1, 2, 3]
+    # per-class accuracies: the classes seen at each step, averaging to each experience's accuracy
+    # (the tiny benchmark has as many test images in every class)
+    seen_after = [sorted(results["class_order"][: 2 * (t + 1)]) for t in range(2)]
+    assert [sorted(map(int, step)) for step in results["class_accuracy_matrix"]] == seen_after
+    final = results["class_accuracy_matrix"][1]
+    for j, classes in enumerate([results["class_order"][:2], results["class_order"][2:]]):
+        assert sum(final[str(c)] for c in classes) / 2 == pytest.approx(results["accuracy_matrix"][1][j])
     json.dumps(results)
 
 
