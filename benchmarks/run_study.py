@@ -8,11 +8,17 @@ before the first one starts. Runs are
 ordered seed-major within each group and groups in file order, so an interrupted study leaves
 complete seeds of the first groups. Every worker runs one experiment at a time with
 ``--threads`` intra-op threads; ``--workers x --threads`` should not exceed the cores.
+``--set a.b=value`` overrides a field of the base (as the runner's ``--set``; e.g. a data set's
+root); ``--checkpoint`` writes a checkpoint after every experience of every run, beside its results
+file, and resumes an interrupted run from it (worth it for real data sets: a killed study loses at
+most one experience per worker).
 
 Usage::
 
     python benchmarks/run_study.py benchmarks/configs/synthetic_study.yaml --out results/synthetic
     python benchmarks/run_study.py benchmarks/configs/synthetic_study.yaml --out results/synthetic --only main
+    python benchmarks/run_study.py benchmarks/configs/table1_mm_imagenet_r.yaml --out results/mm_imagenet_r \
+        --workers 1 --threads 8 --checkpoint --set benchmark.args.root=DATA device=cuda
 """
 from __future__ import annotations
 
@@ -25,8 +31,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """``base`` with ``changes`` merged in, section by section (nested mappings merged, the rest replaced)."""
@@ -34,6 +38,28 @@ def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     for key, value in changes.items():
         merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
     return merged
+
+
+def read_study(path: str | Path, overrides: list[str]) -> dict[str, Any]:
+    """The study file's mapping, with ``overrides`` (``a.b=value``) applied to its base.
+
+    :raises ConfigError: naming the file for a missing file, malformed YAML, or a study without
+        ``groups`` (each with ``name``, ``methods`` and ``seeds``).
+    """
+    from avalanche_exmask.config import ConfigError, apply_override, read_config_file
+
+    study = read_config_file(path)
+    groups = study.get("groups")
+    if not isinstance(groups, list) or not groups:
+        raise ConfigError(f"{path}: a study needs a non-empty list `groups`")
+    for k, group in enumerate(groups):
+        missing = [key for key in ("name", "methods", "seeds") if not isinstance(group, dict) or key not in group]
+        if missing:
+            raise ConfigError(f"{path}: groups[{k}] lacks {', '.join(missing)}")
+    study.setdefault("base", {})
+    for override in overrides:
+        apply_override(study["base"], override, source=f"{path}: --set")
+    return study
 
 
 def plan(study: dict[str, Any], out: Path, only: list[str], source: str) -> list[tuple[dict[str, Any], Path]]:
@@ -56,14 +82,17 @@ def plan(study: dict[str, Any], out: Path, only: list[str], source: str) -> list
     return jobs
 
 
-def _run_one(values: dict[str, Any], path: str, threads: int) -> tuple[str, float, float]:
+def _run_one(values: dict[str, Any], path: str, threads: int, checkpoint: bool) -> tuple[str, float, float]:
     import torch
 
     torch.set_num_threads(threads)
     from avalanche_exmask.experiment import run_experiment, save_results
 
-    results = run_experiment(values)
+    checkpoint_path = Path(path).with_suffix(".ckpt.safetensors") if checkpoint else None
+    results = run_experiment(values, checkpoint=checkpoint_path)
     save_results(results, path)
+    if checkpoint_path is not None:
+        checkpoint_path.unlink(missing_ok=True)
     return path, results["final_accuracy"], results["wall_seconds"]
 
 
@@ -74,15 +103,18 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=[], help="run only these groups")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument("--set", nargs="*", default=[], metavar="A.B=VALUE", help="override fields of the base config")
+    parser.add_argument("--checkpoint", action="store_true", help="checkpoint every experience; resume interrupted runs")
     args = parser.parse_args()
-    study = yaml.safe_load(Path(args.study).read_text())
+    study = read_study(args.study, args.set)
     jobs = [(values, path) for values, path in plan(study, Path(args.out), args.only, args.study) if not path.exists()]
     print(f"{len(jobs)} runs to do", flush=True)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         futures = [
-            pool.submit(_run_one, merge(values, {"logging": {"progress": False}}), str(path), args.threads) for values, path in jobs
+            pool.submit(_run_one, merge(values, {"logging": {"progress": False}}), str(path), args.threads, args.checkpoint)
+            for values, path in jobs
         ]
         for future in as_completed(futures):
             path, final, seconds = future.result()

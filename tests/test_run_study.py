@@ -1,0 +1,72 @@
+"""benchmarks/run_study.py: study files, overrides, the run plan and checkpointed runs."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from avalanche_exmask.config import ConfigError
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "run_study.py"
+TINY = {"n_classes": 4, "train_per_class": 6, "test_per_class": 2}
+
+
+@pytest.fixture(scope="module")
+def run_study():
+    spec = importlib.util.spec_from_file_location("run_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(tmp_path: Path, study: dict) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(json.dumps(study))  # JSON is YAML
+    return path
+
+
+def test_overrides_reach_every_group_and_plan_names_results_by_group(run_study, tmp_path):
+    path = _write(tmp_path, {
+        "base": {"benchmark": {"n_experiences": 2, "args": TINY}, "train": {"epochs": 1}},
+        "groups": [{"name": "main", "methods": ["raw", "naive"], "seeds": [0, 1]},
+                   {"name": "more", "methods": ["raw"], "seeds": [3], "set": {"train": {"epochs": 2}}}],
+    })
+    study = run_study.read_study(path, ["train.batch_size=8", "benchmark.args.test_per_class=3"])
+    jobs = run_study.plan(study, tmp_path / "out", [], str(path))
+    assert [p.relative_to(tmp_path / "out").as_posix() for _, p in jobs] == [
+        "main/raw_seed0.json", "main/naive_seed0.json", "main/raw_seed1.json", "main/naive_seed1.json", "more/raw_seed3.json"]
+    assert {values["train"]["batch_size"] for values, _ in jobs} == {8}
+    assert {values["benchmark"]["args"]["test_per_class"] for values, _ in jobs} == {3}
+    assert [values["train"]["epochs"] for values, _ in jobs] == [1, 1, 1, 1, 2]
+    assert len(run_study.plan(study, tmp_path / "out", ["more"], str(path))) == 1
+
+
+def test_bad_study_files_are_named(run_study, tmp_path):
+    with pytest.raises(ConfigError, match="groups"):
+        run_study.read_study(_write(tmp_path, {"base": {}}), [])
+    with pytest.raises(ConfigError, match=r"groups\[0\] lacks seeds"):
+        run_study.read_study(_write(tmp_path, {"groups": [{"name": "a", "methods": ["raw"]}]}), [])
+    path = _write(tmp_path, {"groups": [{"name": "a", "methods": ["raw"], "seeds": [0]}]})
+    with pytest.raises(ConfigError, match="train.epochs"):
+        run_study.plan(run_study.read_study(path, ["train.epochs=one"]), tmp_path, [], str(path))
+
+
+def test_a_checkpointed_run_writes_results_and_removes_its_checkpoint(run_study, tmp_path):
+    path = _write(tmp_path, {
+        "base": {"benchmark": {"n_experiences": 2, "args": TINY}, "model": {"pretrained": None},
+                 "train": {"epochs": 1, "batch_size": 8}, "logging": {"progress": False}},
+        "groups": [{"name": "g", "methods": ["raw"], "seeds": [0]}],
+    })
+    (values, results), = run_study.plan(run_study.read_study(path, []), tmp_path / "out", [], str(path))
+    written, final, _ = run_study._run_one(values, str(results), 1, True)
+    assert Path(written).exists() and json.loads(Path(written).read_text())["final_accuracy"] == pytest.approx(final)
+    assert not list((tmp_path / "out" / "g").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("path", sorted((SCRIPT.parent / "configs").glob("*study*.yaml")) + sorted((SCRIPT.parent / "configs").glob("table1_*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_study_files_validate(run_study, path, tmp_path):
+    jobs = run_study.plan(run_study.read_study(path, []), tmp_path, [], str(path))
+    assert jobs and len({p for _, p in jobs}) == len(jobs)
