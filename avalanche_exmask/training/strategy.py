@@ -8,6 +8,7 @@ from torch.optim import Optimizer
 
 from avalanche.training.templates import SupervisedTemplate
 
+from avalanche_exmask.distributed import unwrap_model
 from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.masking.text_mask import TextMaskRule, class_name_token_ids
 from avalanche_exmask.models.factory import get_tokenizer
@@ -89,14 +90,15 @@ class ExemplarMasking(SupervisedTemplate):
         seed: int = 0,
         **base_kwargs: Any,
     ) -> None:
+        bare = unwrap_model(model)
         class_token_ids = None
         if class_names is not None:
-            class_token_ids = class_name_token_ids(class_names, get_tokenizer(model.model_name))
+            class_token_ids = class_name_token_ids(class_names, get_tokenizer(bare.model_name))
         buffer = MaskedExemplarBuffer(
             max_size=mem_size,
             codec=MaskedCodec(
                 image_rule=image_rule, text_rule=text_rule, class_token_ids=class_token_ids,
-                patch_size=int(model.patch_size), background_downsample=background_downsample,
+                patch_size=int(bare.patch_size), background_downsample=background_downsample,
             ),
             mode="per_class" if total_num_classes is not None else "total",
             total_num_classes=total_num_classes,

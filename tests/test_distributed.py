@@ -1,0 +1,102 @@
+"""Training on several processes (``torchrun``, gloo on the CPU) against one process.
+
+The launch runs the runner as a user starts it, then the checks of ``distributed_worker.py``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from avalanche_exmask.experiment import run_experiment
+from avalanche_exmask.config import load_runs
+
+TINY = """\
+method: masking
+seed: 0
+benchmark: {n_experiences: 2, args: {n_classes: 6, train_per_class: 16, test_per_class: 5}}
+train: {epochs: 1, batch_size: 8}
+eval: {batch_size: 16}
+storage: {budget: {samples_per_class: 2}}
+logging: {progress: false}
+"""
+ACCURACY_TOLERANCE = 20.0
+"""Points of final accuracy allowed between 2 processes and 1 at the same global batch: the runs
+see the same samples in other batches and orders (torch's ``DistributedSampler`` against its
+``RandomSampler``); on this 30-sample test set one sample is 3.3 points."""
+
+
+@pytest.fixture(scope="module")
+def launch(tmp_path_factory):
+    """The 2-process launch's results file and each rank's observations."""
+    out = tmp_path_factory.mktemp("two")
+    config = out / "tiny.yaml"
+    config.write_text(TINY)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(Path(__file__).with_name("distributed_worker.py")), str(config), str(out)]
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    return {"out": out, "config": config, "ranks": ranks, "stdout": finished.stdout}
+
+
+@pytest.fixture(scope="module")
+def one_process(launch):
+    torch.manual_seed(0)
+    return run_experiment(load_runs(launch["config"])[0])
+
+
+def test_runner_writes_one_results_file_from_rank_0(launch):
+    files = sorted(p.name for p in (launch["out"] / "results").iterdir())
+    assert files == ["tiny_masking_seed0.json"]
+    assert launch["stdout"].count("wrote ") == 1
+
+
+def test_every_rank_holds_the_same_buffer_within_the_single_process_budget(launch, one_process):
+    results = json.loads((launch["out"] / "results" / "tiny_masking_seed0.json").read_text())
+    assert results["environment"]["distributed"] == {"world_size": 2, "backend": "gloo"}
+    shas = results["buffer_sha256_per_rank"]
+    assert len(shas) == 2 and shas[0] == shas[1] == results["buffer_sha256"]
+    assert results["budget_nbytes"] == one_process["budget_nbytes"]
+    assert results["buffer"]["budget_nbytes"] == one_process["buffer"]["budget_nbytes"]
+    share = results["budget_nbytes"] // results["n_classes"]
+    assert results["buffer_nbytes"] == sum(c["nbytes"] for c in results["buffer"]["classes"].values())
+    assert all(0 < c["nbytes"] <= share for c in results["buffer"]["classes"].values())
+    assert len(results["buffer"]["classes"]) == one_process["n_classes"] == 6
+    # masked records: the per-class bytes of both runs are within one record of the share
+    assert min(c["nbytes"] for c in results["buffer"]["classes"].values()) > share / 2
+    assert abs(results["final_accuracy"] - one_process["final_accuracy"]) <= ACCURACY_TOLERANCE, (
+        results["final_accuracy"], one_process["final_accuracy"])
+    assert results["accuracy_matrix"][0][0] > 50 and one_process["accuracy_matrix"][0][0] > 50
+
+
+def test_scoring_is_sharded_by_batch_and_gathered_bit_identical_to_one_process(launch):
+    first, second = launch["ranks"]
+    assert first["batch_shard"] == [0, 1, 2, 6, 7, 8] and second["batch_shard"] == [3, 4, 5, 9, 10]
+    assert first["scores_equal_one_process"] and second["scores_equal_one_process"]
+    assert first["buffer_sha256"] == second["buffer_sha256"]
+
+
+def test_training_data_is_split_between_the_ranks_and_the_model_is_ddp_while_training(launch):
+    first, second = launch["ranks"]
+    assert len(first["train_seen"]) == len(second["train_seen"]) == first["train_size"] // 2
+    both = Counter(map(tuple, first["train_seen"] + second["train_seen"]))
+    assert both == Counter(map(tuple, first["train_checksums"]))
+    assert first["trained_as"] == second["trained_as"] == ["DistributedDataParallel"]
+    assert first["unwrapped_after_training"] and second["unwrapped_after_training"]
+
+
+def test_evaluation_is_split_without_padding_and_accuracy_is_gathered(launch):
+    first, second = launch["ranks"]
+    assert first["test_size"] % 2 == 1  # DistributedSampler would pad one sample
+    assert len(first["eval_seen"]) + len(second["eval_seen"]) == first["test_size"]
+    assert not set(map(tuple, first["eval_seen"])) & set(map(tuple, second["eval_seen"]))
+    assert first["gathered_accuracy"] == second["gathered_accuracy"] == pytest.approx(first["whole_test_accuracy"])
