@@ -59,9 +59,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_processes(args: argparse.Namespace, runs: list) -> None:
-    """Join the ``torchrun`` process group when launched with more than one process (nothing
-    otherwise), after checking what every run needs of it.
+def _start_processes(args: argparse.Namespace, runs: list) -> bool:
+    """Start the ``torchrun`` process group when launched with more than one process, after
+    checking what every run needs of it.
+
+    :return: whether a group was started here (not when launched alone, nor when the caller
+        started one).
 
     :raises SystemExit: naming the field, for runs on different device types or global batch
         sizes that are not a multiple of the number of processes.
@@ -71,7 +74,7 @@ def _start_processes(args: argparse.Namespace, runs: list) -> None:
     from avalanche_exmask import distributed
 
     if not distributed.launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
-        return
+        return False
     n_processes = int(os.environ["WORLD_SIZE"])
     device_types = sorted({config.device.split(":")[0] for config in runs})
     if len(device_types) > 1:
@@ -83,7 +86,10 @@ def _start_processes(args: argparse.Namespace, runs: list) -> None:
                     f"error: {args.config}: {field}={size} is the global batch and must be a multiple of the "
                     f"{n_processes} processes (run {config.method}, seed {config.seed})"
                 )
+    if distributed.is_distributed():
+        return False
     distributed.init_distributed(runs[0].seed, device=runs[0].device, backend=args.backend)
+    return True
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -94,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         runs = load_runs(path, args.set or [])
     except ConfigError as error:
         raise SystemExit(f"error: {error}") from None
-    _start_processes(args, runs)
+    started = _start_processes(args, runs)
     outputs = [Path(args.out) / f"{path.stem}_{config.method}_seed{config.seed}.json" for config in runs]
     existing = [str(out) for out in outputs if out.exists()]
     if existing and not (args.overwrite or args.resume):
@@ -129,7 +135,8 @@ def _run(args: argparse.Namespace) -> int:
         distributed.barrier()  # the results are written before any rank goes on
     if main:
         print(format_table(results))
-    distributed.close_distributed()
+    if started:
+        distributed.close_distributed()
     return 0
 
 

@@ -99,7 +99,7 @@ def local_device(device: str) -> torch.device:
 
 def init_distributed(seed: int, *, device: str = "cpu", backend: Optional[str] = None) -> torch.device:
     """Start the process group from the launcher's environment with Avalanche's helper (a group
-    already started, e.g. by a script that calls the runner, is kept: only the device is returned).
+    already started is kept: only the device is returned).
 
     :param seed: seeds torch, NumPy and Python's ``random`` on every rank (the helper's
         ``set_random_seeds``), so the ranks start alike.

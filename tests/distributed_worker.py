@@ -5,7 +5,10 @@
    candidates; which training and test samples each rank saw; the gathered accuracy against the
    accuracy computed here on the whole test set.
 2. The runner, as a user starts it (``python -m avalanche_exmask run CONFIG`` on every rank), in
-   the process group started by 1 (it joins a group already started), which it closes.
+   the process group started by 1 (it keeps a group already started).
+3. Caption generation (``python -m avalanche_exmask caption``) with a tiny InstructBLIP, resuming
+   from the part file of an interrupted 3-process launch (one complete line, one torn): which
+   images each rank captioned is added to ``OUT/rank<r>.json``.
 """
 from __future__ import annotations
 
@@ -93,14 +96,47 @@ def _observations(config_path: str) -> dict:
     return observations
 
 
+def _caption(out: Path, command_line) -> list[str]:
+    """Caption ``out/images`` into ``out/captions.jsonl``; the images this rank captioned."""
+    from avalanche_exmask import distributed
+    from avalanche_exmask.captions import generate
+    from avalanche_exmask.captions.generate import list_images, part_path
+    from fixtures_data import write_jpeg
+    from test_captions import PROMPT, tiny_instructblip
+
+    images, captions, model_dir = out / "images", out / "captions.jsonl", out / "captioner"
+    if distributed.is_main_process():
+        model, processor = tiny_instructblip("t5")
+        model.save_pretrained(model_dir)
+        processor.save_pretrained(model_dir)
+        for i in range(7):
+            write_jpeg(images / f"class{i % 3}" / f"img{i}.jpg", i)
+        interrupted = part_path(captions, 2, 3)
+        line = {"image": list_images(images)[0], "text": "a cat", "model": str(model_dir), "prompt": PROMPT}
+        interrupted.write_text(json.dumps(line) + "\n" + '{"image": "class1/im')
+    distributed.barrier()
+    captioned: list[str] = []
+    open_rgb = generate._open_rgb
+
+    def recording(path, limits):
+        captioned.append(Path(path).relative_to(images).as_posix())
+        return open_rgb(path, limits)
+
+    generate._open_rgb = recording
+    command_line(["caption", "--images", str(images), "--out", str(captions), "--model", str(model_dir), "--prompt", PROMPT,
+                  "--batch-size", "2", "--max-new-tokens", "4", "--device", "cpu", "--no-progress"])
+    return captioned
+
+
 def main(config_path: str, out: str) -> None:
     from avalanche_exmask import distributed
     from avalanche_exmask.__main__ import main as command_line
 
     observations = _observations(config_path)
+    command_line(["run", config_path, "--out", str(Path(out) / "results")])
+    observations["captioned"] = _caption(Path(out), command_line)
     (Path(out) / f"rank{observations['rank']}.json").write_text(json.dumps(observations))
-    command_line(["run", config_path, "--out", str(Path(out) / "results"), "--no-checkpoint"])
-    assert not distributed.is_distributed()
+    distributed.close_distributed()
 
 
 if __name__ == "__main__":

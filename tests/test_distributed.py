@@ -100,3 +100,19 @@ def test_evaluation_is_split_without_padding_and_accuracy_is_gathered(launch):
     assert len(first["eval_seen"]) + len(second["eval_seen"]) == first["test_size"]
     assert not set(map(tuple, first["eval_seen"])) & set(map(tuple, second["eval_seen"]))
     assert first["gathered_accuracy"] == second["gathered_accuracy"] == pytest.approx(first["whole_test_accuracy"])
+
+
+def test_captions_are_shared_among_ranks_resumed_and_merged_once(launch):
+    from avalanche_exmask.captions.generate import list_images, part_paths
+
+    first, second = launch["ranks"]
+    images = list_images(launch["out"] / "images")
+    captions = launch["out"] / "captions.jsonl"
+    lines = [json.loads(line) for line in captions.read_text().splitlines()]
+    assert [line["image"] for line in lines] == sorted(images)  # one merged file, image order, each once
+    assert part_paths(captions) == []
+    # images[0] came from the interrupted launch's part file; its torn line's image is captioned again
+    assert lines[[line["image"] for line in lines].index(images[0])]["text"] == "a cat"
+    assert not set(first["captioned"]) & set(second["captioned"])
+    assert sorted(first["captioned"] + second["captioned"]) == sorted(images[1:])
+    assert abs(len(first["captioned"]) - len(second["captioned"])) <= 1
