@@ -18,15 +18,8 @@ import torch
 from avalanche_exmask.experiment import run_experiment
 from avalanche_exmask.config import load_runs
 
-TINY = """\
-method: masking
-seed: 0
-benchmark: {n_experiences: 2, args: {n_classes: 6, train_per_class: 16, test_per_class: 5}}
-train: {epochs: 1, batch_size: 8}
-eval: {batch_size: 16}
-storage: {budget: {samples_per_class: 2}}
-logging: {progress: false}
-"""
+CONFIG = Path(__file__).parents[1] / "benchmarks" / "configs" / "distributed_tiny.yaml"
+RESULTS = "distributed_tiny_masking_seed0.json"
 ACCURACY_TOLERANCE = 20.0
 """Points of final accuracy allowed between 2 processes and 1 at the same global batch: the runs
 see the same samples in other batches and orders (torch's ``DistributedSampler`` against its
@@ -37,8 +30,8 @@ see the same samples in other batches and orders (torch's ``DistributedSampler``
 def launch(tmp_path_factory):
     """The 2-process launch's results file and each rank's observations."""
     out = tmp_path_factory.mktemp("two")
-    config = out / "tiny.yaml"
-    config.write_text(TINY)
+    config = out / CONFIG.name
+    shutil.copy(CONFIG, config)
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(Path(__file__).with_name("distributed_worker.py")), str(config), str(out)]
@@ -56,12 +49,14 @@ def one_process(launch):
 
 def test_runner_writes_one_results_file_from_rank_0(launch):
     files = sorted(p.name for p in (launch["out"] / "results").iterdir())
-    assert files == ["tiny_masking_seed0.json"]
-    assert launch["stdout"].count("wrote ") == 1
+    assert files == [RESULTS]
+    assert [line for line in launch["stdout"].splitlines() if line.startswith("wrote ")] == [
+        f"wrote {launch['out'] / 'results' / RESULTS}"
+    ]
 
 
 def test_every_rank_holds_the_same_buffer_within_the_single_process_budget(launch, one_process):
-    results = json.loads((launch["out"] / "results" / "tiny_masking_seed0.json").read_text())
+    results = json.loads((launch["out"] / "results" / RESULTS).read_text())
     assert results["environment"]["distributed"] == {"world_size": 2, "backend": "gloo"}
     shas = results["buffer_sha256_per_rank"]
     assert len(shas) == 2 and shas[0] == shas[1] == results["buffer_sha256"]
@@ -71,7 +66,7 @@ def test_every_rank_holds_the_same_buffer_within_the_single_process_budget(launc
     assert results["buffer_nbytes"] == sum(c["nbytes"] for c in results["buffer"]["classes"].values())
     assert all(0 < c["nbytes"] <= share for c in results["buffer"]["classes"].values())
     assert len(results["buffer"]["classes"]) == one_process["n_classes"] == 6
-    # masked records: the per-class bytes of both runs are within one record of the share
+    # each class fills its share up to less than one masked record (a few KB of a ~25 KB share)
     assert min(c["nbytes"] for c in results["buffer"]["classes"].values()) > share / 2
     assert abs(results["final_accuracy"] - one_process["final_accuracy"]) <= ACCURACY_TOLERANCE, (
         results["final_accuracy"], one_process["final_accuracy"])
@@ -116,3 +111,45 @@ def test_captions_are_shared_among_ranks_resumed_and_merged_once(launch):
     assert not set(first["captioned"]) & set(second["captioned"])
     assert sorted(first["captioned"] + second["captioned"]) == sorted(images[1:])
     assert abs(len(first["captioned"]) - len(second["captioned"])) <= 1
+
+
+# ------------------------------------------------------------------ one process, no process group
+def test_the_models_methods_are_reached_through_a_wrapper():
+    from avalanche_exmask.distributed import batch_shard, gather_shards, unwrap_model
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+    from avalanche_exmask.storage.buffer import MaskedExemplarBuffer, default_scorer
+    from avalanche_exmask.training.codec_augmentation import through_codec
+    from avalanche_exmask.training.strategy import ExemplarMasking
+    from avalanche_exmask.training.weight_aligning import _linear_head
+    from conftest import random_batch
+
+    torch.manual_seed(0)
+    model = MultimodalCLIPClassifier(pretrained=None)
+    wrapped = torch.nn.DataParallel(torch.nn.DataParallel(model))  # what DDP looks like from outside: .module
+    assert not hasattr(wrapped, "patch_size") and unwrap_model(wrapped) is model
+    strategy = ExemplarMasking(model=wrapped, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), mem_size=10**6)
+    assert strategy.buffer.codec.patch_size == model.patch_size
+    batch = random_batch(3)
+    labels = torch.tensor([0, 1, 0])
+    assert torch.equal(through_codec(wrapped, strategy.buffer.codec, batch, labels).image,
+                       through_codec(model, strategy.buffer.codec, batch, labels).image)
+    assert _linear_head(wrapped) is _linear_head(model)
+    candidates = [(batch[i], int(labels[i])) for i in range(3)]
+    scores, got = MaskedExemplarBuffer(max_size=10**6)._score(wrapped, candidates, "cpu")
+    expected, _ = default_scorer(model, candidates, "cpu", 64)
+    assert torch.equal(scores.embedding, expected.embedding) and torch.equal(got, labels)
+    assert batch_shard(5, 2) == [0, 1, 2, 3, 4] and gather_shards(labels, [0, 1, 2], 3) is labels
+
+
+def test_a_global_batch_that_does_not_split_among_the_processes_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from avalanche_exmask import distributed
+    from avalanche_exmask.__main__ import main
+
+    config = tmp_path / "tiny.yaml"
+    shutil.copy(CONFIG, config)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(SystemExit, match=r"train.batch_size=8 is the global batch and must be a multiple of the 3 processes"):
+        main(["run", str(config), "--out", str(tmp_path / "out")])
+    assert not distributed.is_distributed() and not (tmp_path / "out").exists()

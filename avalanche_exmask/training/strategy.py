@@ -33,8 +33,16 @@ class ExemplarMasking(SupervisedTemplate):
     so more of them fit than plain exemplars (``buffer.stats()`` reports how many), and they are
     replayed at the rate of the current classes (``memory_batch="class_balanced"``).
 
+    Under ``torchrun``, add :class:`~avalanche_exmask.training.distributed_plugin.DistributedTrainingPlugin`
+    to ``plugins`` and evaluate with
+    :func:`~avalanche_exmask.training.distributed_metrics.gathered_accuracy_metrics`: training is
+    data-parallel, and every rank holds the same buffer (the scoring pass is shared among the
+    ranks, selection and encoding are repeated identically on each; the ranks' SHA-256 digests are
+    compared after every update).
+
     :param model: a :class:`~avalanche_exmask.models.MultimodalCLIPClassifier` (or any model with
-        ``masking_scores(x) -> MaskingScores`` and a ``patch_size``).
+        ``masking_scores(x) -> MaskingScores`` and a ``patch_size``), possibly in a DDP wrapper
+        (its methods are reached through :func:`~avalanche_exmask.distributed.unwrap_model`).
     :param optimizer: the optimizer (over the trainable parameters).
     :param mem_size: the replay budget in **bytes**, shared by all classes of the stream
         (:func:`~avalanche_exmask.storage.budget.budget_from_samples_per_class` converts the paper's
