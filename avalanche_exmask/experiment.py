@@ -111,8 +111,6 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train and evaluate one method; return the results dict (see the module docstring).
 
-    :param config: a :class:`RunConfig` or a nested dict of one.
-    :param benchmark: a prebuilt benchmark (to share one across methods); else built from the config.
     Under ``torchrun`` (after :func:`avalanche_exmask.distributed.init_distributed`) every rank
     calls this with the same config: ``train.batch_size`` and ``eval.batch_size`` are global (each
     rank takes ``1 / world_size`` of them), the model is trained data-parallel
@@ -120,6 +118,8 @@ def run_experiment(
     holds the same exemplar buffer and returns the same accuracies (gathered over ranks), and only
     rank 0 writes the checkpoint.
 
+    :param config: a :class:`RunConfig` or a nested dict of one.
+    :param benchmark: a prebuilt benchmark (to share one across methods); else built from the config.
     :param checkpoint: a file written after every experience
         (:func:`~avalanche_exmask.checkpoint.save_strategy_checkpoint`: model, optimizer, buffer,
         RNG states, the accuracies so far); if it exists when the run starts, the run resumes after

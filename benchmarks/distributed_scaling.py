@@ -1,8 +1,9 @@
 """One process against ``torchrun --nproc_per_node N`` on the same config: wall time and accuracy.
 
 Each seed of the config runs twice through the command line, once as ``python -m avalanche_exmask
-run`` with ``N`` threads and once as ``torchrun --standalone --nproc_per_node N -m avalanche_exmask
-run`` with one thread per process (the same cores), at the same global batch. The table gives
+run`` with ``--single-threads`` threads (default ``N``: the same cores) and once as ``torchrun
+--standalone --nproc_per_node N -m avalanche_exmask run`` with one thread per process, at the same
+global batch. The table gives
 both wall times (the whole command, start-up included, and the run itself as the results file
 records it), final accuracies and their paired difference, and whether every rank held the same
 buffer. Results files go to ``OUT/one`` and ``OUT/ranksN``.
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--single-threads", type=int, default=None, help="threads of the one-process run (default: --nproc)")
     parser.add_argument("--out", default="results/distributed")
     args = parser.parse_args()
     torchrun = str(Path(sys.executable).with_name("torchrun"))
@@ -44,7 +46,7 @@ def main() -> None:
     for seed in args.seeds:
         common = ["-m", "avalanche_exmask", "run", args.config, "--set", f"seed={seed}", "--overwrite", "--no-checkpoint"]
         single_dir, ranks_dir = Path(args.out) / "one", Path(args.out) / f"ranks{args.nproc}"
-        single_s = _launch([sys.executable, *common, "--out", str(single_dir)], threads=args.nproc)
+        single_s = _launch([sys.executable, *common, "--out", str(single_dir)], threads=args.single_threads or args.nproc)
         ranks_s = _launch([torchrun, "--standalone", "--nproc_per_node", str(args.nproc), *common, "--out", str(ranks_dir)], threads=1)
         name = f"{Path(args.config).stem}_*_seed{seed}.json"
         single, ranks = (json.loads(next(folder.glob(name)).read_text()) for folder in (single_dir, ranks_dir))
@@ -55,7 +57,7 @@ def main() -> None:
             f"{seed:>4} {single_s:>9.1f} {single['wall_seconds']:>8.1f} {ranks_s:>9.1f} {ranks['wall_seconds']:>8.1f} "
             f"{single['final_accuracy']:>9.1f} {ranks['final_accuracy']:>9.1f} {str(len(set(shas)) == 1 and len(shas) == args.nproc):>9}"
         )
-    print(f"{args.config}: 1 process x {args.nproc} threads against {args.nproc} processes x 1 thread (seconds, %)")
+    print(f"{args.config}: 1 process x {args.single_threads or args.nproc} threads against {args.nproc} processes x 1 thread (seconds, %)")
     print(f"{'seed':>4} {'1p cmd s':>9} {'1p run s':>8} {'Np cmd s':>9} {'Np run s':>8} {'1p acc':>9} {'Np acc':>9} {'same buf':>9}")
     print("\n".join(rows))
     if len(args.seeds) > 1:

@@ -17,7 +17,7 @@ from typing import Any, Literal, Optional
 from avalanche.benchmarks.utils.data_loader import ReplayDataLoader
 from avalanche.training.plugins import ReplayPlugin
 
-from avalanche_exmask.distributed import check_same_on_all_ranks
+from avalanche_exmask.distributed import check_same_on_all_ranks, is_distributed
 from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
 
 __all__ = ["MEMORY_BATCH_MODES", "memory_batch_size", "ByteBudgetReplayPlugin", "ExemplarMaskingPlugin"]
@@ -154,7 +154,7 @@ class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
         train_seconds = time.perf_counter() - self._train_start
         start = time.perf_counter()
         super().after_training_exp(strategy, **kwargs)
-        if hasattr(self.storage_policy, "content_sha256"):
+        if is_distributed() and hasattr(self.storage_policy, "content_sha256"):
             check_same_on_all_ranks(self.storage_policy.content_sha256(), "the exemplar buffer's SHA-256")
         self.timings.append(
             {
