@@ -13,6 +13,8 @@ Public API (named like Avalanche's):
   :func:`upmc_food101`, and what they return besides their streams, :class:`BenchmarkInfo`
 * budgets: :func:`budget_from_samples_per_class`, :func:`plain_exemplar_nbytes`
 * readouts: :func:`ncm_accuracy` (nearest class mean over the stored exemplars)
+* several processes (``torchrun``): :class:`DistributedTrainingPlugin`, :func:`gathered_accuracy_metrics`,
+  :func:`unwrap_model` (the model behind a DDP wrapper); :mod:`avalanche_exmask.distributed`
 * experiments: :class:`RunConfig`, :func:`load_runs`, :func:`run_experiment`; registries
   :data:`METHODS`, :data:`CODECS`, :class:`MethodSpec`
 
@@ -56,6 +58,9 @@ _EXPORTS: dict[str, str] = {
     "ByteBudgetReplayPlugin": "avalanche_exmask.training.plugin",
     "WeightAligningPlugin": "avalanche_exmask.training.weight_aligning",
     "ncm_accuracy": "avalanche_exmask.training.ncm",
+    "DistributedTrainingPlugin": "avalanche_exmask.training.distributed_plugin",
+    "gathered_accuracy_metrics": "avalanche_exmask.training.distributed_metrics",
+    "unwrap_model": "avalanche_exmask.distributed",
     "RunConfig": "avalanche_exmask.config",
     "load_runs": "avalanche_exmask.config",
     "run_experiment": "avalanche_exmask.experiment",

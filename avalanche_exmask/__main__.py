@@ -5,6 +5,8 @@
   memory, then a results table.
 * ``run``: the runs of a YAML/JSON config (see :mod:`avalanche_exmask.config`), validated before
   the first one starts, results written as JSON (existing files are kept unless ``--overwrite``).
+  Under ``torchrun --nproc_per_node N -m avalanche_exmask run ...`` the runs are trained on ``N``
+  processes (``--backend``: gloo on the CPU, NCCL on GPUs); rank 0 writes results and checkpoints.
 * ``methods``: the registered methods and codecs.
 * ``caption``: caption a folder of images with an image-to-text model (resumable JSONL).
 """
@@ -57,6 +59,39 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_processes(args: argparse.Namespace, runs: list) -> bool:
+    """Start the ``torchrun`` process group when launched with more than one process, after
+    checking what every run needs of it.
+
+    :return: whether a group was started here (not when launched alone, nor when the caller
+        started one).
+
+    :raises SystemExit: naming the field, for runs on different device types or global batch
+        sizes that are not a multiple of the number of processes.
+    """
+    import os
+
+    from avalanche_exmask import distributed
+
+    if not distributed.launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
+        return False
+    n_processes = int(os.environ["WORLD_SIZE"])
+    device_types = sorted({config.device.split(":")[0] for config in runs})
+    if len(device_types) > 1:
+        raise SystemExit(f"error: {args.config}: the runs of one torchrun launch share a device type; got {device_types}")
+    for config in runs:
+        for field, size in (("train.batch_size", config.train.batch_size), ("eval.batch_size", config.eval.batch_size)):
+            if size % n_processes:
+                raise SystemExit(
+                    f"error: {args.config}: {field}={size} is the global batch and must be a multiple of the "
+                    f"{n_processes} processes (run {config.method}, seed {config.seed})"
+                )
+    if distributed.is_distributed():
+        return False
+    distributed.init_distributed(runs[0].seed, device=runs[0].device, backend=args.backend)
+    return True
+
+
 def _run(args: argparse.Namespace) -> int:
     from avalanche_exmask.config import ConfigError, load_runs
 
@@ -65,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         runs = load_runs(path, args.set or [])
     except ConfigError as error:
         raise SystemExit(f"error: {error}") from None
+    started = _start_processes(args, runs)
     outputs = [Path(args.out) / f"{path.stem}_{config.method}_seed{config.seed}.json" for config in runs]
     existing = [str(out) for out in outputs if out.exists()]
     if existing and not (args.overwrite or args.resume):
@@ -75,23 +111,32 @@ def _run(args: argparse.Namespace) -> int:
 
     import json
 
+    from avalanche_exmask import distributed
     from avalanche_exmask.experiment import format_table, run_experiment, save_results
 
+    main = distributed.is_main_process()
     results = []
     for config, out in zip(runs, outputs):
         if args.resume and out.exists():
             results.append(json.loads(out.read_text()))
-            print(f"kept {out}", flush=True)
+            if main:
+                print(f"kept {out}", flush=True)
             continue
         checkpoint = None if args.no_checkpoint else out.with_suffix(".ckpt.safetensors")
-        if checkpoint is not None and checkpoint.exists() and args.overwrite and not args.resume:
+        if checkpoint is not None and checkpoint.exists() and args.overwrite and not args.resume and main:
             checkpoint.unlink()  # an interrupted earlier attempt, started over
+        distributed.barrier()  # every rank sees the same checkpoint (or none) before the run starts
         run = run_experiment(config, checkpoint=checkpoint)
         results.append(run)
-        print(f"wrote {save_results(run, out, overwrite=True)}", flush=True)
-        if checkpoint is not None and checkpoint.exists():
-            checkpoint.unlink()
-    print(format_table(results))
+        if main:
+            print(f"wrote {save_results(run, out, overwrite=True)}", flush=True)
+            if checkpoint is not None and checkpoint.exists():
+                checkpoint.unlink()
+        distributed.barrier()  # the results are written before any rank goes on
+    if main:
+        print(format_table(results))
+    if started:
+        distributed.close_distributed()
     return 0
 
 
@@ -133,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep finished runs and resume an interrupted one from its checkpoint")
     run.add_argument("--no-checkpoint", action="store_true",
                      help="do not write <results>.ckpt.safetensors after every experience (written by default, removed when the run ends)")
+    run.add_argument("--backend", choices=("gloo", "nccl"), default=None,
+                     help="under torchrun: the process group's backend (default: nccl with device cuda, else gloo)")
     run.set_defaults(func=_run)
 
     commands.add_parser("methods", help="list the registered methods and codecs").set_defaults(func=_methods)

@@ -62,6 +62,7 @@ from avalanche.models import IncrementalClassifier
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from avalanche_exmask.distributed import unwrap_model
 from avalanche_exmask.storage.buffer import ByteBudgetBuffer
 from avalanche_exmask.storage.codecs.base import Record
 from avalanche_exmask.storage.codecs.cim import CimLayout
@@ -726,7 +727,7 @@ def _strategy_parts(strategy: Any) -> dict[str, Any]:
             f"strategy has {len(buffers)} byte-budget buffers and {len(schedulers)} LR schedulers; at most one each"
         )
     return {
-        "model": strategy.model,
+        "model": unwrap_model(strategy.model),  # parameter names without a DDP wrapper's "module."
         "optimizer": strategy.optimizer,
         "buffer": buffers[0] if buffers else None,
         "scheduler": schedulers[0] if schedulers else None,

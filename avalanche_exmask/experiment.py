@@ -25,9 +25,9 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from avalanche_exmask.config import RunConfig
+from avalanche_exmask.config import ConfigError, RunConfig
 
-__all__ = ["run_experiment", "build_benchmark", "summarise_accuracy", "save_results", "format_table", "environment"]
+__all__ = ["run_experiment", "per_rank_batch_sizes", "build_benchmark", "summarise_accuracy", "save_results", "format_table", "environment"]
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,33 @@ def summarise_accuracy(matrix: list[list[float]], sizes: list[int]) -> dict[str,
     }
 
 
+def per_rank_batch_sizes(config: RunConfig) -> tuple[int, int]:
+    """``(train, eval)`` batch sizes of one process: the config's (global) sizes divided by the
+    number of processes (the sizes themselves in one process).
+
+    :raises ConfigError: if a size is not a multiple of the number of processes.
+    """
+    from avalanche_exmask.distributed import world_size
+
+    sizes = []
+    for field, size in (("train.batch_size", config.train.batch_size), ("eval.batch_size", config.eval.batch_size)):
+        if size % world_size():
+            raise ConfigError(
+                f"{field}={size} is the global batch and must be a multiple of the {world_size()} processes"
+            )
+        sizes.append(size // world_size())
+    return sizes[0], sizes[1]
+
+
 def _loggers(config: RunConfig) -> list:
+    """Avalanche's loggers of ``config.logging``; none on ranks other than 0 (they would repeat
+    rank 0's lines: every rank computes the same, gathered metrics)."""
     from avalanche.logging import CSVLogger, InteractiveLogger, TensorboardLogger, WandBLogger
 
+    from avalanche_exmask.distributed import is_main_process
+
+    if not is_main_process():
+        return []
     run_name = f"{config.method}_seed{config.seed}"
     loggers: list = [InteractiveLogger()] if config.logging.progress else []
     if config.logging.csv:
@@ -90,6 +114,13 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train and evaluate one method; return the results dict (see the module docstring).
 
+    Under ``torchrun`` (after :func:`avalanche_exmask.distributed.init_distributed`) every rank
+    calls this with the same config: ``train.batch_size`` and ``eval.batch_size`` are global (each
+    rank takes ``1 / world_size`` of them), the model is trained data-parallel
+    (:class:`~avalanche_exmask.training.distributed_plugin.DistributedTrainingPlugin`), every rank
+    holds the same exemplar buffer and returns the same accuracies (gathered over ranks), and only
+    rank 0 writes the checkpoint.
+
     :param config: a :class:`RunConfig` or a nested dict of one.
     :param benchmark: a prebuilt benchmark (to share one across methods); else built from the config.
     :param checkpoint: a file written after every experience
@@ -101,10 +132,13 @@ def run_experiment(
     from avalanche.evaluation.metrics import accuracy_metrics, class_accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
 
+    from avalanche_exmask import distributed
     from avalanche_exmask.methods.base import BuildContext
     from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
     from avalanche_exmask.registry import METHODS
     from avalanche_exmask.storage.budget import budget_from_samples_per_class
+    from avalanche_exmask.training.distributed_metrics import gathered_accuracy_metrics, gathered_class_accuracy_metrics
+    from avalanche_exmask.training.distributed_plugin import DistributedTrainingPlugin
 
     if not isinstance(config, RunConfig):
         config = RunConfig.from_dict(config)
@@ -119,18 +153,22 @@ def run_experiment(
         image_attention=config.model.image_attention, skip_empty_patches=config.model.skip_empty_patches,
     )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.train.lr, weight_decay=0.0)
+    train_batch, eval_batch = per_rank_batch_sizes(config)
+    distributed_kwargs: dict[str, Any] = {}
+    if distributed.is_distributed():
+        distributed_kwargs["plugins"] = [DistributedTrainingPlugin()]
+        metrics = [gathered_accuracy_metrics(experience=True, stream=True), gathered_class_accuracy_metrics()]
+    else:
+        metrics = [accuracy_metrics(experience=True, stream=True), class_accuracy_metrics(stream=True)]
     budget = budget_from_samples_per_class(
         config.storage.budget.samples_per_class, n_classes, model.image_size, model.context_length
     )
     context = BuildContext(
         config=config, model=model, optimizer=optimizer, benchmark=benchmark, n_classes=n_classes, budget_nbytes=budget,
         template_kwargs=dict(
-            model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(), train_mb_size=config.train.batch_size,
-            train_epochs=config.train.epochs, eval_mb_size=config.eval.batch_size, device=config.device,
-            evaluator=EvaluationPlugin(
-                accuracy_metrics(experience=True, stream=True), class_accuracy_metrics(stream=True),
-                loggers=_loggers(config),
-            ),
+            model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(), train_mb_size=train_batch,
+            train_epochs=config.train.epochs, eval_mb_size=eval_batch, device=distributed.local_device(config.device),
+            evaluator=EvaluationPlugin(*metrics, loggers=_loggers(config)), **distributed_kwargs,
         ),
     )
     strategy = spec.build(context)
@@ -167,7 +205,7 @@ def run_experiment(
             row, per_class = _evaluate(strategy, test_stream, t)
             matrix.append(row)
             class_matrix.append(per_class)
-            if checkpoint is not None:
+            if checkpoint is not None and distributed.is_main_process():
                 from avalanche_exmask.checkpoint import save_strategy_checkpoint
 
                 save_strategy_checkpoint(
@@ -197,8 +235,8 @@ def run_experiment(
 
 
 def environment() -> dict[str, Any]:
-    """Versions of Python and the packages a result depends on, and the git commit of this
-    package's checkout (``None`` outside one)."""
+    """Versions of Python and the packages a result depends on, the git commit of this package's
+    checkout (``None`` outside one) and the processes (``world_size``, ``backend``) of the run."""
     import platform
     import subprocess
     from importlib import metadata
@@ -215,7 +253,10 @@ def environment() -> dict[str, Any]:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"versions": versions, "git_commit": commit}
+    from avalanche_exmask.distributed import is_distributed, world_size
+
+    distributed = {"world_size": world_size(), "backend": torch.distributed.get_backend() if is_distributed() else None}
+    return {"versions": versions, "git_commit": commit, "distributed": distributed}
 
 
 def _evaluate(strategy, test_stream, upto: int) -> tuple[list[float], dict[str, float]]:

@@ -260,3 +260,41 @@ def test_read_done_names_a_line_that_is_not_utf8(tmp_path):
     out.write_bytes(good + b"\n" + good.replace(b'"x"', b'"\xe9"') + b"\n")
     with pytest.raises(BadInputError, match=r"c\.jsonl:2: not UTF-8 text"):
         read_done(out, model_name="m", prompt=None)
+
+
+def test_sharded_generation_resumes_in_one_process_and_merges_to_the_single_process_output(image_root, tmp_path, captioner):
+    """Shards of several ranks, simulated one after the other (the real 2-process launch, with its
+    barrier between reading and writing, is in ``test_distributed.py``)."""
+    from avalanche_exmask.captions.generate import merge_caption_parts, part_path, part_paths
+
+    single = tmp_path / "single.jsonl"
+    _run(image_root, single, captioner)
+    out = tmp_path / "sharded.jsonl"
+    images = list_images(image_root)
+    first = _run(image_root, out, captioner, rank=0, world_size=3)
+    assert first.written == 2 and not out.exists() and part_paths(out) == [part_path(out, 0, 3)]
+    assert [line["image"] for line in _lines(part_path(out, 0, 3))] == images[0::3]
+    # rank 1 of the same launch wrote one line and tore the next, rank 2 never ran
+    line = json.dumps({"image": images[1], "text": "a dog", "model": "tiny", "prompt": PROMPT})
+    part_path(out, 1, 3).write_text(line + "\n" + '{"image": "cla')
+    resumed = _run(image_root, out, captioner)  # one process: the parts count as done, then merged
+    assert resumed.already_done == 3 and resumed.written == 2 and part_paths(out) == []
+    merged = _lines(out)
+    assert sorted(line["image"] for line in merged) == sorted(images) and len(merged) == len(images)
+    expected = {line["image"]: line["text"] for line in _lines(single)} | {images[1]: "a dog"}
+    assert {line["image"]: line["text"] for line in merged} == expected
+    assert merge_caption_parts(out, model_name="tiny", prompt=PROMPT) == 0
+
+
+def test_merge_skips_images_already_merged_and_a_bad_rank_is_refused(image_root, tmp_path, captioner):
+    from avalanche_exmask.captions.generate import merge_caption_parts, part_path, part_paths
+
+    out = tmp_path / "captions.jsonl"
+    _run(image_root, out, captioner, rank=1, world_size=2)
+    part = part_path(out, 1, 2)
+    out.write_text(part.read_text().splitlines()[0] + "\n")  # a merge killed before removing the part
+    assert merge_caption_parts(out, model_name="tiny", prompt=PROMPT) == 1
+    assert [line["image"] for line in _lines(out)] == list_images(image_root)[1::2] and part_paths(out) == []
+    with pytest.raises(ValueError, match="rank must be in"):
+        _run(image_root, out, captioner, rank=2, world_size=2)
+    assert not part_path(out, 2, 2).exists()

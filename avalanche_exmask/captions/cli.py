@@ -1,5 +1,10 @@
 """The ``caption`` subcommand: ``python -m avalanche_exmask caption --images ROOT --out FILE``.
 
+Under ``torchrun --nproc_per_node N -m avalanche_exmask caption ...`` the images are shared among
+the ``N`` processes (one GPU each, ``cuda:LOCAL_RANK``; a gloo process group only coordinates
+them) and rank 0 merges their part files into ``--out`` (see
+:mod:`avalanche_exmask.captions.generate`).
+
 :func:`add_caption_parser` registers it on an ``argparse`` subparsers object; the parsed
 arguments carry ``func=run_caption``. Building the parser imports neither torch nor
 transformers; :func:`run_caption` does, when the command runs.
@@ -73,12 +78,19 @@ def add_caption_parser(subparsers: "argparse._SubParsersAction") -> argparse.Arg
 
 def run_caption(args: argparse.Namespace) -> int:
     """Run the ``caption`` subcommand; returns the process exit status."""
+    import os
+
     import torch
 
-    from avalanche_exmask.captions.generate import generate_captions, load_captioner
+    from avalanche_exmask import distributed
+    from avalanche_exmask.captions.generate import generate_captions, load_captioner, merge_caption_parts
     from avalanche_exmask.data.images import ImageLimits
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    started = distributed.launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and not distributed.is_distributed()
+    if started:
+        distributed.init_distributed(0, device="cpu", backend="gloo")
+    main = distributed.is_main_process()
+    device = str(distributed.local_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu")))
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
     model, processor = load_captioner(args.model, device=device, dtype=dtype)
     run = generate_captions(
@@ -92,16 +104,26 @@ def run_caption(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         num_beams=args.num_beams,
         on_error=args.on_error,
-        progress=not args.no_progress,
+        progress=not args.no_progress and main,
         image_limits=ImageLimits(max_pixels=args.max_pixels, min_side=args.min_side),
     )
+    distributed.barrier()  # every part file is complete
+    if main:
+        merge_caption_parts(args.out, model_name=args.model, prompt=args.prompt or None)
+    written = int(distributed.all_reduce_sum([run.written])[0])
+    skipped = [item for items in distributed.gather_objects(run.skipped) for item in items]
+    empty = [item for items in distributed.gather_objects(run.empty) for item in items]
+    if started:
+        distributed.close_distributed()
+    if not main:
+        return 0
     print(
-        f"{args.out}: wrote {run.written} caption(s); {run.already_done} already there; "
-        f"{len(run.skipped)} unusable image(s) skipped; {len(run.empty)} empty caption(s) not written "
+        f"{args.out}: wrote {written} caption(s); {run.already_done} already there; "
+        f"{len(skipped)} unusable image(s) skipped; {len(empty)} empty caption(s) not written "
         f"(rerun to try those images again)"
     )
-    for path, reason in run.skipped:
+    for path, reason in skipped:
         print(f"  skipped {path}: {reason}")
-    for path in run.empty:
+    for path in empty:
         print(f"  empty caption, not written: {path}")
     return 0

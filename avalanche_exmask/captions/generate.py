@@ -12,6 +12,13 @@ Resumable: each batch is appended, flushed and ``fsync``-ed. A restarted run rea
 already written, drops an incomplete last line (an interrupted write; its image is captioned
 again) and captions only the images not yet done, so no line is lost or duplicated.
 
+Sharded over processes (``torchrun``, one GPU each): rank ``r`` of ``W`` captions every ``W``-th
+image not yet done, into its own part file ``OUT.rank<r>-of-<W>.part`` (resumable like the output
+itself); :func:`merge_caption_parts` then appends the parts' lines to ``OUT`` in image order and
+removes them. Images in any part file, of this or an earlier launch with another number of
+processes, count as done, so no image is captioned twice and a killed launch resumes with any
+number of processes.
+
 No line holds an empty caption (the benchmark loaders reject them): an image whose caption comes
 out empty is captioned again with at least one new token that is not a special token, and if that
 is empty too it is not written but reported (:attr:`CaptionRun.empty`), so a later run tries it
@@ -19,6 +26,7 @@ again.
 """
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -44,6 +52,9 @@ __all__ = [
     "load_captioner",
     "caption_images",
     "generate_captions",
+    "part_path",
+    "part_paths",
+    "merge_caption_parts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -140,6 +151,51 @@ def read_done(out_path: PathLike, *, model_name: str, prompt: Optional[str]) -> 
             )
         done.add(record["image"])
     return done
+
+
+def part_path(out_path: PathLike, rank: int, world_size: int) -> Path:
+    """The part file rank ``rank`` of ``world_size`` processes writes beside ``out_path``."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.name}.rank{rank}-of-{world_size}.part")
+
+
+def part_paths(out_path: PathLike) -> list[Path]:
+    """The part files beside ``out_path`` (of any number of processes), sorted."""
+    out_path = Path(out_path)
+    return sorted(out_path.parent.glob(f"{glob.escape(out_path.name)}.rank*-of-*.part"))
+
+
+def merge_caption_parts(out_path: PathLike, *, model_name: str, prompt: Optional[str]) -> int:
+    """Append the part files' captions to ``out_path`` in image order, then remove the parts.
+
+    Every file is read with :func:`read_done` first (torn last lines dropped, model and prompt
+    checked); an image already in ``out_path`` (a merge interrupted before its parts were removed)
+    is not appended again. Written and ``fsync``-ed before any part is removed.
+
+    :return: the number of lines appended.
+    :raises BadInputError: as :func:`read_done`, naming the file.
+    """
+    out_path = Path(out_path)
+    parts = part_paths(out_path)
+    if not parts:
+        return 0
+    done = read_done(out_path, model_name=model_name, prompt=prompt)
+    new: dict[str, str] = {}
+    for part in parts:
+        read_done(part, model_name=model_name, prompt=prompt)
+        for line in part.read_text(encoding="utf-8").split("\n"):
+            if line.strip():
+                image = json.loads(line)["image"]
+                if image not in done:
+                    new.setdefault(image, line)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "a", encoding="utf-8") as out:
+        out.writelines(new[image] + "\n" for image in sorted(new))
+        out.flush()
+        os.fsync(out.fileno())
+    for part in parts:
+        part.unlink()
+    return len(new)
 
 
 def _is_json(line: str) -> bool:
@@ -252,6 +308,8 @@ def generate_captions(
     on_error: OnError = "raise",
     progress: bool = True,
     image_limits: ImageLimits = ImageLimits(),
+    rank: Optional[int] = None,
+    world_size: Optional[int] = None,
 ) -> CaptionRun:
     """Caption every image under ``images_root`` into the JSON Lines file ``out_path``, resumably.
 
@@ -271,17 +329,32 @@ def generate_captions(
         :class:`BadInputError` (``"raise"``) or is skipped and reported in the result (``"skip"``).
     :param progress: show a tqdm progress bar.
     :param image_limits: the image sizes allowed, checked from the header before decoding.
+    :param rank: this process's share: every ``world_size``-th image not yet done, from the
+        ``rank``-th; with ``world_size > 1`` they are written to :func:`part_path` (merge them with
+        :func:`merge_caption_parts` once every rank is done). Default: the ``torchrun`` process
+        group's rank and size (``0`` and ``1`` without one). In one process, part files left by an
+        earlier sharded launch count as done and are merged at the end.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
     images_root = Path(images_root)
     out_path = Path(out_path)
+    from avalanche_exmask import distributed
+
+    rank = distributed.rank() if rank is None else rank
+    world_size = distributed.world_size() if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size); got rank {rank} of {world_size}")
     run = CaptionRun()
     done = read_done(out_path, model_name=model_name, prompt=prompt)
-    todo = [image for image in list_images(images_root) if image not in done]
+    for part in part_paths(out_path):
+        done |= read_done(part, model_name=model_name, prompt=prompt)
+    todo = [image for image in list_images(images_root) if image not in done][rank::world_size]
     run.already_done = len(done)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path, "a", encoding="utf-8") as out, tqdm(
+    distributed.barrier()  # every rank has read the files before any writes to its part
+    target = out_path if world_size == 1 else part_path(out_path, rank, world_size)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "a", encoding="utf-8") as out, tqdm(
         total=len(todo), desc="captioning", unit="image", disable=not progress
     ) as bar:
         for batch in _batches(todo, batch_size):
@@ -317,6 +390,8 @@ def generate_captions(
             os.fsync(out.fileno())
             run.written += len(written)
             bar.update(len(batch))
+    if world_size == 1:
+        merge_caption_parts(out_path, model_name=model_name, prompt=prompt)
     if run.skipped:
         logger.warning("skipped %d unusable image(s), e.g. %s", len(run.skipped), run.skipped[0][0])
     if run.empty:

@@ -36,7 +36,8 @@ class BuildContext:
     :ivar n_classes: classes of the whole stream.
     :ivar budget_nbytes: the memory budget in bytes (``storage.budget`` converted).
     :ivar template_kwargs: Avalanche ``SupervisedTemplate`` arguments shared by every method
-        (model, optimizer, criterion, batch sizes, epochs, device, evaluator).
+        (model, optimizer, criterion, batch sizes of one process, epochs, device, evaluator; under
+        ``torchrun`` also ``plugins``, which a builder that adds plugins of its own must merge).
     """
 
     config: RunConfig
@@ -68,10 +69,11 @@ class BuildContext:
 
         :raises ValueError: if its text rule needs class names and the benchmark has none.
         """
+        from avalanche_exmask.distributed import unwrap_model
         from avalanche_exmask.storage.codec_options import build_codec
 
         return build_codec(
-            codec, self.codec_options(codec), patch_size=int(self.model.patch_size), class_token_ids=self.class_token_ids()
+            codec, self.codec_options(codec), patch_size=int(unwrap_model(self.model).patch_size), class_token_ids=self.class_token_ids()
         )
 
 

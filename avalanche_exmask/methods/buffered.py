@@ -29,7 +29,8 @@ def replay_augmentation(context: BuildContext):
 
 
 def buffered_replay(codec: str) -> Callable[[BuildContext], Naive]:
-    """A builder: Avalanche's ``Naive`` with a :class:`ByteBudgetReplayPlugin` over a buffer of ``codec``."""
+    """A builder: Avalanche's ``Naive`` with a :class:`ByteBudgetReplayPlugin` over a buffer of ``codec``
+    (and the plugins of ``template_kwargs``, after the method's own)."""
 
     def build(context: BuildContext) -> Naive:
         config = context.config
@@ -48,7 +49,9 @@ def buffered_replay(codec: str) -> Callable[[BuildContext], Naive]:
             plugins.append(WeightAligningPlugin())
         if config.train.current_through_codec:
             plugins.append(CurrentThroughCodecPlugin(buffer.codec, config.train.current_through_codec, seed=config.seed))
-        return Naive(plugins=plugins, **context.template_kwargs)
+        template_kwargs = dict(context.template_kwargs)
+        plugins.extend(template_kwargs.pop("plugins", []))
+        return Naive(plugins=plugins, **template_kwargs)
 
     return build
 
@@ -59,7 +62,9 @@ def replay_plugin_of(strategy: Any) -> ByteBudgetReplayPlugin:
 
 
 def buffer_report(strategy: Any, context: BuildContext) -> dict[str, Any]:
-    """Exemplars per class, bytes, kept fractions, timings and (``eval.ncm``) the NCM readout."""
+    """Exemplars per class, bytes, kept fractions, timings, the buffer's SHA-256 (and each rank's,
+    under ``torchrun``) and (``eval.ncm``) the NCM readout."""
+    from avalanche_exmask.distributed import gather_objects
     from avalanche_exmask.training.ncm import ncm_accuracy
 
     plugin = replay_plugin_of(strategy)
@@ -70,6 +75,7 @@ def buffer_report(strategy: Any, context: BuildContext) -> dict[str, Any]:
     report = {
         "buffer": stats.to_dict(),
         "buffer_sha256": plugin.storage_policy.content_sha256(),
+        "buffer_sha256_per_rank": gather_objects(plugin.storage_policy.content_sha256()),
         "exemplars_per_class": sum(c.n_exemplars for c in per_class) / max(1, len(per_class)),
         "buffer_nbytes": stats.accounted_nbytes,
         "kept_patch_fraction": sum(fractions) / len(fractions) if fractions else None,
@@ -82,7 +88,7 @@ def buffer_report(strategy: Any, context: BuildContext) -> dict[str, Any]:
         for experience in test[1:]:
             whole = whole.concat(experience.dataset)
         report["ncm_final_accuracy"] = ncm_accuracy(
-            context.model, plugin.storage_policy, whole, context.config.device, context.config.eval.batch_size
+            context.model, plugin.storage_policy, whole, strategy.device, strategy.eval_mb_size
         )
     return report
 

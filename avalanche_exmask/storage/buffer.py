@@ -38,6 +38,7 @@ from avalanche.training.storage_policy import (
 )
 
 from avalanche_exmask.data.sample import MultimodalSample
+from avalanche_exmask.distributed import batch_shard, gather_shards, is_distributed, rank_aligned_rng, unwrap_model
 from avalanche_exmask.models.outputs import MaskingScores
 from avalanche_exmask.storage.codecs.base import Codec, Record
 from avalanche_exmask.storage.codecs.masked import MaskedCodec
@@ -305,10 +306,7 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             indices = indices[picked.sort().values]
         # Each candidate is read once: scored from this list, and the selected ones encoded from it.
         candidates = [dataset[index] for index in indices.tolist()]
-        if getattr(self.codec, "needs_token_importance", False):
-            scores, labels = self.scorer(model, candidates, device, self.batch_size, token_importance=True)
-        else:
-            scores, labels = self.scorer(model, candidates, device, self.batch_size)
+        scores, labels = self._score(model, candidates, device)
         if len(labels) != len(indices) or bool((labels != label).any()):
             raise ValueError(
                 f"the scorer returned labels {labels.tolist()[:8]}... for {len(indices)} candidates of class {label}"
@@ -316,6 +314,26 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         order = self._order(strategy, candidates, scores)
         for position in order.tolist():
             yield self.codec.encode(candidates[position][0], scores[position], label)
+
+    def _score(self, model: torch.nn.Module, candidates: list, device: Any) -> tuple[MaskingScores, torch.Tensor]:
+        """The scorer's ``(MaskingScores [n], labels long [n])`` for ``candidates``, with the model
+        itself (not its DDP wrapper).
+
+        Under ``torchrun`` each rank scores its batches of the list (batch ``b`` on rank
+        ``b mod world_size``: :func:`~avalanche_exmask.distributed.batch_shard`) and the results are
+        gathered in list order on every rank, so every rank selects and encodes the same records
+        from the same scores, bit-identical to a single-process run's (each batch is the same batch).
+        """
+        model = unwrap_model(model)
+        keyword = {"token_importance": True} if getattr(self.codec, "needs_token_importance", False) else {}
+        if not is_distributed():
+            return self.scorer(model, candidates, device, self.batch_size, **keyword)
+        mine = batch_shard(len(candidates), self.batch_size)
+        with rank_aligned_rng():
+            local = self.scorer(model, [candidates[i] for i in mine], device, self.batch_size, **keyword) if mine else None
+        scores = gather_shards(None if local is None else local[0], mine, len(candidates))
+        labels = gather_shards(None if local is None else local[1], mine, len(candidates))
+        return scores, labels
 
     def _order(self, strategy: "SupervisedTemplate", candidates: list, scores: MaskingScores) -> torch.Tensor:
         """The candidates' selection order (long ``[n]``)."""

@@ -19,6 +19,7 @@ import torch
 from avalanche.training.plugins import SupervisedPlugin
 
 from avalanche_exmask.data.sample import MultimodalSample
+from avalanche_exmask.distributed import unwrap_model
 
 __all__ = ["through_codec", "CurrentThroughCodecPlugin"]
 
@@ -31,6 +32,7 @@ def through_codec(model: torch.nn.Module, codec: Any, x: MultimodalSample, label
     :param labels: long ``[B]``.
     :return: the decoded batch (on the CPU), same shapes.
     """
+    model = unwrap_model(model)
     was_training = model.training
     model.eval()
     try:
@@ -45,7 +47,7 @@ def through_codec(model: torch.nn.Module, codec: Any, x: MultimodalSample, label
     return torch.stack(decoded)
 
 
-class CurrentThroughCodecPlugin(SupervisedPlugin):
+class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):
     """Replaces current-data samples by their decoded records with probability ``probability``.
 
     :param codec: the buffer's codec.

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
+
+from avalanche_exmask.distributed import all_reduce_sum, is_distributed, rank, unwrap_model, world_size
 
 __all__ = ["exemplar_class_means", "ncm_accuracy"]
 
@@ -23,6 +25,7 @@ def exemplar_class_means(model: torch.nn.Module, buffer: Any, device: Any, batch
     :param buffer: has ``records`` (label -> list of records) and ``codec.decode``.
     :return: labels long ``[C]`` and unit-norm means float ``[C, F]``.
     """
+    model = unwrap_model(model)
     model.eval()
     labels, means = [], []
     for label, records in sorted(buffer.records.items()):
@@ -37,9 +40,16 @@ def exemplar_class_means(model: torch.nn.Module, buffer: Any, device: Any, batch
 
 @torch.no_grad()
 def ncm_accuracy(model: torch.nn.Module, buffer: Any, dataset: Any, device: Any, batch_size: int = 128) -> float:
-    """Accuracy (%) of the nearest-class-mean readout on ``dataset`` (items ``(x, y, ...)``)."""
+    """Accuracy (%) of the nearest-class-mean readout on ``dataset`` (items ``(x, y, ...)``).
+
+    Under ``torchrun`` each rank reads its ``rank::world_size`` shard and the counts are summed:
+    every rank returns the accuracy over the whole ``dataset``.
+    """
+    model = unwrap_model(model)
     labels, means = exemplar_class_means(model, buffer, device, batch_size)
     means = means.to(device)
+    if is_distributed():
+        dataset = Subset(dataset, range(rank(), len(dataset), world_size()))
     correct = total = 0
     for batch in DataLoader(dataset, batch_size=batch_size):
         x, y = batch[0].to(device), batch[1]
@@ -47,4 +57,5 @@ def ncm_accuracy(model: torch.nn.Module, buffer: Any, dataset: Any, device: Any,
         predicted = labels[(embeddings @ means.T).argmax(dim=1).cpu()]
         correct += int((predicted == y).sum())
         total += len(y)
+    correct, total = all_reduce_sum([correct, total])
     return 100.0 * correct / max(total, 1)

@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional
 from avalanche.benchmarks.utils.data_loader import ReplayDataLoader
 from avalanche.training.plugins import ReplayPlugin
 
+from avalanche_exmask.distributed import check_same_on_all_ranks, is_distributed
 from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
 
 __all__ = ["MEMORY_BATCH_MODES", "memory_batch_size", "ByteBudgetReplayPlugin", "ExemplarMaskingPlugin"]
@@ -65,7 +66,7 @@ def memory_batch_size(
     return max(1, math.ceil(batch_size * n_old_classes / n_new_classes))
 
 
-class ByteBudgetReplayPlugin(ReplayPlugin):
+class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
     """Replay from a byte-budgeted buffer (any codec), with a class-rate balanced memory batch.
 
     A :class:`~avalanche.training.plugins.ReplayPlugin` whose storage policy is a
@@ -153,6 +154,8 @@ class ByteBudgetReplayPlugin(ReplayPlugin):
         train_seconds = time.perf_counter() - self._train_start
         start = time.perf_counter()
         super().after_training_exp(strategy, **kwargs)
+        if is_distributed() and hasattr(self.storage_policy, "content_sha256"):
+            check_same_on_all_ranks(self.storage_policy.content_sha256(), "the exemplar buffer's SHA-256")
         self.timings.append(
             {
                 "experience": int(strategy.experience.current_experience),
@@ -164,7 +167,7 @@ class ByteBudgetReplayPlugin(ReplayPlugin):
         )
 
 
-class ExemplarMaskingPlugin(ByteBudgetReplayPlugin):
+class ExemplarMaskingPlugin(ByteBudgetReplayPlugin, supports_distributed=True):
     """Exemplar masking's front door as a plugin: a :class:`ByteBudgetReplayPlugin` whose buffer
     defaults to a :class:`~avalanche_exmask.storage.buffer.MaskedExemplarBuffer` of ``mem_size``
     bytes; arguments as there."""

@@ -8,6 +8,7 @@ from torch.optim import Optimizer
 
 from avalanche.training.templates import SupervisedTemplate
 
+from avalanche_exmask.distributed import unwrap_model
 from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.masking.text_mask import TextMaskRule, class_name_token_ids
 from avalanche_exmask.models.factory import get_tokenizer
@@ -32,8 +33,16 @@ class ExemplarMasking(SupervisedTemplate):
     so more of them fit than plain exemplars (``buffer.stats()`` reports how many), and they are
     replayed at the rate of the current classes (``memory_batch="class_balanced"``).
 
+    Under ``torchrun``, add :class:`~avalanche_exmask.training.distributed_plugin.DistributedTrainingPlugin`
+    to ``plugins`` and evaluate with
+    :func:`~avalanche_exmask.training.distributed_metrics.gathered_accuracy_metrics`: training is
+    data-parallel, and every rank holds the same buffer (the scoring pass is shared among the
+    ranks, selection and encoding are repeated identically on each; the ranks' SHA-256 digests are
+    compared after every update).
+
     :param model: a :class:`~avalanche_exmask.models.MultimodalCLIPClassifier` (or any model with
-        ``masking_scores(x) -> MaskingScores`` and a ``patch_size``).
+        ``masking_scores(x) -> MaskingScores`` and a ``patch_size``), possibly in a DDP wrapper
+        (its methods are reached through :func:`~avalanche_exmask.distributed.unwrap_model`).
     :param optimizer: the optimizer (over the trainable parameters).
     :param mem_size: the replay budget in **bytes**, shared by all classes of the stream
         (:func:`~avalanche_exmask.storage.budget.budget_from_samples_per_class` converts the paper's
@@ -89,14 +98,15 @@ class ExemplarMasking(SupervisedTemplate):
         seed: int = 0,
         **base_kwargs: Any,
     ) -> None:
+        bare = unwrap_model(model)
         class_token_ids = None
         if class_names is not None:
-            class_token_ids = class_name_token_ids(class_names, get_tokenizer(model.model_name))
+            class_token_ids = class_name_token_ids(class_names, get_tokenizer(bare.model_name))
         buffer = MaskedExemplarBuffer(
             max_size=mem_size,
             codec=MaskedCodec(
                 image_rule=image_rule, text_rule=text_rule, class_token_ids=class_token_ids,
-                patch_size=int(model.patch_size), background_downsample=background_downsample,
+                patch_size=int(bare.patch_size), background_downsample=background_downsample,
             ),
             mode="per_class" if total_num_classes is not None else "total",
             total_num_classes=total_num_classes,

@@ -13,6 +13,8 @@ from typing import Sequence
 import torch
 from avalanche.training.plugins import SupervisedPlugin
 
+from avalanche_exmask.distributed import unwrap_model
+
 __all__ = ["align_weights", "WeightAligningPlugin"]
 
 
@@ -39,15 +41,14 @@ def align_weights(head: torch.nn.Linear, old_classes: Sequence[int], new_classes
 def _linear_head(model: torch.nn.Module) -> torch.nn.Linear:
     """The ``nn.Linear`` of a model's head: ``model.classifier``, or its inner ``classifier``
     (Avalanche's ``IncrementalClassifier``); a DDP wrapper is looked through."""
-    module = getattr(model, "module", model)
-    head = module.classifier
+    head = unwrap_model(model).classifier
     head = getattr(head, "classifier", head)
     if not isinstance(head, torch.nn.Linear):
         raise TypeError(f"weight aligning needs a linear head at model.classifier; got {type(head).__name__}")
     return head
 
 
-class WeightAligningPlugin(SupervisedPlugin):
+class WeightAligningPlugin(SupervisedPlugin, supports_distributed=True):
     """Applies :func:`align_weights` after every experience that follows the first.
 
     :ivar gammas: the scale applied after each experience (``1.0`` for the first).
