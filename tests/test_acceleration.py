@@ -48,12 +48,13 @@ def test_dropped_tokens_give_the_attention_masked_forward_and_gradients():
     x = MultimodalSample(image=images, input_ids=base.input_ids, batch_size=[4])
     labels = torch.tensor([0, 1, 2, 0])
     for model in (masked, dropped):
+        model.classifier.active_units.fill_(1)  # what Avalanche's adaptation does for seen classes
         model.train()
         torch.nn.functional.cross_entropy(model(x), labels).backward()
     with torch.no_grad():
         torch.testing.assert_close(dropped.eval().embed(x), masked.eval().embed(x), atol=2e-5, rtol=1e-4)
-    grads = {name: p.grad for name, p in masked.named_parameters() if p.grad is not None}
-    assert len(grads) > 20
+    grads = {name: p.grad for name, p in masked.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert len(grads) > 80
     for name, p in dropped.named_parameters():
         if name in grads:
             torch.testing.assert_close(p.grad, grads[name], atol=1e-5, rtol=1e-3)
