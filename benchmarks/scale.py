@@ -14,7 +14,9 @@ timed on its own:
 4. evaluation: forward passes without gradients; images/s;
 5. the byte budget at 5 samples/class: record sizes, exemplars per class and decoding rate (one
    thread, as in a DataLoader worker) of every codec;
-6. peak resident memory after each stage (``ru_maxrss``) and, on a GPU, peak allocated memory.
+6. peak resident memory after each stage (``ru_maxrss``) and, on a GPU, peak allocated memory;
+7. the fraction of the current-data training time spent waiting for the loader
+   (``data_wait_fraction``) and, on a GPU with NVML, its utilisation.
 
 Usage (about 10 minutes on 2 busy CPU cores)::
 
@@ -115,7 +117,7 @@ def timed_steps(model, optimizer, batches, device, autocast, warmup: int) -> flo
     """Seconds per step over ``batches``, the first ``warmup`` steps not timed."""
     times = []
     for i, (x, y) in enumerate(batches):
-        x, y = x.to(device), y.to(device)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         sync(device)
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -181,10 +183,32 @@ def main() -> None:
         model.classifier.active_units.fill_(1)
         out["parameters"] = model.trainable_parameter_report()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-        loader = DataLoader(train, batch_size=args.batch_size, shuffle=False, num_workers=max(args.workers))
-        batches = [(x, y) for (x, y, *_), _ in zip(loader, range(args.steps + warmup))]
+        loader = DataLoader(train, batch_size=args.batch_size, shuffle=False, num_workers=max(args.workers),
+                            pin_memory=device.type == "cuda", persistent_workers=max(args.workers) > 0)
         model.train()
-        current_step_s = timed_steps(model, optimizer, batches, device, autocast, warmup)
+        batches, waits = [], []
+
+        def fed_from_loader():
+            """Batches straight from the loader, the time blocked on each one recorded."""
+            iterator = iter(loader)
+            for _ in range(args.steps + warmup):
+                start = time.perf_counter()
+                x, y, *_ = next(iterator)
+                waits.append(time.perf_counter() - start)
+                batches.append((x, y))
+                yield x, y
+
+        start = time.perf_counter()
+        current_step_s = timed_steps(model, optimizer, fed_from_loader(), device, autocast, warmup)
+        total_s = time.perf_counter() - start
+        # the fraction of the timed steps' wall time spent waiting for data (0: the model step is the bottleneck)
+        out["data_wait_fraction"] = sum(waits[warmup:]) / (sum(waits[warmup:]) + current_step_s * args.steps)
+        out["current_data_wall_s"] = total_s
+        if device.type == "cuda":
+            try:
+                out["gpu_utilization_percent_at_end"] = torch.cuda.utilization(device)
+            except Exception as error:  # needs pynvml / amdsmi
+                out["gpu_utilization_percent_at_end"] = f"unavailable: {error}"
         out["train_current_images_per_s"] = args.batch_size / current_step_s
         print("train current", out["train_current_images_per_s"], flush=True)
 
