@@ -57,6 +57,7 @@ _EXPORTS: dict[str, str] = {
     "plain_exemplar_nbytes": "avalanche_exmask.storage.budget",
     "ByteBudgetReplayPlugin": "avalanche_exmask.training.plugin",
     "WeightAligningPlugin": "avalanche_exmask.training.weight_aligning",
+    "MixedPrecisionPlugin": "avalanche_exmask.training.mixed_precision",
     "ncm_accuracy": "avalanche_exmask.training.ncm",
     "DistributedTrainingPlugin": "avalanche_exmask.training.distributed_plugin",
     "gathered_accuracy_metrics": "avalanche_exmask.training.distributed_metrics",

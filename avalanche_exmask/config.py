@@ -15,6 +15,8 @@ A run is described by a :class:`RunConfig` with one section per concern::
     train: {epochs: 2, batch_size: 32, lr: 0.003, memory_batch: class_balanced}
     eval: {batch_size: 128, ncm: true}
     logging: {progress: false, csv: logs/}
+    loader: {num_workers: 4, persistent_workers: true}     # DataLoader workers (GPU runs)
+    accelerator: {precision: bf16, channels_last: false, compile: false}
 
 A study file may give ``methods:`` and ``seeds:`` lists instead of ``method`` / ``seed``; it expands
 into one run per (method, seed). :func:`load_runs` reads such a file, applies ``--set a.b=value``
@@ -41,6 +43,8 @@ __all__ = [
     "TrainSection",
     "EvalSection",
     "LoggingSection",
+    "LoaderSection",
+    "AcceleratorSection",
     "RunConfig",
     "build_dataclass",
     "convert_value",
@@ -90,14 +94,17 @@ class ModelSection:
         weights) or ``None`` (random).
     :param adapter: ``ssf``, ``lora``, ``ia3`` or ``none``.
     :param image_attention: source of the image mask's scores: ``last``, ``rollout`` or a block index.
-    :param skip_empty_patches: the image tower ignores all-black patches.
+    :param skip_empty_patches: what the image tower does with all-black patches: ``false`` (feed
+        them), ``true`` / ``attention_mask`` (left out of the attention) or ``drop`` (token-dropping
+        replay: removed from the token sequence, fewer FLOPs; masked exemplars have black patches
+        only with ``storage.options.masked.background_downsample: null``).
     """
 
     name: str = "exmask-tiny"
     pretrained: Optional[str] = "synthetic"
     adapter: str = "ssf"
     image_attention: Union[str, int] = "last"
-    skip_empty_patches: bool = False
+    skip_empty_patches: Union[bool, Literal["attention_mask", "drop"]] = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -205,6 +212,62 @@ class LoggingSection:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class LoaderSection:
+    """DataLoader settings of training (current data and decoded replay records), evaluation and
+    the buffer's scoring pass. Images are read, decoded and resized, and replay records decoded,
+    in the dataset's ``__getitem__``, so ``num_workers`` moves that work off the training process.
+
+    :param num_workers: worker processes per loader (``0``: load in the training process).
+    :param pin_memory: page-locked batches for faster host-to-GPU copies; ``null``: on when the
+        device is CUDA (Avalanche's rule).
+    :param persistent_workers: keep the workers alive between epochs (needs ``num_workers >= 1``).
+
+    Each worker loads torch's default of 2 batches ahead. There is no ``prefetch_factor`` here:
+    Avalanche 0.6's ``make_train_dataloader`` / ``make_eval_dataloader`` drop it, and its
+    ``ReplayDataLoader`` builds a worker-less loader from the same arguments (to estimate its
+    length), which torch refuses when a ``prefetch_factor`` is given.
+    """
+
+    num_workers: int = 0
+    pin_memory: Optional[bool] = None
+    persistent_workers: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0; got {self.num_workers}")
+        if self.persistent_workers and not self.num_workers:
+            raise ValueError("persistent_workers needs num_workers >= 1")
+
+    def template_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for Avalanche's ``strategy.train(...)`` / ``strategy.eval(...)``, which
+        pass them to ``make_train_dataloader`` / ``make_eval_dataloader``, to the replay plugin's
+        loader and to the buffer's update."""
+        kwargs: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": self.pin_memory}
+        if self.num_workers:
+            kwargs["persistent_workers"] = self.persistent_workers
+        return kwargs
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AcceleratorSection:
+    """GPU settings; all off by default (and pointless on a CPU, except ``precision: bf16``).
+
+    :param precision: ``fp32``, ``bf16`` or ``fp16``: autocast of the training and evaluation
+        forward passes (:class:`~avalanche_exmask.training.mixed_precision.MixedPrecisionPlugin`;
+        ``fp16`` adds a gradient scaler).
+    :param channels_last: the patch embedding's convolution in channels-last memory format.
+    :param compile: ``torch.compile`` the transformer blocks' MLPs
+        (:func:`~avalanche_exmask.models.acceleration.compile_mlps`).
+    :param compile_mode: ``torch.compile``'s mode.
+    """
+
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """One run: a method, a seed and the sections above (stored in its results file).
 
@@ -222,12 +285,21 @@ class RunConfig:
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
     logging: LoggingSection = LoggingSection()
+    loader: LoaderSection = LoaderSection()
+    accelerator: AcceleratorSection = AcceleratorSection()
 
     def __post_init__(self) -> None:
         from avalanche_exmask.registry import METHODS
 
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS.names()}; got {self.method!r}")
+        if self.model.skip_empty_patches == "drop" and METHODS.get(self.method).codec == "masked":
+            background = self.storage.options.get("masked", {}).get("background_downsample", "patch")
+            if background is not None:
+                raise ValueError(
+                    "model.skip_empty_patches='drop' drops the black patches of masked exemplars, and with "
+                    f"storage.options.masked.background_downsample={background!r} they have none; set it to null"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready nested dict (what the results file stores)."""

@@ -152,6 +152,7 @@ def run_experiment(
         config.model.name, config.model.pretrained, adapter=config.model.adapter,
         image_attention=config.model.image_attention, skip_empty_patches=config.model.skip_empty_patches,
     )
+    _accelerate(model, config)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.train.lr, weight_decay=0.0)
     train_batch, eval_batch = per_rank_batch_sizes(config)
     distributed_kwargs: dict[str, Any] = {}
@@ -172,14 +173,19 @@ def run_experiment(
         ),
     )
     strategy = spec.build(context)
+    if config.accelerator.precision != "fp32":
+        from avalanche_exmask.training.mixed_precision import MixedPrecisionPlugin
+
+        strategy.plugins.append(MixedPrecisionPlugin(config.accelerator.precision, torch.device(config.device).type))
+    loader_kwargs = config.loader.template_kwargs()
 
     sizes = [len(exp.dataset) for exp in test_stream]
     train_seconds: list[float] = []
     if spec.joint:
         t0 = time.perf_counter()
-        strategy.train(train_stream)
+        strategy.train(train_stream, **loader_kwargs)
         train_seconds.append(time.perf_counter() - t0)
-        row, per_class = _evaluate(strategy, test_stream, len(test_stream) - 1)
+        row, per_class = _evaluate(strategy, test_stream, len(test_stream) - 1, loader_kwargs)
         accuracy = {
             "accuracy_matrix": [row],
             "class_accuracy_matrix": [per_class],
@@ -200,9 +206,9 @@ def run_experiment(
             log.info("resuming %s after experience %d from %s", config.method, first - 1, checkpoint)
         for t in range(first, len(train_stream)):
             t0 = time.perf_counter()
-            strategy.train(train_stream[t])
+            strategy.train(train_stream[t], **loader_kwargs)
             train_seconds.append(time.perf_counter() - t0)
-            row, per_class = _evaluate(strategy, test_stream, t)
+            row, per_class = _evaluate(strategy, test_stream, t, loader_kwargs)
             matrix.append(row)
             class_matrix.append(per_class)
             if checkpoint is not None and distributed.is_main_process():
@@ -259,10 +265,22 @@ def environment() -> dict[str, Any]:
     return {"versions": versions, "git_commit": commit, "distributed": distributed}
 
 
-def _evaluate(strategy, test_stream, upto: int) -> tuple[list[float], dict[str, float]]:
+def _accelerate(model, config: RunConfig) -> None:
+    """Apply ``config.accelerator``'s model settings (channels-last, ``torch.compile``)."""
+    from avalanche_exmask.models.acceleration import compile_mlps, use_channels_last
+
+    if config.accelerator.channels_last:
+        use_channels_last(model)
+    if config.accelerator.compile:
+        compile_mlps(model, config.accelerator.compile_mode)
+
+
+def _evaluate(
+    strategy, test_stream, upto: int, loader_kwargs: Optional[Mapping[str, Any]] = None
+) -> tuple[list[float], dict[str, float]]:
     """Accuracies (%) on test experiences ``0..upto``, and on each class seen so far (from
     Avalanche's ``Top1_ClassAcc_Stream`` metric; keys are class ids as strings)."""
-    metrics = strategy.eval(test_stream[: upto + 1])
+    metrics = strategy.eval(test_stream[: upto + 1], **(loader_kwargs or {}))
     row = []
     for j in range(upto + 1):
         key = next(k for k in metrics if k.startswith("Top1_Acc_Exp/eval_phase/test_stream") and k.endswith(f"Exp{j:03d}"))

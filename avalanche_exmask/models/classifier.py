@@ -18,10 +18,13 @@ from avalanche_exmask.models.factory import create_clip
 from avalanche_exmask.models.outputs import MaskingScores
 from avalanche_exmask.models.ssf import SSFConfig
 
-__all__ = ["MultimodalCLIPClassifier", "FUSIONS"]
+__all__ = ["MultimodalCLIPClassifier", "FUSIONS", "EMPTY_PATCH_MODES"]
 
 #: How image and text embeddings (each ``[B, E]``, L2-normalised) become the head's input.
 FUSIONS = ("concat", "sum", "image", "text")
+
+#: Values of ``skip_empty_patches`` (``True`` means ``"attention_mask"``).
+EMPTY_PATCH_MODES = (False, True, "attention_mask", "drop")
 
 
 class MultimodalCLIPClassifier(nn.Module):
@@ -44,11 +47,17 @@ class MultimodalCLIPClassifier(nn.Module):
         ``"last"`` (the paper: the image tower's last block), a block index (e.g. ``0``), or
         ``"rollout"`` (attention rollout over all blocks, Abnar & Zuidema 2020), a remedy for
         models whose last-block [CLS] attention sits on background "register" tokens.
-    :param skip_empty_patches: image patches whose pixels are all exactly 0 (what a masked
-        exemplar's discarded patches decode to) are left out of the image tower's attention, as
-        if the patch had been dropped from the token sequence: a masked exemplar is then seen as
-        its kept patches alone rather than as an object on a black background. ``False`` feeds the
-        black pixels like any others.
+    :param skip_empty_patches: what the image tower does with patches whose pixels are all
+        exactly 0 (what a masked exemplar's discarded patches decode to with
+        ``background_downsample=None``); one of :data:`EMPTY_PATCH_MODES`. ``False`` (default) feeds
+        the black pixels like any others. ``True`` or ``"attention_mask"``: they stay in the token
+        sequence but no token attends to them, so a masked exemplar is seen as its kept patches
+        alone (the cost is unchanged). ``"drop"``: token-dropping replay: they are removed from the
+        sequence after the positional embeddings are added (kept patches keep their positions, as
+        in open_clip's ``PatchDropout``), so the image tower costs about the kept fraction of its
+        FLOPs. The pooled output equals ``"attention_mask"``'s up to float rounding; see
+        :meth:`_dropping_empty_patches` for how a batch is split. :meth:`masking_scores` always
+        uses the attention mask (its outputs are per patch).
     """
 
     def __init__(
@@ -60,13 +69,15 @@ class MultimodalCLIPClassifier(nn.Module):
         fusion: str = "concat",
         initial_out_features: int = 2,
         image_attention: Union[str, int] = "last",
-        skip_empty_patches: bool = False,
+        skip_empty_patches: Union[bool, str] = False,
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}; got {fusion!r}")
         if not (image_attention in ("last", "rollout") or isinstance(image_attention, int)):
             raise ValueError(f"image_attention must be 'last', 'rollout' or a block index; got {image_attention!r}")
+        if not any(skip_empty_patches is mode or (isinstance(mode, str) and skip_empty_patches == mode) for mode in EMPTY_PATCH_MODES):
+            raise ValueError(f"skip_empty_patches must be one of {EMPTY_PATCH_MODES}; got {skip_empty_patches!r}")
         self.image_attention = image_attention
         self.skip_empty_patches = skip_empty_patches
         self.model_name = model_name
@@ -147,11 +158,78 @@ class MultimodalCLIPClassifier(nn.Module):
         finally:
             handle.remove()
 
+    @contextlib.contextmanager
+    def _dropping_empty_patches(self, images: torch.Tensor):
+        """While active, the empty patches of ``images`` (uint8 ``[B, 3, S, S]``, every one with at
+        least one empty patch) are removed from the image tower's token sequence.
+
+        A forward hook on the tower's ``patch_dropout`` (the point where open_clip drops tokens,
+        after the positional embeddings) gathers [CLS] and each image's kept patch tokens, in grid
+        order, into ``[B, 1 + K, D]`` with ``K`` the largest kept count of the batch. Images with
+        fewer kept patches are padded, and the padding is masked out of the attention as keys
+        (padded positions are computed and ignored: the batch costs ``(1 + K) / (1 + N)`` of the
+        full tower, not the mean kept fraction).
+        """
+        empty = self.empty_patches(images)  # [B, N]
+        kept_counts = (~empty).sum(dim=1)  # [B]
+        longest = int(kept_counts.max())
+        order = torch.argsort(empty.to(torch.int8), dim=1, stable=True)[:, :longest]  # kept first, grid order
+        padding = torch.arange(longest, device=images.device)[None, :] >= kept_counts[:, None]  # [B, K]
+
+        def gather_kept(_module, _args, tokens):
+            index = order[:, :, None].expand(-1, -1, tokens.shape[-1])
+            return torch.cat([tokens[:, :1], tokens[:, 1:].gather(1, index)], dim=1)
+
+        handles = [self.clip.visual.patch_dropout.register_forward_hook(gather_kept)]
+        if bool(padding.any()):
+            heads = self.clip.visual.transformer.resblocks[0].attn.num_heads
+            keys = torch.cat([torch.zeros_like(padding[:, :1]), padding], dim=1)  # [B, 1 + K]
+            additive = torch.zeros(keys.shape, dtype=torch.float32, device=images.device).masked_fill(keys, float("-inf"))
+            length = keys.shape[1]
+            mask = additive[:, None, None, :].expand(-1, heads, length, -1).reshape(-1, length, length)
+
+            def add_mask(_module, args, kwargs):
+                kwargs["attn_mask"] = mask.to(args[0].dtype)
+                return args, kwargs
+
+            handles.append(self.clip.visual.transformer.register_forward_pre_hook(add_mask, with_kwargs=True))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Image embedding ``[B, E]`` (not normalised) of uint8 ``[B, 3, S, S]`` images, with the
+        model's handling of empty patches (``skip_empty_patches``).
+
+        With ``"drop"``, the batch is split: images without an empty patch go through the tower
+        as they are, the others with their empty patches dropped (:meth:`_dropping_empty_patches`),
+        and the rows are put back in batch order.
+        """
+        pixels = self.normalize_images(images)
+        if self.skip_empty_patches != "drop":
+            with self._skipping_empty_patches(images):
+                return self.clip.encode_image(pixels)
+        has_empty = self.empty_patches(images).any(dim=1)
+        if not bool(has_empty.any()):
+            return self.clip.encode_image(pixels)
+        rows = torch.nonzero(has_empty).flatten()
+        with self._dropping_empty_patches(images[rows]):
+            dropped = self.clip.encode_image(pixels[rows])
+        if bool(has_empty.all()):
+            return dropped
+        full_rows = torch.nonzero(~has_empty).flatten()
+        full = self.clip.encode_image(pixels[full_rows])
+        out = torch.empty((images.shape[0], full.shape[-1]), dtype=full.dtype, device=full.device)
+        out[rows] = dropped.to(full.dtype)
+        out[full_rows] = full
+        return out
+
     def embed(self, x: MultimodalSample) -> torch.Tensor:
         """Fused embedding ``[B, F]`` of a batch."""
         validate_sample(x, self.image_size, self.context_length)
-        with self._skipping_empty_patches(x.image):
-            image_embedding = self.clip.encode_image(self.normalize_images(x.image))
+        image_embedding = self.encode_image(x.image)
         text_embedding = self.clip.encode_text(x.input_ids)
         return self._fuse(image_embedding, text_embedding)
 

@@ -28,7 +28,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence, Union
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
 from avalanche.training.storage_policy import (
@@ -91,6 +91,11 @@ def default_scorer(
     finally:
         model.train(was_training)
     return torch.cat(scores), torch.cat(labels).long()
+
+
+def _as_is(item: Any) -> Any:
+    """A DataLoader ``collate_fn`` returning each item unchanged (module level: workers pickle it)."""
+    return item
 
 
 def _fit_to_budget(sizes: Iterable[int], budget: int) -> list[int]:
@@ -267,7 +272,12 @@ class ByteBudgetBuffer(ExemplarsBuffer):
 
     # ------------------------------------------------------------------ updates
     def update(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
-        """Add the new classes of ``strategy.experience`` (``ReplayPlugin`` calls this)."""
+        """Add the new classes of ``strategy.experience`` (``ReplayPlugin`` calls this).
+
+        :param kwargs: the arguments of ``strategy.train(...)``; with ``num_workers >= 1`` the
+            candidates are read (images decoded and resized) in that many DataLoader workers.
+        """
+        self._read_workers = int(kwargs.get("num_workers") or 0)
         self.post_adapt(strategy, strategy.experience)
 
     def post_adapt(self, agent_state: "SupervisedTemplate", exp: Any) -> None:
@@ -305,7 +315,7 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             picked = torch.randperm(len(indices), generator=self._generator)[: self.candidates_per_class]
             indices = indices[picked.sort().values]
         # Each candidate is read once: scored from this list, and the selected ones encoded from it.
-        candidates = [dataset[index] for index in indices.tolist()]
+        candidates = self._read(dataset, indices.tolist())
         scores, labels = self._score(model, candidates, device)
         if len(labels) != len(indices) or bool((labels != label).any()):
             raise ValueError(
@@ -334,6 +344,14 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         scores = gather_shards(None if local is None else local[0], mine, len(candidates))
         labels = gather_shards(None if local is None else local[1], mine, len(candidates))
         return scores, labels
+
+    def _read(self, dataset: Dataset, indices: list[int]) -> list:
+        """The items of ``dataset`` at ``indices``, in order; read (images decoded and resized) in
+        DataLoader workers when the last :meth:`update` was given ``num_workers >= 1``."""
+        workers = getattr(self, "_read_workers", 0)
+        if not workers or len(indices) < 2:
+            return [dataset[index] for index in indices]
+        return list(DataLoader(Subset(dataset, indices), batch_size=None, collate_fn=_as_is, num_workers=workers))
 
     def _order(self, strategy: "SupervisedTemplate", candidates: list, scores: MaskingScores) -> torch.Tensor:
         """The candidates' selection order (long ``[n]``)."""

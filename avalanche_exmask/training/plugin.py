@@ -115,6 +115,10 @@ class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
         A class-balanced memory batch can exceed the buffer's length (one exemplar per class, many
         old classes); a batch sampler would then cap it at the buffer's length, so the buffer is
         repeated (lazily, by Avalanche's dataset concatenation) until one batch fits.
+
+        The loader settings given to ``strategy.train(...)`` (``num_workers``, ``pin_memory``,
+        ``persistent_workers``) apply to the one loader of current data and records: records are
+        decoded in its workers. (Avalanche's ``ReplayPlugin`` does not forward ``pin_memory``.)
         """
         self._train_start = time.perf_counter()
         memory = self.storage_policy.buffer
@@ -136,7 +140,11 @@ class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
         repeated = memory
         for _ in range(math.ceil(self.batch_size_mem / len(memory)) - 1):
             repeated = repeated.concat(memory)
-        loader_args = {key: kwargs[key] for key in ("persistent_workers", "ffcv_args") if key in kwargs}
+        loader_args = {key: kwargs[key] for key in ("ffcv_args",) if key in kwargs}
+        if num_workers:  # torch refuses persistent workers without workers
+            loader_args["persistent_workers"] = kwargs.get("persistent_workers", False)
+        pin_memory = kwargs.get("pin_memory")
+        loader_args["pin_memory"] = strategy.device.type == "cuda" if pin_memory is None else pin_memory
         strategy.dataloader = ReplayDataLoader(
             strategy.adapted_dataset,
             repeated,
