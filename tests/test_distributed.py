@@ -43,8 +43,14 @@ def launch(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_process(launch):
-    torch.manual_seed(0)
-    return run_experiment(load_runs(launch["config"])[0])
+    """The same config in this process, one thread like each rank of the launch (two threads
+    oversubscribe a loaded 2-core machine: 70 s instead of about 15)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_experiment(load_runs(launch["config"])[0])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_runner_writes_one_results_file_from_rank_0(launch):
