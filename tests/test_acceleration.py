@@ -271,3 +271,39 @@ def test_replay_loader_and_buffer_update_use_the_loader_settings():
     strategy.train(benchmark.train_stream[1], **settings)
     assert probe.loader_kwargs["num_workers"] == 1 and probe.loader_kwargs["pin_memory"] is False  # the replay loader
     assert probe.loader_kwargs["persistent_workers"] is True
+
+
+def test_run_config_sections_reach_the_strategy(monkeypatch):
+    """``loader`` / ``accelerator`` / ``model.skip_empty_patches: drop`` from a config drive a run."""
+    from avalanche_exmask.experiment import run_experiment
+    from avalanche_exmask.storage.buffer import ByteBudgetBuffer
+
+    seen = {"autocast": 0, "read_workers": [], "drop": 0}
+    original_enter, original_read = MixedPrecisionPlugin._enter, ByteBudgetBuffer._read
+    original_drop = MultimodalCLIPClassifier._dropping_empty_patches
+
+    def counting_enter(self):
+        seen["autocast"] += self.dtype == torch.bfloat16
+        original_enter(self)
+
+    def spying_read(self, dataset, indices):
+        seen["read_workers"].append(self._read_workers)
+        return original_read(self, dataset, indices)
+
+    def counting_drop(self, images):
+        seen["drop"] += 1
+        return original_drop(self, images)
+
+    monkeypatch.setattr(MixedPrecisionPlugin, "_enter", counting_enter)
+    monkeypatch.setattr(ByteBudgetBuffer, "_read", spying_read)
+    monkeypatch.setattr(MultimodalCLIPClassifier, "_dropping_empty_patches", counting_drop)
+    (run,) = expand_runs({
+        "method": "masking", "benchmark": {"n_experiences": 2, "args": {"n_classes": 4, "train_per_class": 2, "test_per_class": 1}},
+        "model": {"pretrained": None, "skip_empty_patches": "drop"}, "train": {"epochs": 1, "batch_size": 4},
+        "storage": {"options": {"masked": {"background_downsample": None}}}, "eval": {"ncm": False},
+        "logging": {"progress": False}, "loader": {"num_workers": 1}, "accelerator": {"precision": "bf16", "channels_last": True},
+    })
+    results = run_experiment(run)
+    assert results["accuracy_matrix"] and results["exemplars_per_class"] >= 1
+    assert seen["autocast"] > 0 and seen["read_workers"] and set(seen["read_workers"]) == {1}
+    assert seen["drop"] > 0  # current data through the codec and replayed records lose their black patches
