@@ -77,9 +77,8 @@ def category_files(root: Path) -> dict[str, list[tuple[str, Path]]]:
 def public_domain_only(material: Material) -> Material:
     """The openclipart part of the material (so that every pixel shipped is public domain)."""
     keep = np.array([i for i, item in enumerate(material.items) if item.source == "openclipart"])
-    weights = material.weights[keep]
     return Material(material.objects[keep], material.extents[keep], [material.items[i] for i in keep],
-                    material.backgrounds, weights / weights.sum())
+                    material.backgrounds)
 
 
 def build(args: argparse.Namespace) -> dict:

@@ -225,14 +225,19 @@ class Material:
     :ivar extents: ``int [M, 2]`` width and height of each object inside its tile, pixels.
     :ivar items: the ``M`` items.
     :ivar backgrounds: ``uint8 [K, 64, 64, 3]`` opaque images.
-    :ivar weights: ``float [M]`` sampling probabilities (each group capped, see :func:`load_material`).
     """
 
     objects: np.ndarray
     extents: np.ndarray
     items: list[Item]
     backgrounds: np.ndarray
-    weights: np.ndarray
+
+    def groups(self) -> list[np.ndarray]:
+        """The object indices of each group (openclipart folder or emoji subcategory), groups sorted by name."""
+        members: dict[str, list[int]] = {}
+        for index, item in enumerate(self.items):
+            members.setdefault(item.group, []).append(index)
+        return [np.array(members[name]) for name in sorted(members)]
 
     def counts(self) -> dict[str, int]:
         """Objects per source."""
@@ -246,21 +251,18 @@ def load_material(
     items: Iterable[Item],
     *,
     exclude_hashes: frozenset[str] = frozenset(),
-    group_cap: int = 120,
     cache: Optional[Path] = None,
 ) -> Material:
     """Decode ``items`` into tiles (or load them from ``cache``, an ``.npz`` written on first use).
 
     :param exclude_hashes: SHA-256 of image files left out (the held-out images).
-    :param group_cap: a group with more objects is sampled as if it had this many (the 1,378 stars
-        of openclipart do not drown the rest).
     """
     items = list(items)
     if cache is not None and cache.is_file():
         stored = np.load(cache, allow_pickle=False)
         meta = json.loads(str(stored["items"]))
         kept = [Item(Path(m[0]), *m[1:]) for m in meta]
-        return Material(stored["objects"], stored["extents"], kept, stored["backgrounds"], stored["weights"])
+        return Material(stored["objects"], stored["extents"], kept, stored["backgrounds"])
     objects, extents, kept, backgrounds = [], [], [], []
     for item in items:
         if exclude_hashes and sha256(item.path) in exclude_hashes:
@@ -276,24 +278,20 @@ def load_material(
         extents.append(object_extent(tile))
         objects.append(tile)
         kept.append(item)
-    group_sizes: dict[str, int] = {}
-    for item in kept:
-        group_sizes[item.group] = group_sizes.get(item.group, 0) + 1
-    weights = np.array([min(1.0, group_cap / group_sizes[item.group]) for item in kept])
     material = Material(
         np.stack(objects), np.array(extents, dtype=np.int64), kept,
-        np.stack(backgrounds) if backgrounds else np.zeros((0, TILE, TILE, 3), np.uint8), weights / weights.sum(),
+        np.stack(backgrounds) if backgrounds else np.zeros((0, TILE, TILE, 3), np.uint8),
     )
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         meta = json.dumps([[str(i.path), i.source, i.title, i.context, i.group] for i in kept])
         np.savez(cache, objects=material.objects, extents=material.extents, backgrounds=material.backgrounds,
-                 weights=material.weights, items=np.array(meta))
+                 items=np.array(meta))
     return material
 
 
 def pretraining_material(
-    openclipart: Path, emoji: Path, *, cache: Optional[Path] = None, group_cap: int = 120
+    openclipart: Path, emoji: Path, *, cache: Optional[Path] = None
 ) -> tuple[Material, dict]:
     """The pretraining pool: every openclipart and emoji item that is not held out, decoded.
 
@@ -307,7 +305,7 @@ def pretraining_material(
     use_cache = cache is not None and cache.is_file()
     held_images = [i for i in clipart if any(i.group == c.folder for c in HELD_OUT)]
     hashes = frozenset() if use_cache else frozenset(sha256(i.path) for i in held_images)
-    material = load_material(pool, exclude_hashes=hashes, group_cap=group_cap, cache=cache)
+    material = load_material(pool, exclude_hashes=hashes, cache=cache)
     summary = {
         "openclipart_images_found": len(clipart),
         "emoji_images_found": len(emojis),
@@ -399,9 +397,11 @@ def patch_mask(object_pixels: np.ndarray, patch_size: int) -> np.ndarray:
     return blocks.any(axis=(-3, -1)).reshape(*lead, grid * grid)
 
 
+# Every caption names the item's context (folder or emoji category): words shared by many items, without
+# which the tiny model finds no signal in a few hundred steps (contrastive loss stays at ln(batch size)).
 _TEMPLATES = {
-    "openclipart": ("{title}", "a clip art of {title}", "{title}, {context}", "{context}: {title}", "a drawing of {title}"),
-    "emoji": ("{title}", "{title} emoji", "an emoji of {title}, {context}", "{context}: {title}", "an icon of {title}"),
+    "openclipart": ("{title}, {context}", "a clip art of {title}, {context}", "{context}: {title}"),
+    "emoji": ("{title}, {context}", "an emoji of {title}, {context}", "{context}: {title}"),
 }
 
 

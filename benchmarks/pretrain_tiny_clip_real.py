@@ -1,30 +1,35 @@
 """Pretrain ``exmask-tiny`` on real clip art and emoji (the shipped ``pretrained="real"`` weights).
 
-The successor of ``pretrain_tiny_clip.py`` (whose ``synthetic`` weights it starts from, unless
-``--init none``): the same contrastive image-text loss plus attention prior, on real material
-(:mod:`clipart_material`): openclipart-png (public domain) and the Twemoji (CC BY 4.0) and Noto
-(Apache 2.0) emoji of emoji-datasource, each object composited over a background and clutter of
-other objects. Texts are the clip art's title with its folder, or the emoji's name with its
-category, subcategory and short names. The attention prior's target is the object's *own* alpha
-mask: the last image block's head-averaged [CLS]->patch attention is pulled towards the uniform
-distribution over the patches holding object pixels (``KL(target || attention)``, weight
-``--attention-prior-weight``), so the [CLS] token looks at the captioned object and not at the
-clutter behind it.
+The successor of ``pretrain_tiny_clip.py``: the same contrastive image-text loss plus attention
+prior, on real material (:mod:`clipart_material`): openclipart-png (public domain) and the Twemoji
+(CC BY 4.0) and Noto (Apache 2.0) emoji of emoji-datasource, each object composited over a
+background and clutter of other objects. Captions name the clip art's title and its folder, or the
+emoji's name with its category, subcategory and short names. The attention prior's target is the
+object's *own* alpha mask: the last image block's head-averaged [CLS]->patch attention is pulled
+towards the uniform distribution over the patches holding object pixels (``KL(target ||
+attention)``, weight ``--attention-prior-weight``), so the [CLS] token looks at the captioned object
+and not at the clutter behind it.
 
 The categories of the embedded real-image benchmark
 (:data:`avalanche_exmask.benchmarks.clipart.HELD_OUT`) are kept out of the pretraining pool (their
 folders, the emoji subcategories of the same concepts, byte-identical copies and titles naming
 them), so ``transfer_eval.py`` measures transfer to categories the model has not seen.
 
-Every step draws ``--batch-size`` distinct objects (each openclipart folder / emoji subcategory
-weighted as if it held at most ``--group-cap`` objects) and composites them from a seed derived
-from ``(seed, step)``; a run is reproducible with the same arguments, material and thread count.
+Batches follow the synthetic recipe (one sample of each of many classes per step): every step
+draws ``--batch-size`` distinct *groups* (openclipart folders and emoji subcategories, 234 of
+them) and one object of each, composited from a seed derived from ``(seed, step)``; a run is
+reproducible with the same arguments, material and thread count. Two findings set the defaults:
+starting from the ``synthetic`` weights (``--init synthetic``) the first real batches are confidently
+wrong and the embeddings collapse (contrastive loss pinned at ``ln(batch size)`` for 50+ steps, even
+with the similarity scale reset or a 10x lower learning rate), so the default starts from random
+weights with the synthetic recipe's learning rate; and captions that carry only the title give the
+tiny model no shared signal, so every caption names the item's folder or emoji category.
 
 Maintainer command (installs the material outside the repository, trains, evaluates)::
 
     make real-weights
 
-which runs ``apt-get install -y openclipart-png``, ``npm install --prefix $(NPM_DIR)
+which runs ``apt-get install -y openclipart-png``, ``npm install --prefix .maintainer/npm
 emoji-datasource@16.0.0 emoji-datasource-twitter@16.0.0 emoji-datasource-google@16.0.0``, then
 ``benchmarks/build_clipart_benchmark.py``, this script and ``benchmarks/transfer_eval.py``.
 """
@@ -66,14 +71,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="decoded material (written on first use; delete it after changing the sources)")
     parser.add_argument("--steps", type=int, default=220, help="optimiser steps (one batch each)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate of AdamW")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of AdamW")
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup", type=float, default=0.05, help="fraction of steps of linear warm-up")
-    parser.add_argument("--group-cap", type=int, default=120, help="sampling weight cap per folder / subcategory")
     parser.add_argument("--attention-prior-weight", type=float, default=1.0,
                         help="weight of KL(object patches || last block's [CLS] attention); 0 disables it")
-    parser.add_argument("--init", choices=("synthetic", "none"), default="synthetic",
+    parser.add_argument("--init", choices=("synthetic", "none"), default="none",
                         help="start from the shipped synthetic weights or from random ones")
+    parser.add_argument("--init-logit-scale", type=float, default=1 / 0.07,
+                        help="reset the similarity scale to this (open_clip's initial 1/0.07); the synthetic weights'"
+                             " scale of 100 makes the first real batches confidently wrong and the embeddings collapse"
+                             " (contrastive loss stuck at ln(batch size)); a negative value keeps the loaded scale")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
@@ -85,6 +93,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             parser.error(f"{what}: {path} not found (install the material first: make real-weights)")
     if args.attention_prior_weight < 0:
         parser.error(f"--attention-prior-weight must be >= 0; got {args.attention_prior_weight}")
+    if args.init_logit_scale is not None and args.init_logit_scale <= 0:
+        args.init_logit_scale = None
     return args
 
 
@@ -102,6 +112,9 @@ def make_batch(material, indices: np.ndarray, rng: np.random.Generator, patch_si
 def pretrain(args: argparse.Namespace, material) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(args.seed)
     model = create_clip(MODEL_NAME, "synthetic" if args.init == "synthetic" else None)
+    if args.init_logit_scale is not None:
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(args.init_logit_scale))
     tokenizer = open_clip.get_tokenizer(MODEL_NAME)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -110,6 +123,7 @@ def pretrain(args: argparse.Namespace, material) -> tuple[torch.nn.Module, dict]
     )
     loss_fn = open_clip.ClipLoss()
     patch_size = model.visual.patch_size[0]
+    groups = material.groups()
     capture = _QueryCapture(model.visual.transformer.resblocks[-1].attn) if args.attention_prior_weight > 0 else None
     contrastive_losses: list[float] = []
     prior_losses: list[float] = []
@@ -118,7 +132,8 @@ def pretrain(args: argparse.Namespace, material) -> tuple[torch.nn.Module, dict]
     progress = tqdm(range(args.steps), desc="pretraining", disable=args.quiet)
     for step in progress:
         rng = np.random.default_rng(np.random.SeedSequence([args.seed, step]))
-        indices = rng.choice(len(material.items), size=args.batch_size, replace=False, p=material.weights)
+        chosen = rng.choice(len(groups), size=min(args.batch_size, len(groups)), replace=False)
+        indices = np.array([groups[g][rng.integers(len(groups[g]))] for g in chosen])
         images, texts, object_patches = make_batch(material, indices, rng, patch_size)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
@@ -163,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     register_packaged_configs()
-    material, summary = pretraining_material(args.openclipart, args.emoji, cache=args.cache, group_cap=args.group_cap)
+    material, summary = pretraining_material(args.openclipart, args.emoji, cache=args.cache)
     if not args.quiet:
         print(json.dumps(summary), flush=True)
     model, record = pretrain(args, material)
