@@ -95,7 +95,7 @@ def test_demo_runs_on_the_clipart_benchmark_with_the_real_weights(capsys):
     from avalanche_exmask import __main__ as cli
 
     assert cli.main(["demo", "--benchmark", "clipart", "--classes", "2", "--experiences", "2", "--epochs", "1",
-                     "--methods", "naive", "--quiet", "--threads", "1"]) == 0
+                     "--methods", "raw", "--quiet", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "Embedded clipart benchmark: 2 classes in 2 experiences" in out and "'real' weights" in out
     with pytest.raises(SystemExit, match="--classes must be in 1..10"):
