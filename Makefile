@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: venv demo test notebooks real-weights clean-venv
 BENCHMARK ?= synthetic
 # Maintainer step only (root, network to the Debian and npm registries): the real material, outside the repository.
-MAINTAINER_DIR ?= .maintainer
+MAINTAINER_DIR ?= $(HOME)/.cache/avalanche-exmask-real
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(PY) -m avalanche_exmask demo --benchmark $(BENCHMARK)
 
 # Rebuilds the embedded clip-art benchmark and the shipped `real` weights from Debian's openclipart-png
-# and npm's emoji-datasource(-twitter, -google), then measures their transfer (about 35 minutes on 2 cores).
+# and npm's emoji-datasource(-twitter, -google), then measures their transfer (about 45 minutes on 2 shared cores).
 real-weights: $(STAMP)
 	apt-get update && apt-get install -y openclipart-png
 	npm install --prefix $(MAINTAINER_DIR)/npm --no-save emoji-datasource@16.0.0 emoji-datasource-twitter@16.0.0 emoji-datasource-google@16.0.0

@@ -13,7 +13,7 @@ images whose mask covers under ``--min-object`` of the pixels (faint line art) a
 Deterministic for a given ``--seed``, material and Pillow version.
 
     python benchmarks/build_clipart_benchmark.py --openclipart /usr/share/openclipart/png \\
-        --emoji .maintainer/npm/node_modules --cache .maintainer/clipart-material.npz
+        --emoji ~/.cache/avalanche-exmask-real/npm/node_modules
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from clipart_material import SOURCES, Material, clean_title, composite, fit_tile, object_extent, pretraining_material, read_rgba, sha256  # noqa: E402
+from clipart_material import MAINTAINER_DIR, SOURCES, Material, clean_title, composite, fit_tile, object_extent, pretraining_material, read_rgba, sha256  # noqa: E402
 
 from avalanche_exmask.benchmarks.clipart import CLIPART_ROOT, HELD_OUT  # noqa: E402
 
@@ -41,8 +41,8 @@ _CAPTIONS = ("{title}", "a clip art of {title}", "a drawing of {title}", "a pict
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--openclipart", type=Path, default=Path("/usr/share/openclipart/png"))
-    parser.add_argument("--emoji", type=Path, default=Path(".maintainer/npm/node_modules"))
-    parser.add_argument("--cache", type=Path, default=Path(".maintainer/clipart-material.npz"))
+    parser.add_argument("--emoji", type=Path, default=MAINTAINER_DIR / "npm" / "node_modules")
+    parser.add_argument("--cache", type=Path, default=MAINTAINER_DIR / "clipart-material.npz")
     parser.add_argument("--per-class", type=int, default=40, help="images per category at most")
     parser.add_argument("--test-every", type=int, default=4, help="every n-th image is a test image")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality")

@@ -37,6 +37,7 @@ from PIL import Image
 from avalanche_exmask.benchmarks.clipart import HELD_OUT, HeldOutCategory
 
 __all__ = [
+    "MAINTAINER_DIR",
     "Item",
     "Material",
     "SOURCES",
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 TILE = 64
+#: Where ``make real-weights`` installs the npm packages and caches the decoded material (outside the repository).
+MAINTAINER_DIR = Path.home() / ".cache" / "avalanche-exmask-real"
 ALPHA_THRESHOLD = 128  # alpha >= this (of 255) counts as an object pixel
 MAX_PIXELS = 16_000_000  # larger source images are skipped (a few posters of 100+ megapixels)
 

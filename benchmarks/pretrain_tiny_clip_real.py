@@ -29,7 +29,7 @@ Maintainer command (installs the material outside the repository, trains, evalua
 
     make real-weights
 
-which runs ``apt-get install -y openclipart-png``, ``npm install --prefix .maintainer/npm
+which runs ``apt-get install -y openclipart-png``, ``npm install --prefix ~/.cache/avalanche-exmask-real/npm
 emoji-datasource@16.0.0 emoji-datasource-twitter@16.0.0 emoji-datasource-google@16.0.0``, then
 ``benchmarks/build_clipart_benchmark.py``, this script and ``benchmarks/transfer_eval.py``.
 """
@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from clipart_material import SOURCES, caption, composite, patch_mask, pretraining_material  # noqa: E402
+from clipart_material import MAINTAINER_DIR, SOURCES, caption, composite, patch_mask, pretraining_material  # noqa: E402
 from pretrain_tiny_clip import _QueryCapture, attention_prior_loss, learning_rate, normalise, save_weights  # noqa: E402
 
 from avalanche_exmask.benchmarks.clipart import HELD_OUT  # noqa: E402
@@ -65,9 +65,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--openclipart", type=Path, default=Path("/usr/share/openclipart/png"),
                         help="the png folder of Debian's openclipart-png")
-    parser.add_argument("--emoji", type=Path, default=Path(".maintainer/npm/node_modules"),
+    parser.add_argument("--emoji", type=Path, default=MAINTAINER_DIR / "npm" / "node_modules",
                         help="node_modules holding emoji-datasource, -twitter and -google")
-    parser.add_argument("--cache", type=Path, default=Path(".maintainer/clipart-material.npz"),
+    parser.add_argument("--cache", type=Path, default=MAINTAINER_DIR / "clipart-material.npz",
                         help="decoded material (written on first use; delete it after changing the sources)")
     parser.add_argument("--steps", type=int, default=220, help="optimiser steps (one batch each)")
     parser.add_argument("--batch-size", type=int, default=128)
