@@ -1,8 +1,8 @@
 """Command line: ``python -m avalanche_exmask {demo,run,methods,caption}``.
 
-* ``demo``: the main job on the embedded synthetic benchmark: Avalanche's Naive and Replay
-  against SSF + exemplar masking (and the other storage baselines with ``--all``) at equal
-  memory, then a results table.
+* ``demo``: the main job on an embedded benchmark (synthetic renders, or real clip art with
+  ``--benchmark clipart``): Avalanche's Naive and Replay against SSF + exemplar masking (and the
+  other storage baselines with ``--all``) at equal memory, then a results table.
 * ``run``: the runs of a YAML/JSON config (see :mod:`avalanche_exmask.config`), validated before
   the first one starts, results written as JSON (existing files are kept unless ``--overwrite``).
   Under ``torchrun --nproc_per_node N -m avalanche_exmask run ...`` the runs are trained on ``N``
@@ -18,6 +18,17 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 DEMO_METHODS = ("naive", "replay", "masking")
+#: The shipped weights each embedded benchmark is run with by default.
+DEMO_WEIGHTS = {"synthetic": "synthetic", "clipart": "real"}
+
+
+def _clipart_classes(count: int) -> list[str]:
+    """The first ``count`` categories of the embedded real-image benchmark."""
+    from avalanche_exmask.benchmarks.clipart import HELD_OUT
+
+    if not 1 <= count <= len(HELD_OUT):
+        raise SystemExit(f"error: --classes must be in 1..{len(HELD_OUT)} for the clipart benchmark; got {count}")
+    return [category.name for category in HELD_OUT[:count]]
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -30,14 +41,19 @@ def _demo(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     methods = [m for m in METHODS.names() if not METHODS.get(m).joint] if args.all else list(args.methods)
+    if args.benchmark == "clipart":
+        benchmark_args = {} if args.classes is None else {"classes": _clipart_classes(args.classes)}
+    else:
+        benchmark_args = {
+            "n_classes": args.classes or 10, "train_per_class": args.train_per_class, "test_per_class": args.test_per_class
+        }
+    pretrained = args.pretrained or DEMO_WEIGHTS[args.benchmark]
     runs = expand_runs(
         {
             "methods": methods,
             "seed": args.seed,
-            "benchmark": {
-                "n_experiences": args.experiences,
-                "args": {"n_classes": args.classes, "train_per_class": args.train_per_class, "test_per_class": args.test_per_class},
-            },
+            "benchmark": {"name": args.benchmark, "n_experiences": args.experiences, "args": benchmark_args},
+            "model": {"pretrained": pretrained},
             "storage": {"budget": {"samples_per_class": args.samples_per_class}},
             "train": {"epochs": args.epochs},
             "logging": {"progress": not args.quiet},
@@ -53,8 +69,10 @@ def _demo(args: argparse.Namespace) -> int:
         if args.out:
             save_results(run, Path(args.out) / f"demo_{config.method}_seed{args.seed}.json", overwrite=True)
     print()
-    print(f"Embedded synthetic benchmark: {args.classes} classes in {args.experiences} experiences, "
-          f"{args.samples_per_class:g} samples/class of memory (equal bytes), exmask-tiny + SSF, seed {args.seed}")
+    n_classes = len(benchmark.class_order)
+    print(f"Embedded {args.benchmark} benchmark: {n_classes} classes in {args.experiences} experiences, "
+          f"{args.samples_per_class:g} samples/class of memory (equal bytes), exmask-tiny ({pretrained!r} weights) + SSF, "
+          f"seed {args.seed}")
     print(format_table(results))
     return 0
 
@@ -157,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="compare Naive, Replay and exemplar masking on the embedded benchmark")
     demo.add_argument("--methods", nargs="+", default=list(DEMO_METHODS), help="registered methods (see the 'methods' command)")
     demo.add_argument("--all", action="store_true", help="run every registered method but the joint ones")
-    demo.add_argument("--classes", type=int, default=10)
+    demo.add_argument("--benchmark", choices=tuple(DEMO_WEIGHTS), default="synthetic",
+                      help="synthetic renders, or the embedded real clip art (10 held-out categories)")
+    demo.add_argument("--pretrained", default=None,
+                      help="weights: a shipped tag (synthetic, real) or a file; default: synthetic / real by benchmark")
+    demo.add_argument("--classes", type=int, default=None, help="classes (default 10; all 10 for clipart)")
     demo.add_argument("--experiences", type=int, default=5)
     demo.add_argument("--train-per-class", type=int, default=60)
     demo.add_argument("--test-per-class", type=int, default=20)

@@ -67,8 +67,8 @@ def _positive(section: Any, name: str) -> None:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BenchmarkSection:
-    """:param name: a benchmark generator: ``synthetic``, ``image_text_folder``, ``mm_imagenet_r``,
-        ``upmc_food101``.
+    """:param name: a benchmark generator: ``synthetic``, ``clipart`` (the embedded real-image
+        benchmark), ``image_text_folder``, ``mm_imagenet_r``, ``upmc_food101``.
     :param n_experiences: experiences ``L``.
     :param args: keyword arguments of the generator (paths, sizes, ``class_order``, ...); the seed
         and the model name are passed unless given here.
@@ -84,14 +84,14 @@ class BenchmarkSection:
         _positive(self, "n_experiences")
 
 
-BENCHMARKS = ("synthetic", "image_text_folder", "mm_imagenet_r", "upmc_food101")
+BENCHMARKS = ("synthetic", "clipart", "image_text_folder", "mm_imagenet_r", "upmc_food101")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelSection:
     """:param name: open_clip model name.
-    :param pretrained: open_clip tag, local weights path, ``"synthetic"`` (the shipped tiny
-        weights) or ``None`` (random).
+    :param pretrained: open_clip tag, local weights path, ``"synthetic"`` or ``"real"`` (the
+        shipped tiny weights, pretrained on synthetic renders or on real clip art) or ``None`` (random).
     :param adapter: ``ssf``, ``lora``, ``ia3`` or ``none``.
     :param image_attention: source of the image mask's scores: ``last``, ``rollout`` or a block index.
     :param skip_empty_patches: what the image tower does with all-black patches: ``false`` (feed

@@ -40,6 +40,8 @@ def build_benchmark(config: RunConfig):
     name = config.benchmark.name
     if name == "synthetic":
         from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal as generator
+    elif name == "clipart":
+        from avalanche_exmask.benchmarks.clipart import clipart as generator
     elif name == "mm_imagenet_r":
         from avalanche_exmask.benchmarks.mm_imagenet_r import mm_imagenet_r as generator
     elif name == "upmc_food101":

@@ -25,7 +25,7 @@ from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
 from avalanche_exmask.benchmarks.assemble import build_benchmark, folder_dataset_maker
 from avalanche_exmask.benchmarks.hf import from_hf_dataset
-from avalanche_exmask.benchmarks.records import PathLike, check_images, folder_records
+from avalanche_exmask.benchmarks.records import PathLike, check_images, folder_records, read_file_list
 from avalanche_exmask.benchmarks.splits import carve_validation, split_by_file_lists, stratified_split
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import InputIssues, OnError
@@ -52,6 +52,7 @@ def image_text_folder(
     test_files: Optional[Union[PathLike, Sequence[str]]] = None,
     test_fraction: float = 0.2,
     image_limits: ImageLimits = ImageLimits(),
+    classes: Optional[Sequence[str]] = None,
 ) -> CLScenario:
     """A class-incremental benchmark from a folder of images per class and their captions.
 
@@ -90,6 +91,9 @@ def image_text_folder(
         :data:`~avalanche_exmask.data.images.DEFAULT_MAX_PIXELS` pixels, at least
         :data:`~avalanche_exmask.data.images.DEFAULT_MIN_SIDE` on a side), checked from the header
         before any image is decoded, at build time and when an item is loaded.
+    :param classes: only these class folders (a slice of a larger folder); default all. Labels
+        follow the sorted names of the classes kept.
+    :raises ValueError: naming the ``classes`` that are not class folders of ``root``.
     :return: see :func:`~avalanche_exmask.benchmarks.assemble.build_benchmark`.
     """
     encoder = encoder or SampleEncoder.for_model(model_name)
@@ -97,6 +101,8 @@ def image_text_folder(
         n_experiences=n_experiences, classes_per_experience=classes_per_experience, seed=seed, class_order=class_order
     )
     if dataset is not None:
+        if classes is not None:
+            raise ValueError("`classes` selects class folders; it does not apply to a Hugging Face `dataset`")
         return from_hf_dataset(
             dataset,
             encoder=encoder,
@@ -113,7 +119,17 @@ def image_text_folder(
         raise ValueError("give both `train_files` and `test_files`, or neither")
     issues = InputIssues(on_error)
     records = folder_records(root, captions, issues=issues)
+    if classes is not None:
+        unknown = sorted(set(classes) - set(records.classes))
+        if unknown:
+            raise ValueError(f"classes {unknown} are not class folders with captioned images under {root}")
+        records = records.select([i for i, cls in enumerate(records.classes) if cls in set(classes)])
     if train_files is not None:
+        if classes is not None:  # the lists name images of every class; keep those of the selected ones
+            train_files, test_files = (
+                [path for path in read_file_list(files) if path.split("/", 1)[0] in set(classes)]
+                for files in (train_files, test_files)
+            )
         splits = split_by_file_lists(records, train_files=train_files, test_files=test_files, issues=issues)
     else:
         train, test = stratified_split(records.classes, fraction=test_fraction, seed=seed)

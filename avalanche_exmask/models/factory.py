@@ -38,7 +38,10 @@ _WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 #: ``{model name: {pretrained tag: weights file}}`` of weights shipped inside the package.
 PACKAGED_WEIGHTS: dict[str, dict[str, Path]] = {
-    "exmask-tiny": {"synthetic": _WEIGHTS_DIR / "exmask-tiny-synthetic.safetensors"},
+    "exmask-tiny": {
+        "synthetic": _WEIGHTS_DIR / "exmask-tiny-synthetic.safetensors",
+        "real": _WEIGHTS_DIR / "exmask-tiny-real.safetensors",
+    },
 }
 
 
@@ -57,7 +60,7 @@ def create_clip(
         ``exmask-tiny``.
     :param pretrained: ``None`` for random weights; a local file (``.pt``, ``.pth``, ``.bin``,
         ``.safetensors``; a full open_clip checkpoint or a bare state dict); a tag of weights shipped
-        in this package (``"synthetic"`` for ``exmask-tiny``); or an open_clip pretrained tag
+        in this package (``"synthetic"`` or ``"real"`` for ``exmask-tiny``); or an open_clip pretrained tag
         (e.g. ``"openai"``, ``"laion2b_s34b_b88k"``), which open_clip fetches from the hub if
         reachable.
     :raises ValueError: unknown model name, or weights that do not fit the config.
