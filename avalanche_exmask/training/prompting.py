@@ -6,7 +6,8 @@ No replay and no task labels at test time: prompts (L2P), E-prompts (DualPrompt)
 * logits of classes outside the current experience are set to ``-inf`` while training
   (``mask_old_logits``; Avalanche's ``use_mask``), so old head rows get no gradient;
 * the optimizer's state is reset at every experience (Avalanche's L2P builds a new optimizer
-  each experience), so no stale momentum moves a parameter that gets no gradient;
+  each experience), so no stale momentum moves a parameter that gets no gradient (give it no
+  weight decay, as the runner does: decoupled decay would still shrink the old classes' rows);
 * the loss adds the key-matching (surrogate) term, ``- key_coefficient x key_similarity``.
 
 Models: :class:`~avalanche_exmask.models.l2p.L2PCLIP`, :class:`~avalanche_exmask.models.dualprompt.DualPromptCLIP`,
