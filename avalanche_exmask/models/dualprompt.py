@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avalanche_exmask.data.sample import MultimodalSample
-from avalanche_exmask.models.l2p import PromptedOutput, frozen_backbone_check, parameter_report
+from avalanche_exmask.models.frozen_backbone import PromptedOutput, frozen_backbone_check, parameter_report
 from avalanche_exmask.models.prompt_injection import attention_prefixes
 from avalanche_exmask.models.attention import block_attention_module
 from avalanche_exmask.models.towers import check_towers, pooled_features, towers_of

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avalanche_exmask.data.sample import MultimodalSample
-from avalanche_exmask.models.l2p import frozen_backbone_check, parameter_report
+from avalanche_exmask.models.frozen_backbone import frozen_backbone_check, parameter_report
 from avalanche_exmask.models.towers import check_towers, towers_of
 
 __all__ = ["BottleneckAdapter", "EASECLIP"]
@@ -96,7 +96,7 @@ class EASECLIP(nn.Module):
                 raise ValueError(f"{name} must be >= 1; got {value}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
-        if not 0 <= completed_weight:
+        if completed_weight < 0:
             raise ValueError(f"completed_weight must be >= 0; got {completed_weight}")
         self.backbone = backbone
         self.towers = check_towers(towers)
@@ -120,6 +120,7 @@ class EASECLIP(nn.Module):
 
     @property
     def n_tasks(self) -> int:
+        """Adapter sets allocated."""
         return len(self.adapters)
 
     def start_task(self, task: int) -> None:

@@ -26,7 +26,6 @@ state per experience) are kept in :class:`avalanche_exmask.training.prompting.Le
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from typing import Sequence
 
 import torch
@@ -35,39 +34,11 @@ from torch import nn
 from avalanche.models.prompt import Prompt
 
 from avalanche_exmask.data.sample import MultimodalSample
+from avalanche_exmask.models.frozen_backbone import PromptedOutput, frozen_backbone_check, parameter_report
 from avalanche_exmask.models.prompt_injection import prompt_tokens
 from avalanche_exmask.models.towers import check_towers, pooled_features, towers_of
 
-__all__ = ["L2PCLIP", "PromptedOutput", "frozen_backbone_check"]
-
-
-@dataclasses.dataclass
-class PromptedOutput:
-    """What a prompted forward pass gives the strategy.
-
-    :ivar logits: ``[B, C]``.
-    :ivar key_similarity: scalar, the surrogate term to *maximise* (sum over the chosen keys and
-        towers of the cosine to the query, averaged over the batch).
-    :ivar selected: per tower, the chosen prompt (or task) indices ``[B, N]``.
-    """
-
-    logits: torch.Tensor
-    key_similarity: torch.Tensor
-    selected: dict[str, torch.Tensor]
-
-
-def frozen_backbone_check(backbone: nn.Module) -> None:
-    """Refuse a backbone that has trainable weights besides its head, or that masks empty patches.
-
-    :raises ValueError: naming what is wrong.
-    """
-    trainable = [name for name, p in backbone.named_parameters() if p.requires_grad and not name.startswith("classifier.")]
-    if trainable:
-        raise ValueError(
-            f"prompt and adapter methods need a frozen backbone (adapter='none'); trainable: {trainable[:3]}"
-        )
-    if getattr(backbone, "skip_empty_patches", False):
-        raise ValueError("prompt methods change the image token sequence; build the model with skip_empty_patches=False")
+__all__ = ["L2PCLIP"]
 
 
 class L2PCLIP(nn.Module):
@@ -139,13 +110,3 @@ class L2PCLIP(nn.Module):
     def trainable_parameter_report(self) -> dict[str, int]:
         """Parameter counts (elements): ``prompts`` (prompts and keys), ``head``, ``trainable``, ``total``."""
         return parameter_report(self, prompts=sum(p.numel() for p in self.pools.parameters()))
-
-
-def parameter_report(model: nn.Module, **own: int) -> dict[str, int]:
-    return {
-        **own,
-        "head": sum(p.numel() for p in model.backbone.classifier.parameters()),
-        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "total": sum(p.numel() for p in model.parameters()),
-    }
-
