@@ -251,6 +251,7 @@ def test_configs_fill_the_frozen_backbone_and_name_bad_fields():
     assert l2p.model.adapter == "none" and raw.model.adapter == "ssf"
     assert l2p.method_options["l2p"]["pool_size"] == 6 and l2p.method_options["l2p"]["towers"] == "both"
     assert raw.method_options == {}
+    assert l2p.method_options["l2p"]["lr"] == 0.03  # Avalanche's LearningToPrompt default, not train.lr
     with pytest.raises(ConfigError, match=r"model\.adapter must be 'none' for method 'ease'"):
         expand_runs({**base, "method": "ease", "model": {"adapter": "lora"}})
     with pytest.raises(ConfigError, match=r"method_options\.dualprompt\.selection must be one of"):

@@ -5,6 +5,13 @@ Their options are the config's ``method_options.<method>`` (the fields of the da
 validated and completed with defaults like the codecs' ``storage.options``). They need a frozen
 backbone: a config that does not name ``model.adapter`` gets ``none``, and any other adapter is an
 error naming ``model.adapter``. No replay and no task labels at test time.
+
+**Learning rate.** Each has an ``lr`` option, the learning rate of its own parameters and of the head
+(``null``: the run's ``train.lr``). L2P and DualPrompt default to 0.03, Avalanche's
+``LearningToPrompt`` default (L2P's recipe): their prompts start random (U(-1, 1)), and at the
+study's SSF rate (3e-3) they barely move in a short schedule, so the random prompts mostly perturb
+the frozen features (README, "Replay-free baselines", has the measurements). EASE's adapters start
+at zero (the frozen model) and use ``train.lr``.
 """
 from __future__ import annotations
 
@@ -31,6 +38,11 @@ def _at_least(options: Any, minimum: int, *names: str) -> None:
             raise ValueError(f"{name} must be >= {minimum}; got {value}")
 
 
+def _positive_lr(options: Any) -> None:
+    if options.lr is not None and not options.lr > 0:
+        raise ValueError(f"lr must be > 0 or null; got {options.lr}")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class L2POptions:
     """``method_options.l2p``.
@@ -42,6 +54,7 @@ class L2POptions:
     :param prompt_init: ``uniform`` (U(-1, 1)) or ``zero``.
     :param key_coefficient: weight of the surrogate (key-matching) loss.
     :param mask_old_logits: mask other classes' logits while training.
+    :param lr: learning rate of the prompts, keys and head (``null``: ``train.lr``).
     """
 
     towers: TowersOption = "both"
@@ -51,8 +64,10 @@ class L2POptions:
     prompt_init: Literal["uniform", "zero"] = "uniform"
     key_coefficient: float = 0.1
     mask_old_logits: bool = True
+    lr: Optional[float] = 0.03
 
     def __post_init__(self) -> None:
+        _positive_lr(self)
         _at_least(self, 1, "pool_size", "prompt_length", "top_k")
         if self.top_k > self.pool_size:
             raise ValueError(f"top_k must be <= pool_size ({self.pool_size}); got {self.top_k}")
@@ -72,6 +87,7 @@ class DualPromptOptions:
     :param n_tasks: E-prompts in the pool; ``null``: the benchmark's number of experiences.
     :param key_coefficient: weight of the key-matching loss.
     :param mask_old_logits: mask other classes' logits while training.
+    :param lr: learning rate of the prompts, keys and head (``null``: ``train.lr``).
     """
 
     towers: TowersOption = "both"
@@ -83,8 +99,10 @@ class DualPromptOptions:
     n_tasks: Optional[int] = None
     key_coefficient: float = 1.0
     mask_old_logits: bool = True
+    lr: Optional[float] = 0.03
 
     def __post_init__(self) -> None:
+        _positive_lr(self)
         _at_least(self, 0, "g_depth")
         _at_least(self, 1, "e_depth", "g_length", "e_length", "n_tasks")
 
@@ -99,6 +117,7 @@ class EASEOptions:
     :param temperature: softmax temperature of the prototype completion.
     :param completed_weight: weight of completed prototypes in the prediction.
     :param mask_old_logits: mask other classes' logits while training the current adapter.
+    :param lr: learning rate of the adapters and head (``null``: ``train.lr``).
     """
 
     towers: TowersOption = "both"
@@ -107,8 +126,10 @@ class EASEOptions:
     temperature: float = 0.1
     completed_weight: float = 1.0
     mask_old_logits: bool = True
+    lr: Optional[float] = None
 
     def __post_init__(self) -> None:
+        _positive_lr(self)
         _at_least(self, 1, "bottleneck")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0; got {self.temperature}")
@@ -117,11 +138,16 @@ class EASEOptions:
 
 
 def _options(context: BuildContext, cls: type) -> Any:
-    """The run's options of its method, and the frozen-backbone check."""
+    """The run's options of its method (their ``lr`` set on the run's optimizer), after the
+    frozen-backbone check."""
     config = context.config
     if config.model.adapter != "none":
         raise ValueError(f"model.adapter must be 'none' for method {config.method!r} (a frozen backbone); got {config.model.adapter!r}")
-    return cls(**config.method_options.get(config.method, {}))
+    options = cls(**config.method_options.get(config.method, {}))
+    if options.lr is not None:
+        for group in context.optimizer.param_groups:
+            group["lr"] = options.lr
+    return options
 
 
 def _build_l2p(context: BuildContext):
