@@ -8,6 +8,9 @@ Public API (named like Avalanche's):
   :class:`MaskedCodec`, :class:`RawCodec`, :class:`JpegCodec` (MRDC-style), :class:`CimCodec` (CIM-style)
 * masking rules: :class:`ImageMaskRule`, :class:`TextMaskRule`; augmentation :class:`MultimodalAugmentation`
 * model: :class:`MultimodalCLIPClassifier`, :class:`SSFConfig`, :func:`create_clip`
+* replay-free baselines on the frozen model: strategies :class:`LearningToPromptCLIP`,
+  :class:`DualPromptStrategy`, :class:`EASEStrategy` with models :class:`L2PCLIP`,
+  :class:`DualPromptCLIP`, :class:`EASECLIP`
 * data: :class:`MultimodalSample`, :class:`SampleEncoder`
 * benchmarks: :func:`synthetic_multimodal`, :func:`image_text_folder`, :func:`mm_imagenet_r`,
   :func:`upmc_food101`, and what they return besides their streams, :class:`BenchmarkInfo`
@@ -43,6 +46,12 @@ _EXPORTS: dict[str, str] = {
     "MultimodalAugmentation": "avalanche_exmask.training.augmentation",
     "MultimodalCLIPClassifier": "avalanche_exmask.models.classifier",
     "SSFConfig": "avalanche_exmask.models.ssf",
+    "L2PCLIP": "avalanche_exmask.models.l2p",
+    "DualPromptCLIP": "avalanche_exmask.models.dualprompt",
+    "EASECLIP": "avalanche_exmask.models.ease",
+    "LearningToPromptCLIP": "avalanche_exmask.training.prompting",
+    "DualPromptStrategy": "avalanche_exmask.training.prompting",
+    "EASEStrategy": "avalanche_exmask.training.prompting",
     "create_clip": "avalanche_exmask.models.factory",
     "MaskingScores": "avalanche_exmask.models.outputs",
     "MultimodalSample": "avalanche_exmask.data.sample",

@@ -17,6 +17,8 @@ A run is described by a :class:`RunConfig` with one section per concern::
     logging: {progress: false, csv: logs/}
     loader: {num_workers: 4, persistent_workers: true}     # DataLoader workers (GPU runs)
     accelerator: {precision: bf16, channels_last: false, compile: false}
+    method_options:                     # per method, read by the methods that declare options
+      l2p: {towers: both, pool_size: 10}
 
 A study file may give ``methods:`` and ``seeds:`` lists instead of ``method`` / ``seed``; it expands
 into one run per (method, seed). :func:`load_runs` reads such a file, applies ``--set a.b=value``
@@ -274,6 +276,8 @@ class RunConfig:
     :param method: a registered method (:data:`avalanche_exmask.registry.METHODS`).
     :param seed: seeds the class order, the head, selection, augmentation and data order.
     :param device: ``cpu``, ``cuda``, ...
+    :param method_options: method name -> that method's options (the fields of its registered
+        ``MethodSpec.options`` dataclass, e.g. ``{l2p: {pool_size: 20}}``); each method reads its own entry.
     """
 
     method: str = "masking"
@@ -287,6 +291,7 @@ class RunConfig:
     logging: LoggingSection = LoggingSection()
     loader: LoaderSection = LoaderSection()
     accelerator: AcceleratorSection = AcceleratorSection()
+    method_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from avalanche_exmask.registry import METHODS
@@ -540,10 +545,38 @@ def expand_runs(
     _check_applicable(values, {m: METHODS.get(m) for m in (applicable_to or methods)}, source)
     runs = []
     for method in methods:
+        run_values = _with_backbone_adapter(values, method, specs[method], source)
         for seed in seeds:
-            run = build_dataclass(RunConfig, {**values, "method": method, "seed": seed}, where="", source=source)
-            runs.append(_resolve_codec_options(run, specs[method], source))
+            run = build_dataclass(RunConfig, {**run_values, "method": method, "seed": seed}, where="", source=source)
+            runs.append(_resolve_method_options(_resolve_codec_options(run, specs[method], source), specs[method], source))
     return runs
+
+
+def _with_backbone_adapter(values: Mapping[str, Any], method: str, spec: Any, source: str) -> Mapping[str, Any]:
+    """``values`` with ``model.adapter`` set to what ``method`` needs (if it needs one).
+
+    :raises ConfigError: naming ``model.adapter`` if the values name another adapter.
+    """
+    required = getattr(spec, "backbone_adapter", None)
+    if required is None:
+        return values
+    model = values.get("model") or {}
+    if not isinstance(model, Mapping):
+        return values  # build_dataclass reports it
+    given = model.get("adapter")
+    if given is not None and given != required:
+        raise ConfigError(f"{source}: model.adapter must be {required!r} for method {method!r}; got {given!r}")
+    return {**values, "model": {**model, "adapter": required}}
+
+
+def _resolve_method_options(run: RunConfig, spec: Any, source: str) -> RunConfig:
+    """Keep only the run's own method options, checked against its options dataclass and completed."""
+    options_class = getattr(spec, "options", None)
+    if options_class is None:
+        return dataclasses.replace(run, method_options={})
+    where = f"method_options.{run.method}"
+    options = build_dataclass(options_class, run.method_options.get(run.method, {}), where=where, source=source)
+    return dataclasses.replace(run, method_options={run.method: dataclasses.asdict(options)})
 
 
 def _as_list(listed: Any, single: Any, name: str, source: str) -> list[Any]:
@@ -563,6 +596,10 @@ def _check_applicable(values: Mapping[str, Any], specs: Mapping[str, Any], sourc
                 raise ConfigError(
                     f"{source}: {section}.{key} applies to methods with an exemplar buffer, and none of {list(specs)} has one"
                 )
+    for method in (values.get("method_options") or {}):
+        if method not in specs or getattr(specs[method], "options", None) is None:
+            with_options = [name for name, spec in specs.items() if getattr(spec, "options", None) is not None]
+            raise ConfigError(f"{source}: method_options.{method} applies to none of the methods {list(specs)} (methods with options: {with_options})")
     codecs_used = {specs[name].codec for name in buffered}
     options = (values.get("storage") or {}).get("options") or {}
     from avalanche_exmask.registry import CODECS

@@ -13,7 +13,9 @@ A new method is one module with one registration::
 
 Methods with an exemplar buffer name their codec (``codec="raw"``): the config's
 ``storage.options.<codec>`` then applies to them, the runner builds that codec for them
-(:meth:`BuildContext.codec`) and reports the buffer's figures.
+(:meth:`BuildContext.codec`) and reports the buffer's figures. Methods with options of their own
+name a frozen dataclass (``options=MyOptions``): the config's ``method_options.<name>`` is checked
+against its fields and completed with its defaults before any run starts.
 """
 from __future__ import annotations
 
@@ -87,6 +89,10 @@ class MethodSpec:
     :param joint: trained once on the whole stream (an upper bound), not experience by experience.
     :param report: ``(strategy, context) -> dict`` of extra figures for the results file; their
         keys are listed in the results file's ``figures`` and shown by the tables.
+    :param options: a frozen dataclass whose fields are the method's options: the config's
+        ``method_options.<name>`` is validated against it and completed with its defaults.
+    :param backbone_adapter: the ``model.adapter`` the method needs (e.g. ``"none"`` for methods on a
+        frozen backbone): filled in where a config does not name one, an error where it names another.
     """
 
     build: Callable[[BuildContext], Any]
@@ -94,3 +100,5 @@ class MethodSpec:
     codec: Optional[str] = None
     joint: bool = False
     report: Optional[Callable[[Any, BuildContext], dict[str, Any]]] = None
+    options: Optional[type] = None
+    backbone_adapter: Optional[str] = None
