@@ -142,9 +142,19 @@ class MultimodalCLIPClassifier(nn.Module):
         if empty is None or not bool(empty.any()):
             yield
             return
+        handle = self._ignore_image_keys(empty)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def _ignore_image_keys(self, ignored: torch.Tensor) -> torch.utils.hooks.RemovableHandle:
+        """Make the image transformer's attention ignore, as keys, the tokens where ``ignored`` (bool
+        ``[B, L]``, one per token after [CLS]) is true ([CLS] is never ignored): a pre-hook that passes
+        an additive ``-inf`` mask ``[B x heads, 1 + L, 1 + L]``. Returns the hook's handle."""
         heads = self.clip.visual.transformer.resblocks[0].attn.num_heads
-        keys = torch.cat([torch.zeros_like(empty[:, :1]), empty], dim=1)  # [B, 1 + N]; [CLS] never
-        additive = torch.zeros(keys.shape, dtype=torch.float32, device=images.device).masked_fill(keys, float("-inf"))
+        keys = torch.cat([torch.zeros_like(ignored[:, :1]), ignored], dim=1)  # [B, 1 + L]
+        additive = torch.zeros(keys.shape, dtype=torch.float32, device=ignored.device).masked_fill(keys, float("-inf"))
         length = keys.shape[1]
         mask = additive[:, None, None, :].expand(-1, heads, length, -1).reshape(-1, length, length)
 
@@ -152,11 +162,7 @@ class MultimodalCLIPClassifier(nn.Module):
             kwargs["attn_mask"] = mask.to(args[0].dtype)
             return args, kwargs
 
-        handle = self.clip.visual.transformer.register_forward_pre_hook(add_mask, with_kwargs=True)
-        try:
-            yield
-        finally:
-            handle.remove()
+        return self.clip.visual.transformer.register_forward_pre_hook(add_mask, with_kwargs=True)
 
     @contextlib.contextmanager
     def _dropping_empty_patches(self, images: torch.Tensor):
@@ -182,17 +188,7 @@ class MultimodalCLIPClassifier(nn.Module):
 
         handles = [self.clip.visual.patch_dropout.register_forward_hook(gather_kept)]
         if bool(padding.any()):
-            heads = self.clip.visual.transformer.resblocks[0].attn.num_heads
-            keys = torch.cat([torch.zeros_like(padding[:, :1]), padding], dim=1)  # [B, 1 + K]
-            additive = torch.zeros(keys.shape, dtype=torch.float32, device=images.device).masked_fill(keys, float("-inf"))
-            length = keys.shape[1]
-            mask = additive[:, None, None, :].expand(-1, heads, length, -1).reshape(-1, length, length)
-
-            def add_mask(_module, args, kwargs):
-                kwargs["attn_mask"] = mask.to(args[0].dtype)
-                return args, kwargs
-
-            handles.append(self.clip.visual.transformer.register_forward_pre_hook(add_mask, with_kwargs=True))
+            handles.append(self._ignore_image_keys(padding))
         try:
             yield
         finally:
