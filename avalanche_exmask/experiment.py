@@ -157,12 +157,16 @@ def run_experiment(
     _accelerate(model, config)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.train.lr, weight_decay=0.0)
     train_batch, eval_batch = per_rank_batch_sizes(config)
-    distributed_kwargs: dict[str, Any] = {}
+    runner_plugins: list = []
     if distributed.is_distributed():
-        distributed_kwargs["plugins"] = [DistributedTrainingPlugin()]
+        runner_plugins.append(DistributedTrainingPlugin())
         metrics = [gathered_accuracy_metrics(experience=True, stream=True), gathered_class_accuracy_metrics()]
     else:
         metrics = [accuracy_metrics(experience=True, stream=True), class_accuracy_metrics(stream=True)]
+    if config.accelerator.precision != "fp32":
+        from avalanche_exmask.training.mixed_precision import MixedPrecisionPlugin
+
+        runner_plugins.append(MixedPrecisionPlugin(config.accelerator.precision, torch.device(config.device).type))
     budget = budget_from_samples_per_class(
         config.storage.budget.samples_per_class, n_classes, model.image_size, model.context_length
     )
@@ -171,14 +175,11 @@ def run_experiment(
         template_kwargs=dict(
             model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(), train_mb_size=train_batch,
             train_epochs=config.train.epochs, eval_mb_size=eval_batch, device=distributed.local_device(config.device),
-            evaluator=EvaluationPlugin(*metrics, loggers=_loggers(config)), **distributed_kwargs,
+            evaluator=EvaluationPlugin(*metrics, loggers=_loggers(config)),
+            **({"plugins": runner_plugins} if runner_plugins else {}),
         ),
     )
     strategy = spec.build(context)
-    if config.accelerator.precision != "fp32":
-        from avalanche_exmask.training.mixed_precision import MixedPrecisionPlugin
-
-        strategy.plugins.append(MixedPrecisionPlugin(config.accelerator.precision, torch.device(config.device).type))
     loader_kwargs = config.loader.template_kwargs()
 
     sizes = [len(exp.dataset) for exp in test_stream]

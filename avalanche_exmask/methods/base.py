@@ -39,7 +39,8 @@ class BuildContext:
     :ivar budget_nbytes: the memory budget in bytes (``storage.budget`` converted).
     :ivar template_kwargs: Avalanche ``SupervisedTemplate`` arguments shared by every method
         (model, optimizer, criterion, batch sizes of one process, epochs, device, evaluator; under
-        ``torchrun`` also ``plugins``, which a builder that adds plugins of its own must merge).
+        ``torchrun`` or mixed precision also ``plugins``, which a builder that adds plugins of its own
+        must merge).
     """
 
     config: RunConfig
