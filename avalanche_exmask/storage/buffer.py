@@ -269,6 +269,7 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         self.augmentation = augmentation
         self._generator = torch.Generator().manual_seed(seed)
         self._records: dict[int, list[Record]] = {}
+        self._read_workers = 0  # DataLoader workers reading candidates, from the last update's kwargs
 
     # ------------------------------------------------------------------ updates
     def update(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
@@ -348,10 +349,9 @@ class ByteBudgetBuffer(ExemplarsBuffer):
     def _read(self, dataset: Dataset, indices: list[int]) -> list:
         """The items of ``dataset`` at ``indices``, in order; read (images decoded and resized) in
         DataLoader workers when the last :meth:`update` was given ``num_workers >= 1``."""
-        workers = getattr(self, "_read_workers", 0)
-        if not workers or len(indices) < 2:
+        if not self._read_workers or len(indices) < 2:
             return [dataset[index] for index in indices]
-        return list(DataLoader(Subset(dataset, indices), batch_size=None, collate_fn=_as_is, num_workers=workers))
+        return list(DataLoader(Subset(dataset, indices), batch_size=None, collate_fn=_as_is, num_workers=self._read_workers))
 
     def _order(self, strategy: "SupervisedTemplate", candidates: list, scores: MaskingScores) -> torch.Tensor:
         """The candidates' selection order (long ``[n]``)."""
