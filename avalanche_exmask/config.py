@@ -159,7 +159,10 @@ class AugmentationSection:
 class TrainSection:
     """:param epochs: epochs per experience (joint training: in all).
     :param batch_size: current-data samples per batch.
-    :param lr: AdamW learning rate.
+    :param lr: AdamW learning rate (the base rate of ``lr_schedule``).
+    :param lr_schedule: ``constant``, or ``cosine``: decayed to 0 over each experience's iterations
+        and restarted at the next (:class:`~avalanche_exmask.training.lr_schedule.CosineLRPlugin`;
+        every method, joint training over its one call).
     :param memory_batch: ``class_balanced``, ``class_share`` or ``fixed`` (replay methods; see
         :class:`~avalanche_exmask.training.plugin.ByteBudgetReplayPlugin`).
     :param weight_aligning: rescale new classes' head rows after each experience (replay methods).
@@ -172,6 +175,7 @@ class TrainSection:
     epochs: int = 5
     batch_size: int = 32
     lr: float = 3e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_balanced"
     weight_aligning: bool = False
     augmentation: AugmentationSection = AugmentationSection()
@@ -184,6 +188,8 @@ class TrainSection:
         _positive(self, "batch_size")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0; got {self.lr}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine'; got {self.lr_schedule!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -424,6 +430,7 @@ FLAT_FIELDS: dict[str, str] = {
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
     "lr": "train.lr",
+    "lr_schedule": "train.lr_schedule",
     "memory_batch": "train.memory_batch",
     "weight_aligning": "train.weight_aligning",
     "current_through_codec": "train.current_through_codec",

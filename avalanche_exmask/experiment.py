@@ -163,6 +163,10 @@ def run_experiment(
         metrics = [gathered_accuracy_metrics(experience=True, stream=True), gathered_class_accuracy_metrics()]
     else:
         metrics = [accuracy_metrics(experience=True, stream=True), class_accuracy_metrics(stream=True)]
+    if config.train.lr_schedule == "cosine":
+        from avalanche_exmask.training.lr_schedule import CosineLRPlugin
+
+        runner_plugins.append(CosineLRPlugin())
     if config.accelerator.precision != "fp32":
         from avalanche_exmask.training.mixed_precision import MixedPrecisionPlugin
 
