@@ -12,7 +12,7 @@ A run is described by a :class:`RunConfig` with one section per concern::
       options:                          # per codec, read by the methods that use that codec
         masked: {text_rule: {mode: none}, image_rule: {kind: threshold, tau: 1.0}}
         jpeg: {quality: 50}
-    train: {epochs: 2, batch_size: 32, lr: 0.003, memory_batch: class_balanced}
+    train: {epochs: 2, batch_size: 32, lr: 0.003, memory_batch: class_share}
     eval: {batch_size: 128, ncm: true}
     logging: {progress: false, csv: logs/}
     loader: {num_workers: 4, persistent_workers: true}     # DataLoader workers (GPU runs)
@@ -163,7 +163,7 @@ class TrainSection:
     :param lr_schedule: ``constant``, or ``cosine``: decayed to 0 over each experience's iterations
         and restarted at the next (:class:`~avalanche_exmask.training.lr_schedule.CosineLRPlugin`;
         every method, joint training over its one call).
-    :param memory_batch: ``class_balanced``, ``class_share`` or ``fixed`` (replay methods; see
+    :param memory_batch: ``class_share``, ``class_balanced`` or ``fixed`` (replay methods; see
         :class:`~avalanche_exmask.training.plugin.ByteBudgetReplayPlugin`).
     :param weight_aligning: rescale new classes' head rows after each experience (replay methods).
     :param augmentation: augmentation of replayed exemplars (replay methods).
@@ -176,7 +176,7 @@ class TrainSection:
     batch_size: int = 32
     lr: float = 3e-3
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_balanced"
+    memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_share"
     weight_aligning: bool = False
     augmentation: AugmentationSection = AugmentationSection()
     current_through_codec: float = 1.0

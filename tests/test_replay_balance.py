@@ -39,7 +39,7 @@ class _CountLabels(SupervisedPlugin):
         self.counts.update(strategy.mb_y.tolist())
 
 
-@pytest.mark.parametrize("mode", ["class_balanced", "fixed"])
+@pytest.mark.parametrize("mode", ["class_share", "class_balanced", "fixed"])
 def test_replay_draws_old_and_new_classes_at_the_rates_of_the_mode(mode):
     # 6 classes in 3 experiences, 1 raw exemplar per class: at the last experience the memory
     # (4 records) is smaller than the balanced memory batch, so the buffer must be repeated.
@@ -64,6 +64,12 @@ def test_replay_draws_old_and_new_classes_at_the_rates_of_the_mode(mode):
     if mode == "class_balanced":
         assert plugin.timings[-1]["memory_batch"] == 16  # 8 x 4 old / 2 new
         assert per_old == per_new  # 2 batches: 16 new + 16 replayed (4 old x 1 exemplar, 4 times)
+    elif mode == "class_share":
+        # a batch of 8 + 8 split 2 new classes : 4 old = 5 current + 11 replayed; 32 current
+        # samples make 7 batches, and every memory batch is full (4 records repeated to 12: with
+        # Avalanche's loader the batches would alternate 11 and 1, 47 replayed in all)
+        assert (plugin.timings[-1]["current_batch"], plugin.timings[-1]["memory_batch"]) == (5, 11)
+        assert per_new == 16 and per_old == 7 * 11 / 4
     else:
         assert plugin.timings[-1]["memory_batch"] == 8
         assert per_old < per_new / 2  # Avalanche's: the 4 old records at most once per batch

@@ -4,9 +4,13 @@ class-rate balanced memory batch.
 Avalanche's :class:`~avalanche.training.plugins.ReplayPlugin` joins every batch of current data
 with ``batch_size_mem`` replayed samples. With a fixed memory batch the old classes share it: after
 ``t`` experiences of ``c`` classes each, an old class is drawn ``1 / t`` as often as a new one, and
-the head learns a recency bias that hides any difference between storage policies. The
-``"class_balanced"`` memory batch grows with the old classes so that every seen class is drawn at
-the same rate (see :func:`memory_batch_size`).
+the head learns a recency bias that hides any difference between storage policies. Two modes draw
+every seen class at the same rate: ``"class_share"`` (the default) splits a batch of fixed size
+between current and replayed samples in proportion to their classes (:func:`batch_split`), and
+``"class_balanced"`` keeps the current batch and grows the memory batch with the old classes (see
+:func:`memory_batch_size`). They train on the same samples per epoch; ``"class_share"`` takes more,
+smaller steps, and with every training image in memory it ends 11.6 points [+5.7, +17.4] higher
+(3 seeds, README "Results").
 """
 from __future__ import annotations
 
@@ -17,10 +21,10 @@ from typing import Any, Literal, Optional
 from avalanche.benchmarks.utils.data_loader import ReplayDataLoader
 from avalanche.training.plugins import ReplayPlugin
 
-from avalanche_exmask.distributed import check_same_on_all_ranks, is_distributed
+from avalanche_exmask.distributed import check_same_on_all_ranks, is_distributed, world_size
 from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
 
-__all__ = ["MEMORY_BATCH_MODES", "memory_batch_size", "ByteBudgetReplayPlugin", "ExemplarMaskingPlugin"]
+__all__ = ["MEMORY_BATCH_MODES", "memory_batch_size", "FullMemoryBatchLoader", "ByteBudgetReplayPlugin", "ExemplarMaskingPlugin"]
 
 MEMORY_BATCH_MODES = ("class_balanced", "class_share", "fixed")
 """How the replayed part of a batch is sized: see :func:`memory_batch_size` and :func:`batch_split`."""
@@ -66,6 +70,25 @@ def memory_batch_size(
     return max(1, math.ceil(batch_size * n_old_classes / n_new_classes))
 
 
+class FullMemoryBatchLoader(ReplayDataLoader):
+    """Avalanche's :class:`~avalanche.benchmarks.utils.data_loader.ReplayDataLoader` whose memory
+    batches are all full.
+
+    Avalanche's loader cycles the memory with the loader's ``drop_last`` (``False`` for training):
+    a memory of 125 records in batches of 53 gives batches of 53, 53 and 19, so the old classes
+    are drawn at 79% of the intended rate, by an amount that depends on each policy's record
+    count. Here the memory's batch samplers drop their short last batch; the memory is reshuffled
+    at every pass, so which records are dropped changes and every record is drawn as often in
+    expectation. The memory must hold at least one batch per process (the plugin repeats it).
+    """
+
+    def _create_samplers(self, datasets, batch_sizes, distributed_sampling, loader_kwargs):
+        samplers = super()._create_samplers(datasets, batch_sizes, distributed_sampling, loader_kwargs)
+        for sampler in samplers[1:]:  # [current data, memory...]
+            sampler.drop_last = True
+        return samplers
+
+
 class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
     """Replay from a byte-budgeted buffer (any codec), with a class-rate balanced memory batch.
 
@@ -82,11 +105,11 @@ class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
     :param mem_size: the budget in **bytes** (``storage_policy.max_size`` must equal it; see
         :func:`avalanche_exmask.storage.budget.budget_from_samples_per_class`).
     :param storage_policy: the buffer.
-    :param memory_batch: ``"class_balanced"`` (default: every seen class drawn at the same rate, the
-        memory batch growing with the old classes; see :func:`memory_batch_size`), ``"class_share"``
-        (the same rates in a batch of fixed size ``train_mb_size + batch_size_mem``, split by
-        :func:`batch_split`: more, smaller steps) or ``"fixed"`` (``batch_size_mem`` per batch,
-        Avalanche's).
+    :param memory_batch: ``"class_share"`` (default: every seen class drawn at the same rate in a
+        batch of fixed size ``train_mb_size + batch_size_mem``, split by :func:`batch_split`),
+        ``"class_balanced"`` (the same rates, the memory batch growing with the old classes; see
+        :func:`memory_batch_size`: fewer, larger steps) or ``"fixed"`` (``batch_size_mem`` per
+        batch, Avalanche's).
     :param batch_size_mem: the memory batch of ``"fixed"`` (default: the train batch size).
     """
 
@@ -95,7 +118,7 @@ class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
         *,
         mem_size: int,
         storage_policy: Any,
-        memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_balanced",
+        memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_share",
         batch_size_mem: Optional[int] = None,
     ) -> None:
         if memory_batch not in MEMORY_BATCH_MODES:
@@ -114,7 +137,8 @@ class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
 
         A class-balanced memory batch can exceed the buffer's length (one exemplar per class, many
         old classes); a batch sampler would then cap it at the buffer's length, so the buffer is
-        repeated (lazily, by Avalanche's dataset concatenation) until one batch fits.
+        repeated (lazily, by Avalanche's dataset concatenation) until one batch fits on every
+        process. Every memory batch is full (:class:`FullMemoryBatchLoader`).
 
         The loader settings given to ``strategy.train(...)`` (``num_workers``, ``pin_memory``,
         ``persistent_workers``) apply to the one loader of current data and records: records are
@@ -138,14 +162,14 @@ class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
             super().before_training_exp(strategy, num_workers=num_workers, shuffle=shuffle, drop_last=drop_last, **kwargs)
             return
         repeated = memory
-        for _ in range(math.ceil(self.batch_size_mem / len(memory)) - 1):
+        for _ in range(math.ceil(self.batch_size_mem * world_size() / len(memory)) - 1):
             repeated = repeated.concat(memory)
         loader_args = {key: kwargs[key] for key in ("ffcv_args",) if key in kwargs}
         if num_workers:  # torch refuses persistent workers without workers
             loader_args["persistent_workers"] = kwargs.get("persistent_workers", False)
         pin_memory = kwargs.get("pin_memory")
         loader_args["pin_memory"] = strategy.device.type == "cuda" if pin_memory is None else pin_memory
-        strategy.dataloader = ReplayDataLoader(
+        strategy.dataloader = FullMemoryBatchLoader(
             strategy.adapted_dataset,
             repeated,
             oversample_small_tasks=True,

@@ -31,7 +31,7 @@ class ExemplarMasking(SupervisedTemplate):
     colour each (and, with a text rule, only class words and context tokens are kept). One
     eval forward pass gives all the scores. Masked exemplars are stored compactly in a byte budget,
     so more of them fit than plain exemplars (``buffer.stats()`` reports how many), and they are
-    replayed at the rate of the current classes (``memory_batch="class_balanced"``).
+    replayed at the rate of the current classes (``memory_batch="class_share"``).
 
     Under ``torchrun``, add :class:`~avalanche_exmask.training.distributed_plugin.DistributedTrainingPlugin`
     to ``plugins`` and evaluate with
@@ -62,8 +62,9 @@ class ExemplarMasking(SupervisedTemplate):
         (average-pooled ``k x`` per side).
     :param augmentation: augmentation of replayed exemplars, or ``None`` (default).
     :param selection: ``"herding"`` or ``"random"`` exemplar order.
-    :param memory_batch: ``"class_balanced"`` (default) or ``"fixed"`` (``batch_size_mem`` replayed
-        exemplars per batch); see :class:`~avalanche_exmask.training.plugin.ByteBudgetReplayPlugin`.
+    :param memory_batch: ``"class_share"`` (default), ``"class_balanced"`` or ``"fixed"``
+        (``batch_size_mem`` replayed exemplars per batch); see
+        :class:`~avalanche_exmask.training.plugin.ByteBudgetReplayPlugin`.
     :param batch_size_mem: replayed exemplars per batch for ``memory_batch="fixed"``.
     :param weight_aligning: rescale the new classes' head rows after each experience
         (:class:`~avalanche_exmask.training.weight_aligning.WeightAligningPlugin`).
@@ -91,7 +92,7 @@ class ExemplarMasking(SupervisedTemplate):
         background_downsample: Optional[Union[int, str]] = "patch",
         augmentation: Optional[MultimodalAugmentation] = None,
         selection: Literal["herding", "random"] = "herding",
-        memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_balanced",
+        memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_share",
         batch_size_mem: Optional[int] = None,
         weight_aligning: bool = False,
         current_through_codec: float = 1.0,
