@@ -7,16 +7,10 @@ method, at a settled model, and lets a short training budget get closer to conve
 from __future__ import annotations
 
 import math
-from typing import Optional
-
 from avalanche.training.plugins import LRSchedulerPlugin
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["LR_SCHEDULES", "cosine_factor", "CosineLRPlugin"]
-
-LR_SCHEDULES = ("constant", "cosine")
-"""``train.lr_schedule`` values: ``constant`` (the optimizer's rate throughout) or ``cosine``
-(:class:`CosineLRPlugin`)."""
+__all__ = ["cosine_factor", "CosineLRPlugin"]
 
 
 def cosine_factor(step: int, horizon: int, final_fraction: float = 0.0) -> float:
@@ -66,13 +60,6 @@ class CosineLRPlugin(LRSchedulerPlugin, supports_distributed=True):
         if strategy.clock.train_exp_iterations == 0:
             self.horizon = max(1, int(strategy.train_epochs) * len(strategy.dataloader))
         super().before_training_iteration(strategy, **kwargs)
-
-    @property
-    def current_lr(self) -> Optional[float]:
-        """The first parameter group's rate now (``None`` before training starts)."""
-        if isinstance(self.scheduler, _UnboundScheduler):
-            return None
-        return float(self.scheduler.optimizer.param_groups[0]["lr"])
 
 
 class _UnboundScheduler:
