@@ -114,6 +114,8 @@ def _run(args: argparse.Namespace) -> int:
     from avalanche_exmask.config import ConfigError, load_runs
 
     path = Path(args.config)
+    if args.keep_checkpoint and args.no_checkpoint:
+        raise SystemExit("error: --keep-checkpoint and --no-checkpoint exclude each other")
     try:
         runs = load_runs(path, args.set or [])
     except ConfigError as error:
@@ -148,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
         results.append(run)
         if main:
             print(f"wrote {save_results(run, out, overwrite=True)}", flush=True)
-            if checkpoint is not None and checkpoint.exists():
+            if checkpoint is not None and checkpoint.exists() and not args.keep_checkpoint:
                 checkpoint.unlink()
         distributed.barrier()  # the results are written before any rank goes on
     if main:
@@ -200,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep finished runs and resume an interrupted one from its checkpoint")
     run.add_argument("--no-checkpoint", action="store_true",
                      help="do not write <results>.ckpt.safetensors after every experience (written by default, removed when the run ends)")
+    run.add_argument("--keep-checkpoint", action="store_true",
+                     help="keep <results>.ckpt.safetensors when a run ends: its final model, optimizer and exemplar buffer "
+                          "(e.g. for benchmarks/mask_quality.py --run); joint methods write none")
     run.add_argument("--backend", choices=("gloo", "nccl"), default=None,
                      help="under torchrun: the process group's backend (default: nccl with device cuda, else gloo)")
     run.set_defaults(func=_run)

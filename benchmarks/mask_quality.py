@@ -10,6 +10,9 @@ tokens include the class words when the caption names them.
 Usage::
 
     python benchmarks/mask_quality.py --out results/mask_quality.json
+    # the model of a finished run, after its training (the run kept its checkpoint):
+    python -m avalanche_exmask run CONFIG --out runs --keep-checkpoint
+    python benchmarks/mask_quality.py --run runs/<config>_masking_seed0.json --classes 30
 """
 from __future__ import annotations
 
@@ -90,6 +93,31 @@ def text_mask_report(model, samples, classes, input_ids, scores, image_rule) -> 
     return report
 
 
+def trained_model(results: Path, image_attention) -> MultimodalCLIPClassifier:
+    """The model of the run whose results JSON is ``results``, with the weights of its final checkpoint.
+
+    :raises SystemExit: naming the file, if the results or the checkpoint are missing or do not fit.
+    """
+    from avalanche_exmask.checkpoint import CheckpointError, load_checkpoint
+
+    checkpoint = results.with_suffix(".ckpt.safetensors")
+    for path in (results, checkpoint):
+        if not path.is_file():
+            raise SystemExit(f"error: {path} does not exist (run with --keep-checkpoint to keep the trained model)")
+    try:
+        model_config = json.loads(results.read_text())["config"]["model"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise SystemExit(f"error: {results} is not a results file with config.model: {error}") from None
+    model = MultimodalCLIPClassifier(
+        model_config["name"], model_config["pretrained"], adapter=model_config["adapter"], image_attention=image_attention,
+    )
+    try:
+        load_checkpoint(checkpoint, model=model, restore_rng=False)
+    except CheckpointError as error:
+        raise SystemExit(f"error: {error}") from None
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=20)
@@ -97,6 +125,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrained", default="synthetic", help="'synthetic' (shipped) or 'none' for random weights")
     parser.add_argument("--image-attention", default="last", help="'last' (the paper), 'rollout' or a block index")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a run's results JSON: measure its trained model, loaded from the checkpoint beside it "
+                             "(<results>.ckpt.safetensors, kept by `run --keep-checkpoint`); --pretrained is then ignored")
     parser.add_argument("--out", default="results/mask_quality.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -107,9 +138,10 @@ def main() -> None:
     input_ids = torch.stack([encoder.encode_text(t) for t in samples.texts])
     batch = MultimodalSample(image=torch.from_numpy(samples.images), input_ids=input_ids, batch_size=[len(samples)])
     source = int(args.image_attention) if args.image_attention.lstrip("-").isdigit() else args.image_attention
-    model = MultimodalCLIPClassifier(
+    model = trained_model(args.run, source) if args.run is not None else MultimodalCLIPClassifier(
         pretrained=None if args.pretrained == "none" else args.pretrained, image_attention=source
-    ).eval()
+    )
+    model.eval()
     with torch.no_grad():
         scores = torch.cat([model.masking_scores(batch[i : i + 100]) for i in range(0, len(samples), 100)])
     truth = torch.from_numpy(samples.object_patch_masks)
@@ -132,7 +164,7 @@ def main() -> None:
             "object_patch_fraction": float(truth.float().mean()),
         }
     report.update(text_mask_report(model, samples, classes, input_ids, scores, rules["threshold tau=1.0 (paper)"]))
-    output = {"args": vars(args), "report": report}
+    output = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "report": report}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(output, indent=1))
     for name, values in report.items():

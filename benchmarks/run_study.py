@@ -11,12 +11,16 @@ complete seeds of the first groups. Every worker runs one experiment at a time w
 ``--set a.b=value`` overrides a field of the base (as the runner's ``--set``; e.g. a data set's
 root); ``--checkpoint`` writes a checkpoint after every experience of every run, beside its results
 file, and resumes an interrupted run from it (worth it for real data sets: a killed study loses at
-most one experience per worker).
+most one experience per worker); ``--keep-checkpoints`` also keeps each run's final checkpoint (its
+trained model and exemplar buffer, e.g. for ``benchmarks/mask_quality.py --run``). ``--methods`` and
+``--seeds`` keep only those runs of the chosen groups.
 
 Usage::
 
     python benchmarks/run_study.py benchmarks/configs/synthetic_study.yaml --out results/synthetic
     python benchmarks/run_study.py benchmarks/configs/synthetic_study.yaml --out results/synthetic --only main
+    python benchmarks/run_study.py benchmarks/configs/synthetic_study.yaml --out runs --only main \
+        --methods masking --seeds 0 --keep-checkpoints
     python benchmarks/run_study.py benchmarks/configs/table1_mm_imagenet_r.yaml --out results/mm_imagenet_r \
         --workers 1 --threads 8 --checkpoint --set benchmark.args.root=DATA device=cuda
 """
@@ -29,7 +33,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 
 def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -62,8 +66,11 @@ def read_study(path: str | Path, overrides: list[str]) -> dict[str, Any]:
     return study
 
 
-def plan(study: dict[str, Any], out: Path, only: list[str], source: str) -> list[tuple[dict[str, Any], Path]]:
-    """``(validated nested config, results path)`` of every run of the study, in execution order."""
+def plan(
+    study: dict[str, Any], out: Path, only: Sequence[str], source: str, methods: Sequence[str] = (), seeds: Sequence[int] = ()
+) -> list[tuple[dict[str, Any], Path]]:
+    """``(validated nested config, results path)`` of every run of the study, in execution order;
+    only the groups ``only``, methods ``methods`` and seeds ``seeds`` where these are not empty."""
     from avalanche_exmask.config import expand_runs
 
     every_method = sorted({method for group in study["groups"] for method in group["methods"]})
@@ -72,9 +79,12 @@ def plan(study: dict[str, Any], out: Path, only: list[str], source: str) -> list
         if only and group["name"] not in only:
             continue
         values = merge(study.get("base", {}), group.get("set", {}))
+        group_methods = [method for method in group["methods"] if not methods or method in methods]
         for seed in group["seeds"]:
+            if not group_methods or (seeds and seed not in seeds):
+                continue
             runs = expand_runs(
-                {**values, "methods": group["methods"], "seed": seed},
+                {**values, "methods": group_methods, "seed": seed},
                 source=f"{source}, group {group['name']}",
                 applicable_to=every_method,
             )
@@ -82,7 +92,7 @@ def plan(study: dict[str, Any], out: Path, only: list[str], source: str) -> list
     return jobs
 
 
-def _run_one(values: dict[str, Any], path: str, threads: int, checkpoint: bool) -> tuple[str, float, float]:
+def _run_one(values: dict[str, Any], path: str, threads: int, checkpoint: bool, keep: bool) -> tuple[str, float, float]:
     import torch
 
     torch.set_num_threads(threads)
@@ -91,7 +101,7 @@ def _run_one(values: dict[str, Any], path: str, threads: int, checkpoint: bool) 
     checkpoint_path = Path(path).with_suffix(".ckpt.safetensors") if checkpoint else None
     results = run_experiment(values, checkpoint=checkpoint_path)
     save_results(results, path)
-    if checkpoint_path is not None:
+    if checkpoint_path is not None and not keep:
         checkpoint_path.unlink(missing_ok=True)
     return path, results["final_accuracy"], results["wall_seconds"]
 
@@ -105,15 +115,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--set", nargs="*", default=[], metavar="A.B=VALUE", help="override fields of the base config")
     parser.add_argument("--checkpoint", action="store_true", help="checkpoint every experience; resume interrupted runs")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="as --checkpoint, and keep each run's final checkpoint beside its results")
+    parser.add_argument("--methods", nargs="*", default=[], help="run only these methods of the chosen groups")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[], help="run only these seeds of the chosen groups")
     args = parser.parse_args()
     study = read_study(args.study, args.set)
-    jobs = [(values, path) for values, path in plan(study, Path(args.out), args.only, args.study) if not path.exists()]
+    planned = plan(study, Path(args.out), args.only, args.study, args.methods, args.seeds)
+    if not planned:
+        raise SystemExit(f"error: {args.study}: no run matches --only {args.only} --methods {args.methods} --seeds {args.seeds}")
+    jobs = [(values, path) for values, path in planned if not path.exists()]
     print(f"{len(jobs)} runs to do", flush=True)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         futures = [
-            pool.submit(_run_one, merge(values, {"logging": {"progress": False}}), str(path), args.threads, args.checkpoint)
+            pool.submit(_run_one, merge(values, {"logging": {"progress": False}}), str(path), args.threads,
+                        args.checkpoint or args.keep_checkpoints, args.keep_checkpoints)
             for values, path in jobs
         ]
         for future in as_completed(futures):

@@ -396,3 +396,27 @@ def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_results(tmp_path):
     assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
     assert resumed["buffer_sha256"] == whole["buffer_sha256"]
     assert not checkpoint.exists()
+
+
+def test_run_keeps_its_final_checkpoint_only_when_asked(tmp_path):
+    """``run --keep-checkpoint`` leaves the last experience's checkpoint beside the results (its
+    record says all experiences are done); without it the file is removed; with ``--no-checkpoint``
+    the option is refused before any run starts."""
+    from avalanche_exmask.__main__ import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "method: raw\nbenchmark: {n_experiences: 2, args: {n_classes: 4, train_per_class: 4, test_per_class: 2}}\n"
+        "model: {pretrained: null}\ntrain: {epochs: 1, batch_size: 8}\nlogging: {progress: false}\n"
+    )
+    assert main(["run", str(config), "--out", str(tmp_path / "kept"), "--keep-checkpoint"]) == 0
+    kept = tmp_path / "kept" / "tiny_raw_seed0.ckpt.safetensors"
+    model = MultimodalCLIPClassifier(pretrained=None)
+    assert load_checkpoint(kept, model=model, restore_rng=False)["next_experience"] == 2
+    assert model.classifier.classifier.weight.shape[0] == 4
+    assert main(["run", str(config), "--out", str(tmp_path / "plain")]) == 0
+    assert (tmp_path / "plain" / "tiny_raw_seed0.json").exists()
+    assert not (tmp_path / "plain" / "tiny_raw_seed0.ckpt.safetensors").exists()
+    with pytest.raises(SystemExit, match="exclude each other"):
+        main(["run", str(config), "--out", str(tmp_path / "both"), "--keep-checkpoint", "--no-checkpoint"])
+    assert not (tmp_path / "both").exists()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from avalanche_exmask.config import ConfigError
 
@@ -60,9 +61,52 @@ def test_a_checkpointed_run_writes_results_and_removes_its_checkpoint(run_study,
         "groups": [{"name": "g", "methods": ["raw"], "seeds": [0]}],
     })
     (values, results), = run_study.plan(run_study.read_study(path, []), tmp_path / "out", [], str(path))
-    written, final, _ = run_study._run_one(values, str(results), 1, True)
+    written, final, _ = run_study._run_one(values, str(results), 1, True, False)
     assert Path(written).exists() and json.loads(Path(written).read_text())["final_accuracy"] == pytest.approx(final)
     assert not list((tmp_path / "out" / "g").glob("*.safetensors"))
+
+
+def test_methods_and_seeds_filters_select_runs_within_the_chosen_groups(run_study, tmp_path):
+    path = _write(tmp_path, {
+        "base": {"benchmark": {"n_experiences": 2, "args": TINY}},
+        "groups": [{"name": "main", "methods": ["raw", "naive", "masking"], "seeds": [0, 1, 2]},
+                   {"name": "other", "methods": ["naive"], "seeds": [1]}],
+    })
+    study = run_study.read_study(path, [])
+    jobs = run_study.plan(study, tmp_path, [], str(path), ["masking", "raw"], [1, 2])
+    assert [p.relative_to(tmp_path).as_posix() for _, p in jobs] == [
+        "main/raw_seed1.json", "main/masking_seed1.json", "main/raw_seed2.json", "main/masking_seed2.json"]
+    assert [p.relative_to(tmp_path).as_posix() for _, p in run_study.plan(study, tmp_path, ["other"], str(path), [], [1])] == [
+        "other/naive_seed1.json"]
+    assert run_study.plan(study, tmp_path, ["other"], str(path), ["raw"], []) == []
+
+
+def test_a_kept_checkpoint_gives_mask_quality_the_trained_model(run_study, tmp_path):
+    """``--keep-checkpoints`` keeps the final checkpoint; ``mask_quality.trained_model`` rebuilds the
+    run's model from it: every weight, the grown head included, is the checkpoint's."""
+    from safetensors import safe_open
+
+    spec = importlib.util.spec_from_file_location("mask_quality", SCRIPT.parent / "mask_quality.py")
+    mask_quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mask_quality)
+    path = _write(tmp_path, {
+        "base": {"benchmark": {"n_experiences": 2, "args": TINY}, "model": {"pretrained": None},
+                 "train": {"epochs": 1, "batch_size": 8}, "logging": {"progress": False}},
+        "groups": [{"name": "g", "methods": ["masking"], "seeds": [0]}],
+    })
+    (values, results), = run_study.plan(run_study.read_study(path, []), tmp_path / "out", [], str(path))
+    written, _, _ = run_study._run_one(values, str(results), 1, True, True)
+    checkpoint = Path(written).with_suffix(".ckpt.safetensors")
+    assert checkpoint.exists()
+    model = mask_quality.trained_model(Path(written), "last")
+    with safe_open(str(checkpoint), framework="pt") as saved:
+        state = model.state_dict()
+        assert state["classifier.classifier.weight"].shape[0] == TINY["n_classes"]
+        for key, value in state.items():
+            assert torch.equal(value, saved.get_tensor(f"model/{key}")), key
+    checkpoint.unlink()
+    with pytest.raises(SystemExit, match="keep-checkpoint"):
+        mask_quality.trained_model(Path(written), "last")
 
 
 @pytest.mark.parametrize("path", sorted((SCRIPT.parent / "configs").glob("*study*.yaml")) + sorted((SCRIPT.parent / "configs").glob("table1_*.yaml")),
