@@ -27,7 +27,7 @@ import torch
 
 from avalanche_exmask.config import ConfigError, RunConfig
 
-__all__ = ["run_experiment", "per_rank_batch_sizes", "build_benchmark", "summarise_accuracy", "save_results", "format_table", "environment"]
+__all__ = ["run_experiment", "load_trained_model", "per_rank_batch_sizes", "build_benchmark", "summarise_accuracy", "save_results", "format_table", "environment"]
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,40 @@ def run_experiment(
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - start,
     }
+
+
+def load_trained_model(results: Union[str, Path], *, image_attention: Union[str, int, None] = None):
+    """The trained model of a finished run: built from its results file's ``config.model`` and
+    loaded with the weights of the final checkpoint beside it (``<results>.ckpt.safetensors``, kept
+    by ``run --keep-checkpoint`` or ``run_study.py --keep-checkpoints``), in eval mode.
+
+    :param results: the run's results JSON.
+    :param image_attention: overrides the run's ``model.image_attention`` (the masking scores' source).
+    :raises ConfigError: naming the file, if the results file or the checkpoint is missing, not a
+        results file, or does not fit the model.
+    """
+    from avalanche_exmask.checkpoint import CheckpointError, load_checkpoint
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+
+    results = Path(results)
+    checkpoint = results.with_suffix(".ckpt.safetensors")
+    for path in (results, checkpoint):
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist (a run keeps its final checkpoint with --keep-checkpoint)")
+    try:
+        model_config = RunConfig.from_dict(json.loads(results.read_text())["config"]).model
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ConfigError(f"{results} is not a results file with a config: {error!r}") from None
+    model = MultimodalCLIPClassifier(
+        model_config.name, model_config.pretrained, adapter=model_config.adapter,
+        image_attention=model_config.image_attention if image_attention is None else image_attention,
+        skip_empty_patches=model_config.skip_empty_patches,
+    )
+    try:
+        load_checkpoint(checkpoint, model=model, restore_rng=False)
+    except CheckpointError as error:
+        raise ConfigError(str(error)) from None
+    return model.eval()
 
 
 def environment() -> dict[str, Any]:

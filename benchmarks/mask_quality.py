@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 
 from avalanche_exmask.benchmarks.synthetic import _BACKGROUND_COLOURS, benchmark_classes, generate_synthetic
+from avalanche_exmask.config import ConfigError
 from avalanche_exmask.data.encode import SampleEncoder
+from avalanche_exmask.experiment import load_trained_model
 from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.masking.text_mask import TextMaskRule, class_name_token_ids, special_token_mask
@@ -93,31 +95,6 @@ def text_mask_report(model, samples, classes, input_ids, scores, image_rule) -> 
     return report
 
 
-def trained_model(results: Path, image_attention) -> MultimodalCLIPClassifier:
-    """The model of the run whose results JSON is ``results``, with the weights of its final checkpoint.
-
-    :raises SystemExit: naming the file, if the results or the checkpoint are missing or do not fit.
-    """
-    from avalanche_exmask.checkpoint import CheckpointError, load_checkpoint
-
-    checkpoint = results.with_suffix(".ckpt.safetensors")
-    for path in (results, checkpoint):
-        if not path.is_file():
-            raise SystemExit(f"error: {path} does not exist (run with --keep-checkpoint to keep the trained model)")
-    try:
-        model_config = json.loads(results.read_text())["config"]["model"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise SystemExit(f"error: {results} is not a results file with config.model: {error}") from None
-    model = MultimodalCLIPClassifier(
-        model_config["name"], model_config["pretrained"], adapter=model_config["adapter"], image_attention=image_attention,
-    )
-    try:
-        load_checkpoint(checkpoint, model=model, restore_rng=False)
-    except CheckpointError as error:
-        raise SystemExit(f"error: {error}") from None
-    return model
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=20)
@@ -138,10 +115,15 @@ def main() -> None:
     input_ids = torch.stack([encoder.encode_text(t) for t in samples.texts])
     batch = MultimodalSample(image=torch.from_numpy(samples.images), input_ids=input_ids, batch_size=[len(samples)])
     source = int(args.image_attention) if args.image_attention.lstrip("-").isdigit() else args.image_attention
-    model = trained_model(args.run, source) if args.run is not None else MultimodalCLIPClassifier(
-        pretrained=None if args.pretrained == "none" else args.pretrained, image_attention=source
-    )
-    model.eval()
+    if args.run is not None:
+        try:
+            model = load_trained_model(args.run, image_attention=source)
+        except ConfigError as error:
+            raise SystemExit(f"error: {error}") from None
+    else:
+        model = MultimodalCLIPClassifier(
+            pretrained=None if args.pretrained == "none" else args.pretrained, image_attention=source
+        ).eval()
     with torch.no_grad():
         scores = torch.cat([model.masking_scores(batch[i : i + 100]) for i in range(0, len(samples), 100)])
     truth = torch.from_numpy(samples.object_patch_masks)

@@ -81,14 +81,12 @@ def test_methods_and_seeds_filters_select_runs_within_the_chosen_groups(run_stud
     assert run_study.plan(study, tmp_path, ["other"], str(path), ["raw"], []) == []
 
 
-def test_a_kept_checkpoint_gives_mask_quality_the_trained_model(run_study, tmp_path):
-    """``--keep-checkpoints`` keeps the final checkpoint; ``mask_quality.trained_model`` rebuilds the
-    run's model from it: every weight, the grown head included, is the checkpoint's."""
+def test_a_kept_checkpoint_gives_back_the_trained_model(run_study, tmp_path):
+    """``--keep-checkpoints`` keeps the final checkpoint; ``load_trained_model`` rebuilds the run's
+    model from it: every weight, the grown head included, is the checkpoint's."""
     from safetensors import safe_open
 
-    spec = importlib.util.spec_from_file_location("mask_quality", SCRIPT.parent / "mask_quality.py")
-    mask_quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mask_quality)
+    from avalanche_exmask.experiment import load_trained_model
     path = _write(tmp_path, {
         "base": {"benchmark": {"n_experiences": 2, "args": TINY}, "model": {"pretrained": None},
                  "train": {"epochs": 1, "batch_size": 8}, "logging": {"progress": False}},
@@ -98,15 +96,21 @@ def test_a_kept_checkpoint_gives_mask_quality_the_trained_model(run_study, tmp_p
     written, _, _ = run_study._run_one(values, str(results), 1, True, True)
     checkpoint = Path(written).with_suffix(".ckpt.safetensors")
     assert checkpoint.exists()
-    model = mask_quality.trained_model(Path(written), "last")
+    model = load_trained_model(written)
+    assert not model.training
     with safe_open(str(checkpoint), framework="pt") as saved:
         state = model.state_dict()
         assert state["classifier.classifier.weight"].shape[0] == TINY["n_classes"]
         for key, value in state.items():
             assert torch.equal(value, saved.get_tensor(f"model/{key}")), key
     checkpoint.unlink()
-    with pytest.raises(SystemExit, match="keep-checkpoint"):
-        mask_quality.trained_model(Path(written), "last")
+    with pytest.raises(ConfigError, match="keep-checkpoint"):
+        load_trained_model(written)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    bad.with_suffix(".ckpt.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="bad.json is not a results file"):
+        load_trained_model(bad)
 
 
 @pytest.mark.parametrize("path", sorted((SCRIPT.parent / "configs").glob("*study*.yaml")) + sorted((SCRIPT.parent / "configs").glob("table1_*.yaml")),
