@@ -1,0 +1,120 @@
+"""Bytes of one stored exemplar under each codec, and what a budget holds, on the embedded benchmark.
+
+Why one policy stores more exemplars than another decides the study's ranking (README "Results"),
+and it depends on the resolution and on how much of an image the mask keeps. For samples of the
+embedded benchmark's classes, each registered codec (package defaults) encodes every sample; we
+report the mean record size in bytes, its ratio to a plain exemplar (``3 H W + 2 T`` bytes) and the
+exemplars per class a budget of ``--samples-per-class`` plain exemplars holds. The masks come from
+the shipped weights, or from a trained run's model (``--run``: after adaptation the [CLS] attention
+is sharper, so masked records are smaller).
+
+One line is an estimate, not a codec: *masked, kept patches as one JPEG*, the kept patches tiled
+into one near-square image and JPEG-encoded at ``--jpeg-quality`` (PIL defaults, as the ``jpeg``
+codec), plus the patch bitmap, one mean colour per discarded patch and the token ids: what storing
+the masked record JPEG-compressed would cost.
+
+Usage::
+
+    python benchmarks/record_bytes.py
+    python benchmarks/record_bytes.py --run runs/main/masking_seed0.json   # a run kept with --keep-checkpoints
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from avalanche_exmask.benchmarks.synthetic import benchmark_classes, generate_synthetic
+from avalanche_exmask.config import ConfigError
+from avalanche_exmask.data.encode import SampleEncoder
+from avalanche_exmask.data.sample import MultimodalSample
+from avalanche_exmask.experiment import load_trained_model
+from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+from avalanche_exmask.registry import CODECS
+from avalanche_exmask.storage.budget import TOKEN_ID_NBYTES, plain_exemplar_nbytes
+from avalanche_exmask.storage.codec_options import build_codec, resolve_codec_options
+from avalanche_exmask.storage.codecs import MaskedRecord
+from avalanche_exmask.storage.codecs.masked import patchify, unpatchify
+
+
+def masked_as_jpeg_nbytes(image: np.ndarray, record: MaskedRecord, quality: int, n_tokens: int) -> int:
+    """Estimated bytes of ``record`` with its kept patches stored as one JPEG (see the module docstring).
+
+    :param image: ``uint8 [3, H, W]``, the original image.
+    :param n_tokens: the real tokens stored (``uint16`` each).
+    """
+    patch = record.layout.patch_size
+    keep = record.keep_mask.numpy()
+    kept = patchify(image, patch)[keep]
+    cols = math.ceil(math.sqrt(len(kept)))
+    rows = math.ceil(len(kept) / cols)
+    padding = np.zeros((rows * cols - len(kept), *kept.shape[1:]), dtype=np.uint8)
+    mosaic = unpatchify(np.concatenate([kept, padding]), rows, cols)
+    encoded = io.BytesIO()
+    Image.fromarray(mosaic.transpose(1, 2, 0)).save(encoded, format="JPEG", quality=quality)
+    bitmap = (len(keep) + 7) // 8
+    return bitmap + len(encoded.getvalue()) + 3 * int((~keep).sum()) + TOKEN_ID_NBYTES * n_tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classes", type=int, default=30)
+    parser.add_argument("--per-class", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples-per-class", type=float, default=5.0, help="the budget, in plain exemplars per class")
+    parser.add_argument("--jpeg-quality", type=int, default=50)
+    parser.add_argument("--run", type=Path, default=None, help="a run's results JSON whose kept checkpoint gives the model")
+    parser.add_argument("--out", default=None, help="also write the report as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    if args.run is not None:
+        try:
+            model = load_trained_model(args.run)
+        except ConfigError as error:
+            raise SystemExit(f"error: {error}") from None
+    else:
+        model = MultimodalCLIPClassifier(pretrained="synthetic").eval()
+    samples = generate_synthetic(n_per_class=args.per_class, classes=benchmark_classes()[: args.classes], seed=args.seed)
+    encoder = SampleEncoder.for_model("exmask-tiny")
+    input_ids = torch.stack([encoder.encode_text(text) for text in samples.texts])
+    batch = MultimodalSample(image=torch.from_numpy(samples.images), input_ids=input_ids, batch_size=[len(samples)])
+    with torch.no_grad():
+        scores = torch.cat([model.masking_scores(batch[i : i + 100]) for i in range(0, len(samples), 100)])
+    plain = plain_exemplar_nbytes(model.image_size, model.context_length)
+    per_class_budget = args.samples_per_class * plain
+    sizes: dict[str, list[int]] = {}
+    for name in CODECS.names():
+        codec = build_codec(name, resolve_codec_options(name, {}), patch_size=model.patch_size)
+        sizes[name] = [len(codec.encode(batch[i], scores[i], int(samples.labels[i])).data) for i in range(len(samples))]
+        if name == "masked":
+            n_tokens = (input_ids != 0).sum(dim=1)
+            sizes["masked, kept patches as one JPEG (estimate)"] = [
+                masked_as_jpeg_nbytes(samples.images[i], codec.encode(batch[i], scores[i], 0), args.jpeg_quality, int(n_tokens[i]))
+                for i in range(len(samples))
+            ]
+    report = {
+        name: {
+            "mean_record_nbytes": float(np.mean(values)),
+            "fraction_of_plain": float(np.mean(values)) / plain,
+            "exemplars_per_class": per_class_budget / float(np.mean(values)),
+        }
+        for name, values in sizes.items()
+    }
+    print(f"plain exemplar: {plain} bytes; budget {args.samples_per_class:g} plain exemplars = {per_class_budget:.0f} bytes per class")
+    for name, values in report.items():
+        print(f"{name:<46} {values['mean_record_nbytes']:8.0f} B  {values['fraction_of_plain']:6.3f} of plain  "
+              f"{values['exemplars_per_class']:6.1f} per class")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "report": report}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
