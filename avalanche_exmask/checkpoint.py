@@ -490,11 +490,12 @@ def _plan_buffer(
         fields = entry.get("fields")
         _require(
             isinstance(fields, dict)
-            and list(fields) == list(layout_type._fields)
+            and list(fields) == list(layout_type._fields)[: len(fields)]
+            and set(layout_type._fields[len(fields) :]) <= set(layout_type._field_defaults)
             and all(map(_is_count, fields.values())),
             f"malformed {entry['type']} fields {str(fields)[:80]}",
         )
-        layouts.append(layout_type(**fields))
+        layouts.append(layout_type(**fields))  # fields added since a file was written take their defaults
     payload = tensors.get("buffer/payload")
     _require(payload is not None and payload.dtype == torch.uint8 and payload.ndim == 1, "malformed buffer payload")
     data = payload.numpy().tobytes()

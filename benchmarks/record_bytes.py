@@ -8,10 +8,8 @@ exemplars per class a budget of ``--samples-per-class`` plain exemplars holds. T
 the shipped weights, or from a trained run's model (``--run``: after adaptation the [CLS] attention
 is sharper, so masked records are smaller).
 
-One line is an estimate, not a codec: *masked, kept patches as one JPEG*, the kept patches tiled
-into one near-square image and JPEG-encoded at ``--jpeg-quality`` (PIL defaults, as the ``jpeg``
-codec), plus the patch bitmap, one mean colour per discarded patch and the token ids: what storing
-the masked record JPEG-compressed would cost.
+One more line is the ``masked`` codec with ``patch_jpeg_quality=--jpeg-quality``: its kept patches
+stored as one JPEG (masking composed with MRDC-style compression).
 
 Usage::
 
@@ -21,14 +19,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from avalanche_exmask.benchmarks.synthetic import benchmark_classes, generate_synthetic
 from avalanche_exmask.config import ConfigError
@@ -37,29 +32,9 @@ from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.experiment import load_trained_model
 from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 from avalanche_exmask.registry import CODECS
-from avalanche_exmask.storage.budget import TOKEN_ID_NBYTES, plain_exemplar_nbytes
+from avalanche_exmask.storage.budget import plain_exemplar_nbytes
 from avalanche_exmask.storage.codec_options import build_codec, resolve_codec_options
-from avalanche_exmask.storage.codecs import MaskedRecord
-from avalanche_exmask.storage.codecs.masked import patchify, unpatchify
-
-
-def masked_as_jpeg_nbytes(image: np.ndarray, record: MaskedRecord, quality: int, n_tokens: int) -> int:
-    """Estimated bytes of ``record`` with its kept patches stored as one JPEG (see the module docstring).
-
-    :param image: ``uint8 [3, H, W]``, the original image.
-    :param n_tokens: the real tokens stored (``uint16`` each).
-    """
-    patch = record.layout.patch_size
-    keep = record.keep_mask.numpy()
-    kept = patchify(image, patch)[keep]
-    cols = math.ceil(math.sqrt(len(kept)))
-    rows = math.ceil(len(kept) / cols)
-    padding = np.zeros((rows * cols - len(kept), *kept.shape[1:]), dtype=np.uint8)
-    mosaic = unpatchify(np.concatenate([kept, padding]), rows, cols)
-    encoded = io.BytesIO()
-    Image.fromarray(mosaic.transpose(1, 2, 0)).save(encoded, format="JPEG", quality=quality)
-    bitmap = (len(keep) + 7) // 8
-    return bitmap + len(encoded.getvalue()) + 3 * int((~keep).sum()) + TOKEN_ID_NBYTES * n_tokens
+from avalanche_exmask.storage.codecs import MaskedCodec
 
 
 def main() -> None:
@@ -92,13 +67,11 @@ def main() -> None:
     sizes: dict[str, list[int]] = {}
     for name in CODECS.names():
         codec = build_codec(name, resolve_codec_options(name, {}), patch_size=model.patch_size)
-        sizes[name] = [len(codec.encode(batch[i], scores[i], int(samples.labels[i])).data) for i in range(len(samples))]
-        if name == "masked":
-            n_tokens = (input_ids != 0).sum(dim=1)
-            sizes["masked, kept patches as one JPEG (estimate)"] = [
-                masked_as_jpeg_nbytes(samples.images[i], codec.encode(batch[i], scores[i], 0), args.jpeg_quality, int(n_tokens[i]))
-                for i in range(len(samples))
-            ]
+        sizes[name] = [codec.encode(batch[i], scores[i], int(samples.labels[i])).nbytes for i in range(len(samples))]
+    jpeg_patches = MaskedCodec(patch_size=model.patch_size, patch_jpeg_quality=args.jpeg_quality)
+    sizes[f"masked, patch_jpeg_quality={args.jpeg_quality}"] = [
+        jpeg_patches.encode(batch[i], scores[i], int(samples.labels[i])).nbytes for i in range(len(samples))
+    ]
     report = {
         name: {
             "mean_record_nbytes": float(np.mean(values)),
