@@ -173,8 +173,9 @@ def _filled_buffer(codec, seed: int = 5) -> ByteBudgetBuffer:
 
 @pytest.mark.parametrize(
     "codec",
-    [RawCodec(), JpegCodec(quality=40), CimCodec(patch_size=8), MaskedCodec(patch_size=8)],
-    ids=["raw", "jpeg", "cim", "masked"],
+    [RawCodec(), JpegCodec(quality=40), CimCodec(patch_size=8), MaskedCodec(patch_size=8),
+     MaskedCodec(patch_size=8, patch_jpeg_quality=50)],
+    ids=["raw", "jpeg", "cim", "masked", "masked-jpeg-patches"],
 )
 def test_every_record_type_round_trips(tmp_path, codec):
     buffer = _filled_buffer(codec)
@@ -187,6 +188,33 @@ def test_every_record_type_round_trips(tmp_path, codec):
     assert torch.equal(restored._generator.get_state(), buffer._generator.get_state())
     for (a, *_), (b, *_) in zip(restored.buffer, buffer.buffer):
         assert torch.equal(a.image, b.image) and torch.equal(a.input_ids, b.input_ids)
+
+
+def test_layouts_written_before_a_field_was_added_load_with_its_default(tmp_path):
+    """A file whose masked layouts lack ``patch_jpeg_quality`` (written before it existed) loads,
+    the records read as raw-pixel patches; a layout lacking a field *without* a default is refused."""
+    codec = MaskedCodec(patch_size=8)
+    buffer = _filled_buffer(codec)
+    path = tmp_path / "old.safetensors"
+    save_checkpoint(path, model=torch.nn.Linear(2, 2), optimizer=None, buffer=buffer)
+
+    def without_new_field(skeleton):
+        for layout in skeleton["buffer"]["layouts"]:
+            del layout["fields"]["patch_jpeg_quality"]
+
+    _rewrite(path, without_new_field)
+    restored = ByteBudgetBuffer(max_size=buffer.max_size, codec=codec, selection="random", seed=0)
+    load_checkpoint(path, model=torch.nn.Linear(2, 2), buffer=restored, restore_rng=False)
+    assert _records(restored) == _records(buffer)
+
+    def without_required_field(skeleton):
+        for layout in skeleton["buffer"]["layouts"]:
+            del layout["fields"]["context_length"]
+
+    _rewrite(path, without_required_field)
+    with pytest.raises(CheckpointError, match="malformed MaskedLayout fields"):
+        load_checkpoint(path, model=torch.nn.Linear(2, 2), buffer=ByteBudgetBuffer(
+            max_size=buffer.max_size, codec=codec, selection="random", seed=0), restore_rng=False)
 
 
 def test_scheduler_and_extra_tensors_round_trip(tmp_path):
