@@ -68,3 +68,31 @@ def test_registry_refuses_duplicates_and_names_the_known_entries():
         registry.get("b")
     assert {"naive", "replay", "raw", "mrdc", "cim", "masking", "joint"} <= set(METHODS.names())
     assert {"masked", "raw", "jpeg", "cim"} <= set(CODECS.names())
+
+
+def test_every_masked_codec_option_of_a_config_reaches_the_masking_strategy():
+    """``masking`` builds ``ExemplarMasking`` with explicit arguments; every ``storage.options.masked``
+    field set in a config must arrive in its buffer's codec, as the generic ``context.codec`` builds it."""
+    import dataclasses
+
+    from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
+    from avalanche_exmask.config import RunConfig
+    from avalanche_exmask.methods.base import BuildContext
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+    from avalanche_exmask.registry import METHODS
+
+    options = {"image_rule": {"kind": "ratio", "ratio": 0.2}, "background_downsample": 4, "patch_jpeg_quality": 40,
+               "text_rule": {"mode": "both", "class_source": "attention", "context_ratio": 0.3}}
+    config = RunConfig.from_dict({"method": "masking", "model": {"pretrained": None}, "storage": {"options": {"masked": options}}})
+    model = MultimodalCLIPClassifier(pretrained=None)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    context = BuildContext(
+        config=config, model=model, optimizer=optimizer,
+        benchmark=synthetic_multimodal(n_classes=2, n_experiences=1, train_per_class=2, test_per_class=1), n_classes=2,
+        budget_nbytes=100_000, template_kwargs={"model": model, "optimizer": optimizer},
+    )
+    built = METHODS.get("masking").build(context).buffer.codec
+    expected = context.codec("masked")
+    fields = [f.name for f in dataclasses.fields(expected) if f.name != "class_token_ids"]
+    assert {name: getattr(built, name) for name in fields} == {name: getattr(expected, name) for name in fields}
+    assert built.patch_jpeg_quality == 40 and built.background_downsample == 4 and built.image_rule.ratio == 0.2

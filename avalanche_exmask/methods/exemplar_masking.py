@@ -26,6 +26,7 @@ def build(context: BuildContext) -> ExemplarMasking:
         image_rule=ImageMaskRule(**options["image_rule"]),
         text_rule=text_rule,
         background_downsample=options["background_downsample"],
+        patch_jpeg_quality=options["patch_jpeg_quality"],
         augmentation=replay_augmentation(context),
         selection=config.storage.selection,
         memory_batch=config.train.memory_batch,

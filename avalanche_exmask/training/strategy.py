@@ -60,6 +60,8 @@ class ExemplarMasking(SupervisedTemplate):
     :param background_downsample: how discarded patches are stored: ``"patch"`` (default: one
         mean colour per patch, 3 bytes), ``None`` (the paper: nothing, decoded black) or ``k``
         (average-pooled ``k x`` per side).
+    :param patch_jpeg_quality: ``None`` (default, the paper): kept patches stored as raw pixels;
+        ``q``: as one JPEG of quality ``q`` (see :class:`~avalanche_exmask.storage.codecs.MaskedCodec`).
     :param augmentation: augmentation of replayed exemplars, or ``None`` (default).
     :param selection: ``"herding"`` or ``"random"`` exemplar order.
     :param memory_batch: ``"class_share"`` (default), ``"class_balanced"`` or ``"fixed"``
@@ -90,6 +92,7 @@ class ExemplarMasking(SupervisedTemplate):
         image_rule: ImageMaskRule = ImageMaskRule(),
         text_rule: Optional[TextMaskRule] = None,
         background_downsample: Optional[Union[int, str]] = "patch",
+        patch_jpeg_quality: Optional[int] = None,
         augmentation: Optional[MultimodalAugmentation] = None,
         selection: Literal["herding", "random"] = "herding",
         memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_share",
@@ -108,6 +111,7 @@ class ExemplarMasking(SupervisedTemplate):
             codec=MaskedCodec(
                 image_rule=image_rule, text_rule=text_rule, class_token_ids=class_token_ids,
                 patch_size=int(bare.patch_size), background_downsample=background_downsample,
+                patch_jpeg_quality=patch_jpeg_quality,
             ),
             mode="per_class" if total_num_classes is not None else "total",
             total_num_classes=total_num_classes,
