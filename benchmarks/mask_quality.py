@@ -95,6 +95,18 @@ def text_mask_report(model, samples, classes, input_ids, scores, image_rule) -> 
     return report
 
 
+def scored_samples(model, classes, per_class: int, seed: int):
+    """``per_class`` generated samples of each of ``classes``, the model batch of them (token ids
+    ``long [B, T]``) and ``model``'s masking scores (batched, ``B`` leading)."""
+    samples = generate_synthetic(n_per_class=per_class, classes=classes, seed=seed)
+    encoder = SampleEncoder.for_model("exmask-tiny")
+    input_ids = torch.stack([encoder.encode_text(t) for t in samples.texts])
+    batch = MultimodalSample(image=torch.from_numpy(samples.images), input_ids=input_ids, batch_size=[len(samples)])
+    with torch.no_grad():
+        scores = torch.cat([model.masking_scores(batch[i : i + 100]) for i in range(0, len(samples), 100)])
+    return samples, batch, scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=20)
@@ -110,10 +122,6 @@ def main() -> None:
     torch.set_num_threads(2)
 
     classes = benchmark_classes()[: args.classes]
-    samples = generate_synthetic(n_per_class=args.per_class, classes=classes, seed=args.seed)
-    encoder = SampleEncoder.for_model("exmask-tiny")
-    input_ids = torch.stack([encoder.encode_text(t) for t in samples.texts])
-    batch = MultimodalSample(image=torch.from_numpy(samples.images), input_ids=input_ids, batch_size=[len(samples)])
     source = int(args.image_attention) if args.image_attention.lstrip("-").isdigit() else args.image_attention
     if args.run is not None:
         try:
@@ -124,8 +132,8 @@ def main() -> None:
         model = MultimodalCLIPClassifier(
             pretrained=None if args.pretrained == "none" else args.pretrained, image_attention=source
         ).eval()
-    with torch.no_grad():
-        scores = torch.cat([model.masking_scores(batch[i : i + 100]) for i in range(0, len(samples), 100)])
+    samples, batch, scores = scored_samples(model, classes, args.per_class, args.seed)
+    input_ids = batch.input_ids
     truth = torch.from_numpy(samples.object_patch_masks)
     rules = {
         "threshold tau=1.0 (paper)": ImageMaskRule(kind="threshold", tau=1.0),

@@ -25,16 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avalanche_exmask.benchmarks.synthetic import benchmark_classes, generate_synthetic
+from avalanche_exmask.benchmarks.synthetic import benchmark_classes
 from avalanche_exmask.config import ConfigError
-from avalanche_exmask.data.encode import SampleEncoder
-from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.experiment import load_trained_model
 from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 from avalanche_exmask.registry import CODECS
 from avalanche_exmask.storage.budget import plain_exemplar_nbytes
 from avalanche_exmask.storage.codec_options import build_codec, resolve_codec_options
 from avalanche_exmask.storage.codecs import MaskedCodec
+from mask_quality import scored_samples  # benchmarks/, the script's folder
 
 
 def main() -> None:
@@ -56,12 +55,7 @@ def main() -> None:
             raise SystemExit(f"error: {error}") from None
     else:
         model = MultimodalCLIPClassifier(pretrained="synthetic").eval()
-    samples = generate_synthetic(n_per_class=args.per_class, classes=benchmark_classes()[: args.classes], seed=args.seed)
-    encoder = SampleEncoder.for_model("exmask-tiny")
-    input_ids = torch.stack([encoder.encode_text(text) for text in samples.texts])
-    batch = MultimodalSample(image=torch.from_numpy(samples.images), input_ids=input_ids, batch_size=[len(samples)])
-    with torch.no_grad():
-        scores = torch.cat([model.masking_scores(batch[i : i + 100]) for i in range(0, len(samples), 100)])
+    samples, batch, scores = scored_samples(model, benchmark_classes()[: args.classes], args.per_class, args.seed)
     plain = plain_exemplar_nbytes(model.image_size, model.context_length)
     per_class_budget = args.samples_per_class * plain
     sizes: dict[str, list[int]] = {}
