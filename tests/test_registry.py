@@ -71,8 +71,8 @@ def test_registry_refuses_duplicates_and_names_the_known_entries():
 
 
 def test_every_masked_codec_option_of_a_config_reaches_the_masking_strategy():
-    """``masking`` builds ``ExemplarMasking`` with explicit arguments; every ``storage.options.masked``
-    field set in a config must arrive in its buffer's codec, as the generic ``context.codec`` builds it."""
+    """Every ``storage.options.masked`` field set in a config must arrive in the masking strategy's
+    buffer codec, as the generic ``context.codec`` builds it (a codec option once got lost on the way)."""
     import dataclasses
 
     from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
@@ -96,3 +96,23 @@ def test_every_masked_codec_option_of_a_config_reaches_the_masking_strategy():
     fields = [f.name for f in dataclasses.fields(expected) if f.name != "class_token_ids"]
     assert {name: getattr(built, name) for name in fields} == {name: getattr(expected, name) for name in fields}
     assert built.patch_jpeg_quality == 40 and built.background_downsample == 4 and built.image_rule.ratio == 0.2
+
+
+def test_a_text_rule_on_class_names_is_refused_naming_the_field_when_the_benchmark_has_none():
+    import types
+
+    from avalanche_exmask.config import RunConfig
+    from avalanche_exmask.methods.base import BuildContext
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+
+    def context(text_rule):
+        options = {"masked": {"text_rule": text_rule}}
+        config = RunConfig.from_dict({"method": "masking", "model": {"pretrained": None}, "storage": {"options": options}})
+        model = MultimodalCLIPClassifier(pretrained=None)
+        return BuildContext(config=config, model=model, optimizer=None, benchmark=types.SimpleNamespace(), n_classes=2,
+                            budget_nbytes=100_000, template_kwargs={})
+
+    with pytest.raises(ValueError, match=r"storage\.options\.masked\.text_rule\.class_source='names'"):
+        context({"mode": "both", "class_source": "names"}).codec("masked")
+    assert context({"mode": "both", "class_source": "attention"}).codec("masked").text_rule.class_source == "attention"
+    assert context({"mode": "context", "class_source": "names"}).codec("masked").class_token_ids is None

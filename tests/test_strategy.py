@@ -17,7 +17,8 @@ from avalanche_exmask.experiment import run_experiment, summarise_accuracy
 from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 from avalanche_exmask.storage.budget import budget_from_samples_per_class
 from avalanche_exmask.storage.buffer import ByteBudgetBuffer
-from avalanche_exmask.storage.codecs import RawCodec
+from avalanche_exmask.masking.image_mask import ImageMaskRule
+from avalanche_exmask.storage.codecs import MaskedCodec, RawCodec
 from avalanche_exmask.training.augmentation import MultimodalAugmentation
 from avalanche_exmask.training.plugin import ExemplarMaskingPlugin
 from avalanche_exmask.training.strategy import ExemplarMasking
@@ -57,6 +58,17 @@ def test_exemplar_masking_strategy_stores_more_masked_than_raw_exemplars(benchma
     sample, label, task = strategy.buffer.buffer[0]
     assert sample.image.shape == (3, 64, 64) and sample.input_ids.shape == (32,)
     assert model(sample.unsqueeze(0)).shape == (1, 4)
+
+
+def test_exemplar_masking_takes_a_codec_and_gives_it_the_model_patch_size():
+    model = MultimodalCLIPClassifier(pretrained=None)
+    optimizer = torch.optim.SGD(model.classifier.parameters(), lr=0.1)
+    codec = MaskedCodec(image_rule=ImageMaskRule(kind="ratio", ratio=0.3), patch_jpeg_quality=60)
+    stored = ExemplarMasking(model=model, optimizer=optimizer, mem_size=10**5, codec=codec, evaluator=_quiet()).buffer.codec
+    assert stored.patch_size == model.patch_size
+    assert (stored.image_rule, stored.patch_jpeg_quality) == (codec.image_rule, 60)
+    with pytest.raises(ValueError, match=f"codec.patch_size is {2 * model.patch_size}"):
+        ExemplarMasking(model=model, optimizer=optimizer, mem_size=10**5, codec=MaskedCodec(patch_size=2 * model.patch_size))
 
 
 def test_plugin_gives_masked_replay_to_another_strategy(benchmark):

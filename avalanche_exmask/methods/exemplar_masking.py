@@ -1,9 +1,8 @@
 """``masking``: the paper's method, built as :class:`~avalanche_exmask.training.strategy.ExemplarMasking`
-(the same class the Python API offers), with its codec options from ``storage.options.masked``."""
+(the same class the Python API offers), with the codec every buffered method gets from
+``storage.options.masked`` (:meth:`~avalanche_exmask.methods.base.BuildContext.codec`)."""
 from __future__ import annotations
 
-from avalanche_exmask.masking.image_mask import ImageMaskRule
-from avalanche_exmask.masking.text_mask import TextMaskRule
 from avalanche_exmask.methods.base import BuildContext, MethodSpec
 from avalanche_exmask.methods.buffered import replay_augmentation, buffer_report
 from avalanche_exmask.registry import METHODS
@@ -11,22 +10,11 @@ from avalanche_exmask.training.strategy import ExemplarMasking
 
 
 def build(context: BuildContext) -> ExemplarMasking:
-    config, options = context.config, context.codec_options("masked")
-    text_rule = TextMaskRule(**options["text_rule"])
-    class_names = getattr(context.benchmark, "class_names", None) if text_rule.needs_class_names else None
-    if text_rule.needs_class_names and class_names is None:
-        raise ValueError(
-            f"storage.options.masked.text_rule.class_source='names' needs class names, and benchmark "
-            f"{config.benchmark.name!r} has none; set it to 'attention'"
-        )
+    config = context.config
     return ExemplarMasking(
         mem_size=context.budget_nbytes,
         total_num_classes=context.n_classes if config.storage.budget.mode == "per_class" else None,
-        class_names=class_names,
-        image_rule=ImageMaskRule(**options["image_rule"]),
-        text_rule=text_rule,
-        background_downsample=options["background_downsample"],
-        patch_jpeg_quality=options["patch_jpeg_quality"],
+        codec=context.codec("masked"),
         augmentation=replay_augmentation(context),
         selection=config.storage.selection,
         memory_batch=config.train.memory_batch,

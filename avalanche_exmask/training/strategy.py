@@ -1,7 +1,8 @@
 """``ExemplarMasking``: the paper's method as an Avalanche strategy."""
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping, Optional, Sequence, Union
+import dataclasses
+from typing import Any, Literal, Optional
 
 from torch.nn import CrossEntropyLoss, Module
 from torch.optim import Optimizer
@@ -9,9 +10,6 @@ from torch.optim import Optimizer
 from avalanche.training.templates import SupervisedTemplate
 
 from avalanche_exmask.distributed import unwrap_model
-from avalanche_exmask.masking.image_mask import ImageMaskRule
-from avalanche_exmask.masking.text_mask import TextMaskRule, class_name_token_ids
-from avalanche_exmask.models.factory import get_tokenizer
 from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
 from avalanche_exmask.storage.codecs import MaskedCodec
 from avalanche_exmask.training.augmentation import MultimodalAugmentation
@@ -50,18 +48,11 @@ class ExemplarMasking(SupervisedTemplate):
     :param total_num_classes: classes of the whole stream; given, each class gets a fixed
         ``mem_size // total_num_classes`` bytes (``mode="per_class"``), else the budget is re-divided
         among the classes seen so far (``mode="total"``).
-    :param class_names: label -> class name (a sequence is indexed by label), e.g. a benchmark's
-        ``class_names``, tokenised with ``model.model_name``'s tokenizer; needed by a text rule that
-        keeps class-name words (``TextMaskRule(class_source="names")``, the rule's default).
-    :param image_rule: which patches to keep (default: the paper's rule, ``>= 1.0 x`` mean attention).
-    :param text_rule: which tokens to keep (default: every token, see
-        :class:`~avalanche_exmask.storage.codecs.MaskedCodec`; ``TextMaskRule()`` keeps class-name
-        words and context).
-    :param background_downsample: how discarded patches are stored: ``"patch"`` (default: one
-        mean colour per patch, 3 bytes), ``None`` (the paper: nothing, decoded black) or ``k``
-        (average-pooled ``k x`` per side).
-    :param patch_jpeg_quality: ``None`` (default, the paper): kept patches stored as raw pixels;
-        ``q``: as one JPEG of quality ``q`` (see :class:`~avalanche_exmask.storage.codecs.MaskedCodec`).
+    :param codec: how exemplars are stored: a :class:`~avalanche_exmask.storage.codecs.MaskedCodec`
+        with its image rule, text rule, background and kept-patch storage (default: ``MaskedCodec()``,
+        the paper's image rule and no text mask). Its ``patch_size`` is the model's (left ``None``,
+        it is filled in; another value is refused). A text rule that keeps class-name words needs
+        ``class_token_ids=class_name_token_ids(class_names, get_tokenizer(model.model_name))``.
     :param augmentation: augmentation of replayed exemplars, or ``None`` (default).
     :param selection: ``"herding"`` or ``"random"`` exemplar order.
     :param memory_batch: ``"class_share"`` (default), ``"class_balanced"`` or ``"fixed"``
@@ -88,11 +79,7 @@ class ExemplarMasking(SupervisedTemplate):
         mem_size: int,
         criterion: Any = CrossEntropyLoss(),
         total_num_classes: Optional[int] = None,
-        class_names: Optional[Union[Mapping[int, str], Sequence[str]]] = None,
-        image_rule: ImageMaskRule = ImageMaskRule(),
-        text_rule: Optional[TextMaskRule] = None,
-        background_downsample: Optional[Union[int, str]] = "patch",
-        patch_jpeg_quality: Optional[int] = None,
+        codec: Optional[MaskedCodec] = None,
         augmentation: Optional[MultimodalAugmentation] = None,
         selection: Literal["herding", "random"] = "herding",
         memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_share",
@@ -102,17 +89,9 @@ class ExemplarMasking(SupervisedTemplate):
         seed: int = 0,
         **base_kwargs: Any,
     ) -> None:
-        bare = unwrap_model(model)
-        class_token_ids = None
-        if class_names is not None:
-            class_token_ids = class_name_token_ids(class_names, get_tokenizer(bare.model_name))
         buffer = MaskedExemplarBuffer(
             max_size=mem_size,
-            codec=MaskedCodec(
-                image_rule=image_rule, text_rule=text_rule, class_token_ids=class_token_ids,
-                patch_size=int(bare.patch_size), background_downsample=background_downsample,
-                patch_jpeg_quality=patch_jpeg_quality,
-            ),
+            codec=_with_model_patch_size(codec or MaskedCodec(), unwrap_model(model)),
             mode="per_class" if total_num_classes is not None else "total",
             total_num_classes=total_num_classes,
             selection=selection,
@@ -142,3 +121,16 @@ class ExemplarMasking(SupervisedTemplate):
     def buffer(self) -> MaskedExemplarBuffer:
         """The masked exemplar buffer (statistics: ``buffer.stats()``)."""
         return self.replay_plugin.storage_policy
+
+
+def _with_model_patch_size(codec: MaskedCodec, model: Module) -> MaskedCodec:
+    """``codec`` with the patch size of ``model`` (a bare model with a ``patch_size`` in pixels).
+
+    :raises ValueError: if ``codec.patch_size`` is set and differs from the model's.
+    """
+    patch_size = int(model.patch_size)
+    if codec.patch_size is None:
+        return dataclasses.replace(codec, patch_size=patch_size)
+    if codec.patch_size != patch_size:
+        raise ValueError(f"ExemplarMasking: codec.patch_size is {codec.patch_size} but the model's patches are {patch_size} px")
+    return codec
