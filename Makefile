@@ -23,12 +23,12 @@ demo: $(STAMP)
 	$(PY) -m avalanche_exmask demo --benchmark $(BENCHMARK)
 
 # Rebuilds the embedded clip-art benchmark and the shipped `real` weights from Debian's openclipart-png
-# and npm's emoji-datasource(-twitter, -google), then measures their transfer (about 45 minutes on 2 shared cores).
+# and npm's emoji-datasource(-twitter, -google), then measures their transfer (about 45 minutes on one core).
 real-weights: $(STAMP)
 	apt-get update && apt-get install -y openclipart-png
 	npm install --prefix $(MAINTAINER_DIR)/npm --no-save emoji-datasource@16.0.0 emoji-datasource-twitter@16.0.0 emoji-datasource-google@16.0.0
 	$(PY) benchmarks/build_clipart_benchmark.py --emoji $(MAINTAINER_DIR)/npm/node_modules --cache $(MAINTAINER_DIR)/clipart-material.npz
-	OMP_NUM_THREADS=2 $(PY) benchmarks/pretrain_tiny_clip_real.py --emoji $(MAINTAINER_DIR)/npm/node_modules --cache $(MAINTAINER_DIR)/clipart-material.npz
+	OMP_NUM_THREADS=1 $(PY) benchmarks/pretrain_tiny_clip_real.py --emoji $(MAINTAINER_DIR)/npm/node_modules --cache $(MAINTAINER_DIR)/clipart-material.npz
 	$(PY) benchmarks/transfer_eval.py --out results/transfer/clipart_transfer.json
 
 test: $(STAMP)

@@ -69,7 +69,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="node_modules holding emoji-datasource, -twitter and -google")
     parser.add_argument("--cache", type=Path, default=MAINTAINER_DIR / "clipart-material.npz",
                         help="decoded material (written on first use; delete it after changing the sources)")
-    parser.add_argument("--steps", type=int, default=220, help="optimiser steps (one batch each)")
+    parser.add_argument("--steps", type=int, default=1200, help="optimiser steps (one batch each)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of AdamW")
     parser.add_argument("--weight-decay", type=float, default=0.05)
@@ -83,7 +83,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              " scale of 100 makes the first real batches confidently wrong and the embeddings collapse"
                              " (contrastive loss stuck at ln(batch size)); a negative value keeps the loaded scale")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the run is reproducible with the same count)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help="weights file (.safetensors); its .json record is written beside it")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
