@@ -2,7 +2,7 @@
 # The embedded-benchmark study reported in README "Results": the study's runs (resumable: finished
 # runs are kept), its tables with paired 95% intervals, the mask-quality figures, and the notebooks
 # re-executed on the results.
-#   bash benchmarks/run_synthetic_suite.sh            # about 3 hours on 2 CPU cores (main: 75 min)
+#   bash benchmarks/run_synthetic_suite.sh            # about 7 hours on 2 CPU cores (main: 75 min; main-6-epochs: about 2.5 h)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -13,6 +13,10 @@ $PY benchmarks/summarise.py "$OUT/main" --versus raw mrdc cim > "$OUT/main_paire
 $PY benchmarks/summarise.py "$OUT/main" --versus raw --key ncm_final_accuracy > "$OUT/main_ncm.md"
 # the regime rule: raw with every training image in memory against joint, paired by seed
 $PY benchmarks/summarise.py "$OUT/joint" "$OUT/raw-all-data" --versus joint > "$OUT/regime_paired.md"
+$PY benchmarks/summarise.py "$OUT/joint-convergence" "$OUT/raw-all-data-6-epochs" --versus joint > "$OUT/regime_6_epochs_paired.md"
+# an ablation paired with the main comparison's masking on the same seeds (the others alike, with
+# the default's name in their table as --versus)
+$PY benchmarks/summarise.py "$OUT/masking-text-mask" "$OUT"/main/masking_seed*.json --versus "masking (text_rule.mode=none)" > "$OUT/masking-text-mask_paired.md"
 for group in "$OUT"/*/; do
   $PY benchmarks/summarise.py "$group" > "${group%/}.md"
 done
