@@ -73,18 +73,11 @@ class BuildContext:
         :raises ValueError: if its text rule needs class names and the benchmark has none.
         """
         from avalanche_exmask.distributed import unwrap_model
-        from avalanche_exmask.masking.text_mask import TextMaskRule
         from avalanche_exmask.storage.codec_options import build_codec
 
-        options = self.codec_options(codec)
-        class_token_ids = self.class_token_ids()
-        text_rule = options.get("text_rule")
-        if class_token_ids is None and text_rule is not None and TextMaskRule(**text_rule).needs_class_names:
-            raise ValueError(
-                f"storage.options.{codec}.text_rule.class_source='names' needs class names, and benchmark "
-                f"{self.config.benchmark.name!r} has none; set it to 'attention'"
-            )
-        return build_codec(codec, options, patch_size=int(unwrap_model(self.model).patch_size), class_token_ids=class_token_ids)
+        return build_codec(
+            codec, self.codec_options(codec), patch_size=int(unwrap_model(self.model).patch_size), class_token_ids=self.class_token_ids()
+        )
 
 
 @dataclasses.dataclass(frozen=True)

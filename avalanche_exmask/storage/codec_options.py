@@ -65,6 +65,8 @@ def build_codec(
 
     :param patch_size: the model's patch size in pixels.
     :param class_token_ids: label -> class-name token ids (for text rules that keep class words).
+    :raises ValueError: naming ``storage.options.<name>.text_rule.class_source`` if the text rule
+        keeps class words and no ``class_token_ids`` are given (the benchmark has no class names).
     """
     codec_class = CODECS.get(name)
     hints = typing.get_type_hints(codec_class)
@@ -72,8 +74,12 @@ def build_codec(
     names = {f.name for f in dataclasses.fields(codec_class)}
     if "patch_size" in names:
         values["patch_size"] = patch_size
-    if "class_token_ids" in names and class_token_ids is not None:
-        text_rule = values.get("text_rule")
-        if text_rule is not None and text_rule.needs_class_names:
-            values["class_token_ids"] = class_token_ids
+    text_rule = values.get("text_rule")
+    if "class_token_ids" in names and text_rule is not None and text_rule.needs_class_names:
+        if class_token_ids is None:
+            raise ValueError(
+                f"storage.options.{name}.text_rule.class_source='names' needs class names, and the benchmark "
+                "has none; set it to 'attention'"
+            )
+        values["class_token_ids"] = class_token_ids
     return codec_class(**values)

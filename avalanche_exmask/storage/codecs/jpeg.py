@@ -21,7 +21,7 @@ from avalanche_exmask.storage.codecs.base import Record, RecordDecodeError, as_u
 from avalanche_exmask.storage.codecs.raw import ImageLayout, image_layout
 from avalanche_exmask.registry import CODECS
 
-__all__ = ["JpegCodec", "JpegRecord"]
+__all__ = ["JpegCodec", "JpegRecord", "encode_jpeg", "decode_jpeg"]
 
 
 class JpegRecord(Record):
@@ -49,11 +49,8 @@ class JpegCodec:
         """JPEG-encode the image (``scores`` are not used)."""
         pixels = as_uint8_array(sample.image)
         _, height, width = pixels.shape
-        buffer = io.BytesIO()
-        image = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)))
-        image.save(buffer, format="JPEG", quality=self.quality)
         tokens = pack_tokens(sample.input_ids)
-        data = np.uint16(len(tokens) // 2).tobytes() + tokens + buffer.getvalue()
+        data = np.uint16(len(tokens) // 2).tobytes() + tokens + encode_jpeg(pixels, self.quality)
         return JpegRecord(label=label, data=data, layout=image_layout(height, width, sample.input_ids.shape[-1]))
 
     def decode(self, record: Record) -> MultimodalSample:
@@ -71,13 +68,28 @@ class JpegCodec:
         if tokens_end > len(record.data):
             raise RecordDecodeError(f"jpeg record of {len(record.data)} bytes is shorter than its token section")
         ids = unpack_tokens(memoryview(record.data)[2:tokens_end], layout.context_length)
-        try:
-            with Image.open(io.BytesIO(record.data[tokens_end:])) as image:
-                pixels = np.asarray(image.convert("RGB"))
-        except (OSError, ValueError, SyntaxError) as error:
-            raise RecordDecodeError(f"jpeg record does not decode: {error}") from error
-        if pixels.shape[:2] != (layout.height, layout.width):
-            raise RecordDecodeError(
-                f"jpeg record decodes to {pixels.shape[1]}x{pixels.shape[0]}, expected {layout.width}x{layout.height}"
-            )
-        return make_sample(torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), ids)
+        pixels = decode_jpeg(record.data[tokens_end:], layout.height, layout.width, what="jpeg record")
+        return make_sample(torch.from_numpy(pixels), ids)
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
+    """``uint8 [3, H, W]`` -> one JPEG file of ``quality`` (PIL, baseline, default 4:2:0 chroma subsampling)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0))).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def decode_jpeg(data: bytes, height: int, width: int, *, what: str) -> np.ndarray:
+    """One JPEG file -> ``uint8 [3, height, width]`` (contiguous).
+
+    :param what: names the data in errors, e.g. ``"jpeg record"``.
+    :raises RecordDecodeError: if ``data`` does not decode, or not to ``height x width``.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as error:
+        raise RecordDecodeError(f"{what} does not decode: {error}") from error
+    if pixels.shape[:2] != (height, width):
+        raise RecordDecodeError(f"{what} decodes to {pixels.shape[1]}x{pixels.shape[0]}, expected {width}x{height}")
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import math
 from typing import ClassVar, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.masking.image_mask import ImageMaskRule
@@ -42,6 +40,7 @@ from avalanche_exmask.storage.codecs.base import (
     unpack_tokens,
 )
 from avalanche_exmask.registry import CODECS
+from avalanche_exmask.storage.codecs.jpeg import decode_jpeg, encode_jpeg
 
 __all__ = ["MaskedCodec", "MaskedRecord", "MaskedLayout", "patchify", "unpatchify"]
 
@@ -307,9 +306,7 @@ def _jpeg_mosaic(patches: np.ndarray, quality: int) -> bytes:
     rows, cols = _mosaic_grid(len(patches))
     tiles = np.zeros((rows * cols, *patches.shape[1:]), dtype=np.uint8)
     tiles[: len(patches)] = patches
-    encoded = io.BytesIO()
-    Image.fromarray(unpatchify(tiles, rows, cols).transpose(1, 2, 0)).save(encoded, format="JPEG", quality=quality)
-    jpeg = encoded.getvalue()
+    jpeg = encode_jpeg(unpatchify(tiles, rows, cols), quality)
     return np.uint32(len(jpeg)).tobytes() + jpeg
 
 
@@ -319,17 +316,8 @@ def _read_jpeg_mosaic(data: bytes, n_patches: int, patch_size: int) -> np.ndarra
     :raises RecordDecodeError: if the JPEG does not decode or has not the mosaic's size.
     """
     rows, cols = _mosaic_grid(n_patches)
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as error:
-        raise RecordDecodeError(f"masked record's JPEG patches do not decode: {error}") from error
-    if pixels.shape[:2] != (rows * patch_size, cols * patch_size):
-        raise RecordDecodeError(
-            f"masked record's JPEG patches decode to {pixels.shape[1]}x{pixels.shape[0]}, "
-            f"expected {cols * patch_size}x{rows * patch_size} for {n_patches} patches"
-        )
-    return patchify(np.ascontiguousarray(pixels.transpose(2, 0, 1)), patch_size)[:n_patches]
+    pixels = decode_jpeg(data, rows * patch_size, cols * patch_size, what=f"masked record's JPEG of {n_patches} patches")
+    return patchify(pixels, patch_size)[:n_patches]
 
 
 def _kept_patches_nbytes(data: bytes, layout: MaskedLayout, n_kept: int) -> int:
