@@ -95,6 +95,22 @@ def text_mask_report(model, samples, classes, input_ids, scores, image_rule) -> 
     return report
 
 
+def measured_model(run: Path | None, pretrained: str, image_attention: str | int | None = None) -> MultimodalCLIPClassifier:
+    """The model a measurement scores with, in eval mode: a finished run's trained model (``run``, its
+    results JSON with the checkpoint kept beside it) or ``exmask-tiny`` with the ``pretrained``
+    weights tag (``"none"``: random weights). ``image_attention`` overrides the scores' source (``None``:
+    the run's own, or the last block). Exits naming the file if the run cannot be loaded."""
+    if run is not None:
+        try:
+            return load_trained_model(run, image_attention=image_attention)
+        except ConfigError as error:
+            raise SystemExit(f"error: {error}") from None
+    return MultimodalCLIPClassifier(
+        pretrained=None if pretrained == "none" else pretrained,
+        image_attention="last" if image_attention is None else image_attention,
+    ).eval()
+
+
 def scored_samples(model, classes, per_class: int, seed: int):
     """``per_class`` generated samples of each of ``classes``, the model batch of them (token ids
     ``long [B, T]``) and ``model``'s masking scores (batched, ``B`` leading)."""
@@ -123,15 +139,7 @@ def main() -> None:
 
     classes = benchmark_classes()[: args.classes]
     source = int(args.image_attention) if args.image_attention.lstrip("-").isdigit() else args.image_attention
-    if args.run is not None:
-        try:
-            model = load_trained_model(args.run, image_attention=source)
-        except ConfigError as error:
-            raise SystemExit(f"error: {error}") from None
-    else:
-        model = MultimodalCLIPClassifier(
-            pretrained=None if args.pretrained == "none" else args.pretrained, image_attention=source
-        ).eval()
+    model = measured_model(args.run, args.pretrained, image_attention=source)
     samples, batch, scores = scored_samples(model, classes, args.per_class, args.seed)
     input_ids = batch.input_ids
     truth = torch.from_numpy(samples.object_patch_masks)

@@ -26,14 +26,11 @@ import numpy as np
 import torch
 
 from avalanche_exmask.benchmarks.synthetic import benchmark_classes
-from avalanche_exmask.config import ConfigError
-from avalanche_exmask.experiment import load_trained_model
-from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 from avalanche_exmask.registry import CODECS
 from avalanche_exmask.storage.budget import plain_exemplar_nbytes
 from avalanche_exmask.storage.codec_options import build_codec, resolve_codec_options
 from avalanche_exmask.storage.codecs import MaskedCodec
-from mask_quality import scored_samples  # benchmarks/, the script's folder
+from mask_quality import measured_model, scored_samples  # benchmarks/, the script's folder
 
 
 def main() -> None:
@@ -48,13 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    if args.run is not None:
-        try:
-            model = load_trained_model(args.run)
-        except ConfigError as error:
-            raise SystemExit(f"error: {error}") from None
-    else:
-        model = MultimodalCLIPClassifier(pretrained="synthetic").eval()
+    model = measured_model(args.run, pretrained="synthetic")
     samples, batch, scores = scored_samples(model, benchmark_classes()[: args.classes], args.per_class, args.seed)
     plain = plain_exemplar_nbytes(model.image_size, model.context_length)
     per_class_budget = args.samples_per_class * plain
