@@ -9,12 +9,16 @@ the shipped weights, or from a trained run's model (``--run``: after adaptation 
 is sharper, so masked records are smaller).
 
 One more line is the ``masked`` codec with ``patch_jpeg_quality=--jpeg-quality``: its kept patches
-stored as one JPEG (masking composed with MRDC-style compression).
+stored as one JPEG (masking composed with MRDC-style compression); ``--ratios`` adds the top-ratio
+image rule at each ratio, with and without JPEG patches. For masked records the report also gives
+the ground-truth object recall (object patches kept / object patches), so that a mask's bytes are
+read beside what it keeps.
 
 Usage::
 
     python benchmarks/record_bytes.py
     python benchmarks/record_bytes.py --run runs/main/masking_seed0.json   # a run kept with --keep-checkpoints
+    python benchmarks/record_bytes.py --run runs/main/masking_seed0.json --ratios 0.2 0.35
 """
 from __future__ import annotations
 
@@ -26,11 +30,22 @@ import numpy as np
 import torch
 
 from avalanche_exmask.benchmarks.synthetic import benchmark_classes
+from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.registry import CODECS
 from avalanche_exmask.storage.budget import plain_exemplar_nbytes
 from avalanche_exmask.storage.codec_options import build_codec, resolve_codec_options
 from avalanche_exmask.storage.codecs import MaskedCodec
 from mask_quality import measured_model, scored_samples  # benchmarks/, the script's folder
+
+
+def object_recall(records: list, object_patches: torch.Tensor) -> float | None:
+    """Mean over records of the object patches their ``keep_mask`` keeps / the object patches
+    (``object_patches`` bool ``[N, patches]``, ground truth), or ``None`` for a codec that keeps
+    whole images (its records' ``keep_mask`` is ``None``)."""
+    if records[0].keep_mask is None:
+        return None
+    kept = torch.stack([torch.as_tensor(record.keep_mask).flatten().bool() for record in records])
+    return float(((kept & object_patches).sum(1) / object_patches.sum(1).clamp(min=1)).mean())
 
 
 def main() -> None:
@@ -41,6 +56,8 @@ def main() -> None:
     parser.add_argument("--samples-per-class", type=float, default=5.0, help="the budget, in plain exemplars per class")
     parser.add_argument("--jpeg-quality", type=int, default=50)
     parser.add_argument("--run", type=Path, default=None, help="a run's results JSON whose kept checkpoint gives the model")
+    parser.add_argument("--ratios", type=float, nargs="*", default=[],
+                        help="also the masked codec with ImageMaskRule(kind='ratio', ratio=r) for each r, with and without JPEG patches")
     parser.add_argument("--out", default=None, help="also write the report as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -49,26 +66,34 @@ def main() -> None:
     samples, batch, scores = scored_samples(model, benchmark_classes()[: args.classes], args.per_class, args.seed)
     plain = plain_exemplar_nbytes(model.image_size, model.context_length)
     per_class_budget = args.samples_per_class * plain
-    sizes: dict[str, list[int]] = {}
-    for name in CODECS.names():
-        codec = build_codec(name, resolve_codec_options(name, {}), patch_size=model.patch_size)
-        sizes[name] = [codec.encode(batch[i], scores[i], int(samples.labels[i])).nbytes for i in range(len(samples))]
-    jpeg_patches = MaskedCodec(patch_size=model.patch_size, patch_jpeg_quality=args.jpeg_quality)
-    sizes[f"masked, patch_jpeg_quality={args.jpeg_quality}"] = [
-        jpeg_patches.encode(batch[i], scores[i], int(samples.labels[i])).nbytes for i in range(len(samples))
-    ]
-    report = {
-        name: {
-            "mean_record_nbytes": float(np.mean(values)),
-            "fraction_of_plain": float(np.mean(values)) / plain,
-            "exemplars_per_class": per_class_budget / float(np.mean(values)),
-        }
-        for name, values in sizes.items()
+    codecs = {
+        name: build_codec(name, resolve_codec_options(name, {}), patch_size=model.patch_size) for name in CODECS.names()
     }
+    codecs[f"masked, patch_jpeg_quality={args.jpeg_quality}"] = MaskedCodec(
+        patch_size=model.patch_size, patch_jpeg_quality=args.jpeg_quality
+    )
+    for ratio in args.ratios:
+        rule = ImageMaskRule(kind="ratio", ratio=ratio)
+        codecs[f"masked, ratio={ratio:g}"] = MaskedCodec(patch_size=model.patch_size, image_rule=rule)
+        codecs[f"masked, ratio={ratio:g}, patch_jpeg_quality={args.jpeg_quality}"] = MaskedCodec(
+            patch_size=model.patch_size, image_rule=rule, patch_jpeg_quality=args.jpeg_quality
+        )
+    object_patches = torch.from_numpy(samples.object_patch_masks).flatten(1).bool()  # [N, patches]
+    report = {}
+    for name, codec in codecs.items():
+        records = [codec.encode(batch[i], scores[i], int(samples.labels[i])) for i in range(len(samples))]
+        mean_nbytes = float(np.mean([record.nbytes for record in records]))
+        report[name] = {
+            "mean_record_nbytes": mean_nbytes,
+            "fraction_of_plain": mean_nbytes / plain,
+            "exemplars_per_class": per_class_budget / mean_nbytes,
+            "object_recall": object_recall(records, object_patches),
+        }
     print(f"plain exemplar: {plain} bytes; budget {args.samples_per_class:g} plain exemplars = {per_class_budget:.0f} bytes per class")
     for name, values in report.items():
+        recall = "" if values["object_recall"] is None else f"  object recall {values['object_recall']:.3f}"
         print(f"{name:<46} {values['mean_record_nbytes']:8.0f} B  {values['fraction_of_plain']:6.3f} of plain  "
-              f"{values['exemplars_per_class']:6.1f} per class")
+              f"{values['exemplars_per_class']:6.1f} per class{recall}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "report": report}, indent=1))
