@@ -2,7 +2,7 @@
 # The embedded-benchmark study reported in README "Results": the study's runs (resumable: finished
 # runs are kept), its tables with paired 95% intervals, the mask-quality figures, and the notebooks
 # re-executed on the results.
-#   bash benchmarks/run_synthetic_suite.sh            # about 7 hours on 2 CPU cores (main: 75 min; main-6-epochs: about 2.5 h)
+#   bash benchmarks/run_synthetic_suite.sh            # about 8 hours on 2 CPU cores (main: 75 min; main-6-epochs: about 2.5 h)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -22,6 +22,7 @@ $PY benchmarks/summarise.py "$OUT/joint-convergence" "$OUT/raw-all-data-6-epochs
 # the default's name in their table as --versus)
 $PY benchmarks/summarise.py "$OUT/masking-text-mask" "$OUT"/main/masking_seed*.json --versus "masking (text_rule.mode=none)" > "$OUT/masking-text-mask_paired.md"
 $PY benchmarks/summarise.py "$OUT/masking-jpeg-patches" "$OUT/main" --versus mrdc "masking (patch_jpeg_quality=None)" raw cim > "$OUT/masking-jpeg-patches_paired.md"
+$PY benchmarks/summarise.py "$OUT/main-6-epochs-masking-jpeg-ratio-0.35" "$OUT/main-6-epochs" --versus mrdc "masking (image_rule.kind=threshold, image_rule.ratio=0.3, patch_jpeg_quality=None)" raw cim > "$OUT/main-6-epochs-masking-jpeg-ratio-0.35_paired.md"
 $PY benchmarks/summarise.py "$OUT/masking-jpeg-patches-ratio-0.35" "$OUT/main" --versus mrdc "masking (image_rule.kind=threshold, image_rule.ratio=0.3, patch_jpeg_quality=None)" raw cim > "$OUT/masking-jpeg-patches-ratio-0.35_paired.md"
 $PY benchmarks/summarise.py "$OUT/masking-ratio-0.35" "$OUT/main" --versus "masking (image_rule.kind=threshold, image_rule.ratio=0.3)" > "$OUT/masking-ratio-0.35_paired.md"
 $PY benchmarks/summarise.py "$OUT/weight-aligning" "$OUT/main" --versus "raw (weight_aligning=False)" > "$OUT/weight-aligning_paired.md"
