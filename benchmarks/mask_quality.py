@@ -95,6 +95,12 @@ def text_mask_report(model, samples, classes, input_ids, scores, image_rule) -> 
     return report
 
 
+def object_recall(kept: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Per sample, ground-truth object patches kept / object patches (``kept``, ``truth``: bool
+    ``[N, patches]``): ``float [N]``."""
+    return (kept & truth).sum(1).float() / truth.sum(1).clamp(min=1)
+
+
 def measured_model(run: Path | None, pretrained: str, image_attention: str | int | None = None) -> MultimodalCLIPClassifier:
     """The model a measurement scores with, in eval mode: a finished run's trained model (``run``, its
     results JSON with the checkpoint kept beside it) or ``exmask-tiny`` with the ``pretrained``
@@ -153,7 +159,7 @@ def main() -> None:
     for name, rule in rules.items():
         kept = torch.stack([rule(scores.patch_attention[i]) for i in range(len(samples))])
         kept_fraction = kept.float().mean(dim=1)
-        recall = (kept & truth).sum(1).float() / truth.sum(1).clamp(min=1)
+        recall = object_recall(kept, truth)
         report[name] = {
             "kept_patch_fraction": float(kept_fraction.mean()),
             "object_recall": float(recall.mean()),

@@ -35,17 +35,17 @@ from avalanche_exmask.registry import CODECS
 from avalanche_exmask.storage.budget import plain_exemplar_nbytes
 from avalanche_exmask.storage.codec_options import build_codec, resolve_codec_options
 from avalanche_exmask.storage.codecs import MaskedCodec
-from mask_quality import measured_model, scored_samples  # benchmarks/, the script's folder
+from mask_quality import measured_model, object_recall, scored_samples  # benchmarks/, the script's folder
 
 
-def object_recall(records: list, object_patches: torch.Tensor) -> float | None:
-    """Mean over records of the object patches their ``keep_mask`` keeps / the object patches
-    (``object_patches`` bool ``[N, patches]``, ground truth), or ``None`` for a codec that keeps
-    whole images (its records' ``keep_mask`` is ``None``)."""
+def records_object_recall(records: list, object_patches: torch.Tensor) -> float | None:
+    """Mean :func:`mask_quality.object_recall` of the records' ``keep_mask`` against the ground truth
+    (``object_patches`` bool ``[N, patches]``), or ``None`` for a codec that keeps whole images (its
+    records' ``keep_mask`` is ``None``)."""
     if records[0].keep_mask is None:
         return None
     kept = torch.stack([torch.as_tensor(record.keep_mask).flatten().bool() for record in records])
-    return float(((kept & object_patches).sum(1) / object_patches.sum(1).clamp(min=1)).mean())
+    return float(object_recall(kept, object_patches).mean())
 
 
 def main() -> None:
@@ -87,7 +87,7 @@ def main() -> None:
             "mean_record_nbytes": mean_nbytes,
             "fraction_of_plain": mean_nbytes / plain,
             "exemplars_per_class": per_class_budget / mean_nbytes,
-            "object_recall": object_recall(records, object_patches),
+            "object_recall": records_object_recall(records, object_patches),
         }
     print(f"plain exemplar: {plain} bytes; budget {args.samples_per_class:g} plain exemplars = {per_class_budget:.0f} bytes per class")
     for name, values in report.items():
