@@ -13,11 +13,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 DEMO_METHODS = ("naive", "replay", "masking")
+#: Set (to anything but ``0``) for tracebacks instead of one ``error:`` line.
+DEBUG_VARIABLE = "EXMASK_DEBUG"
 #: The shipped weights each embedded benchmark is run with by default.
 DEMO_WEIGHTS = {"synthetic": "synthetic", "clipart": "real"}
 
@@ -111,30 +114,64 @@ def _start_processes(args: argparse.Namespace, runs: list) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from avalanche_exmask.config import ConfigError, load_runs
+    from avalanche_exmask.config import load_runs
 
     path = Path(args.config)
     if args.keep_checkpoint and args.no_checkpoint:
         raise SystemExit("error: --keep-checkpoint and --no-checkpoint exclude each other")
-    try:
-        runs = load_runs(path, args.set or [])
-    except ConfigError as error:
-        raise SystemExit(f"error: {error}") from None
+    runs = load_runs(path, args.set or [])
     started = _start_processes(args, runs)
     outputs = [Path(args.out) / f"{path.stem}_{config.method}_seed{config.seed}.json" for config in runs]
+
+    from avalanche_exmask import distributed
+    from avalanche_exmask.experiment import format_table
+    from avalanche_exmask.run_lock import RunLock
+
+    main = distributed.is_main_process()
+    lock = RunLock(outputs if main else [])
+    if main:
+        from avalanche_exmask.output_folder import check_output_folder
+
+        check_output_folder(args.out)
+    with lock:
+        _refuse_existing(args, outputs)
+        results = _run_all(args, runs, outputs, main)
+    if main:
+        print(format_table(results))
+    if started:
+        distributed.close_distributed()
+    return 0
+
+
+def _refuse_existing(args: argparse.Namespace, outputs: list[Path]) -> None:
+    """Refuse to start over results or checkpoints of earlier runs without ``--overwrite`` (or
+    ``--resume``), and remove the temporary files killed runs left (the caller holds the locks)."""
+    from avalanche_exmask.output_folder import remove_stale_temporaries
+
     existing = [str(out) for out in outputs if out.exists()]
     if existing and not (args.overwrite or args.resume):
         raise SystemExit(f"error: results exist (pass --overwrite to replace them, --resume to keep them): {existing}")
-    interrupted = [str(out.with_suffix(".ckpt.safetensors")) for out in outputs if out.with_suffix(".ckpt.safetensors").exists()]
+    interrupted = [str(out.with_suffix(".ckpt.safetensors")) for out in outputs if os.path.lexists(out.with_suffix(".ckpt.safetensors"))]
     if interrupted and not (args.overwrite or args.resume):
         raise SystemExit(f"error: checkpoints of interrupted runs exist (pass --resume to continue them, --overwrite to start over): {interrupted}")
+    for out in outputs:
+        for stale in remove_stale_temporaries(out, out.with_suffix(".ckpt.safetensors")):
+            print(f"removed {stale} (left by an interrupted run)", flush=True)
 
+
+def _run_all(args: argparse.Namespace, runs: list, outputs: list[Path], main: bool) -> list[dict]:
+    """Run (or, with ``--resume``, keep) every run and write its results; the results, in order.
+
+    :raises SystemExit: naming the results file, if it cannot be written (the run's checkpoint is
+        kept: ``--resume`` writes the results from it; without one the results go to stderr).
+    """
     import json
 
     from avalanche_exmask import distributed
-    from avalanche_exmask.experiment import format_table, run_experiment, save_results
+    from avalanche_exmask.checkpoint import key_from_environment
+    from avalanche_exmask.experiment import run_experiment, save_results
 
-    main = distributed.is_main_process()
+    key = key_from_environment()
     results = []
     for config, out in zip(runs, outputs):
         if args.resume and out.exists():
@@ -143,21 +180,26 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"kept {out}", flush=True)
             continue
         checkpoint = None if args.no_checkpoint else out.with_suffix(".ckpt.safetensors")
-        if checkpoint is not None and checkpoint.exists() and args.overwrite and not args.resume and main:
+        if checkpoint is not None and os.path.lexists(checkpoint) and args.overwrite and not args.resume and main:
             checkpoint.unlink()  # an interrupted earlier attempt, started over
         distributed.barrier()  # every rank sees the same checkpoint (or none) before the run starts
-        run = run_experiment(config, checkpoint=checkpoint)
+        run = run_experiment(config, checkpoint=checkpoint, checkpoint_key=key)
         results.append(run)
         if main:
-            print(f"wrote {save_results(run, out, overwrite=True)}", flush=True)
+            try:
+                print(f"wrote {save_results(run, out, overwrite=args.overwrite)}", flush=True)
+            except OSError as error:
+                if checkpoint is not None and checkpoint.exists():
+                    raise SystemExit(
+                        f"error: {error}; the run's results are kept in its checkpoint {checkpoint}: "
+                        "free the space and rerun with --resume to write them"
+                    ) from None
+                print(json.dumps(run, default=str), file=sys.stderr)
+                raise SystemExit(f"error: {error}; the run's results are printed above (no checkpoint with --no-checkpoint)") from None
             if checkpoint is not None and checkpoint.exists() and not args.keep_checkpoint:
                 checkpoint.unlink()
         distributed.barrier()  # the results are written before any rank goes on
-    if main:
-        print(format_table(results))
-    if started:
-        distributed.close_distributed()
-    return 0
+    return results
 
 
 def _methods(args: argparse.Namespace) -> int:
@@ -172,6 +214,7 @@ def _methods(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m avalanche_exmask", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help=f"tracebacks instead of one error line (or {DEBUG_VARIABLE}=1)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="compare Naive, Replay and exemplar masking on the embedded benchmark")
@@ -191,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=2)
     demo.add_argument("--out", default=None, help="folder for results JSON files")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                      help=f"tracebacks instead of one error line (or {DEBUG_VARIABLE}=1)")
     demo.set_defaults(func=_demo)
 
     run = commands.add_parser("run", help="run an experiment config (YAML/JSON) and write results JSON")
@@ -207,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(e.g. for benchmarks/mask_quality.py --run); joint methods write none")
     run.add_argument("--backend", choices=("gloo", "nccl"), default=None,
                      help="under torchrun: the process group's backend (default: nccl with device cuda, else gloo)")
+    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                     help=f"tracebacks instead of one error line (or {DEBUG_VARIABLE}=1)")
     run.set_defaults(func=_run)
 
     commands.add_parser("methods", help="list the registered methods and codecs").set_defaults(func=_methods)
@@ -218,8 +265,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run a command; a failure prints one ``error: ...`` line (naming the file or field) to stderr
+    and returns 1. With ``--debug`` or :data:`DEBUG_VARIABLE` set (not ``0``), errors propagate
+    with their traceback."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    if args.debug or os.environ.get(DEBUG_VARIABLE, "0") not in ("", "0"):
+        return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as error:  # noqa: BLE001 - the one place errors become a line
+        print(f"error: {_describe(error)}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _describe(error: Exception) -> str:
+    """One line for ``error``: the message of value and system errors (this package's config,
+    checkpoint, data-set and output-folder errors are of these kinds and name their file or field),
+    the exception type and message otherwise; with a hint to the traceback."""
+    from avalanche_exmask.run_lock import RunLockedError
+
+    if isinstance(error, (ValueError, OSError, RunLockedError)):
+        text = str(error)
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return " ".join(text.split()) + f" (traceback: --debug or {DEBUG_VARIABLE}=1)"
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ The safetensors header's metadata holds ``format`` (``avalanche_exmask.checkpoin
 ``version``, ``skeleton`` (JSON: the model's keys; the optimizer's class, parameter groups (names
 and options) and non-tensor state; the buffer's codec, budget, record layouts and, per record, its
 type from a fixed allow-list, layout, payload offset and length and extra slots; the strategy's
-optimized parameter names and clock; the Python and NumPy RNG states; ``extra``) and ``sha256``, a
-digest of the skeleton and of every tensor's name, dtype, shape and bytes. Values other than
+optimized parameter names and clock; the Python and NumPy RNG states; ``extra``) and a digest of
+the skeleton and of every tensor's name, dtype, shape and bytes: ``sha256``, or, when saved with a
+key, ``hmac_sha256`` (HMAC-SHA256 under the key: a file on shared storage cannot be forged with a
+recomputed digest by anyone without the key). Values other than
 tensors are JSON numbers, strings, booleans, ``null``, lists and string-keyed objects; a tuple is
 ``{"tuple": [...]}``, an object ``{"dict": {...}}`` and a tensor ``{"tensor": "<name>"}``.
 
@@ -35,8 +37,13 @@ over the target (``os.replace``) and ``fsync``s the folder: a process killed at 
 the previous checkpoint whole (at worst with a stray temporary file, never read), and a save that
 fails with an exception removes its temporary file.
 
-**Loading** reads and checks the whole file first (digest, structure, record types, that every
-tensor fits the objects it is loaded into, that every record decodes with the buffer's codec) and
+**Loading** refuses anything but a regular file without opening it (a FIFO would block), then
+reads the header alone (``safe_open``: metadata, every tensor's dtype and shape) and checks it
+against the objects it is loaded into and the format's layout, and the declared bytes against a
+bound of the model's and buffer's sizes (:func:`_check_header`), before any tensor is read: a
+sparse file declaring gigabytes is refused at the cost of its header. Then it reads the tensors,
+checks the digest (with the key, if given), the structure, the record types, that every tensor
+fits, that every record decodes with the buffer's codec and the caller's check of ``extra``, and
 modifies nothing until all checks pass; any problem raises :class:`CheckpointError` naming the
 file. Nothing in the file is ever executed.
 
@@ -48,13 +55,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import os
 import random
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -78,6 +87,8 @@ __all__ = [
     "load_checkpoint",
     "save_strategy_checkpoint",
     "load_strategy_checkpoint",
+    "KEY_VARIABLE",
+    "key_from_environment",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,6 +100,9 @@ FORMAT = "avalanche_exmask.checkpoint"
 #: The format version this module writes and reads.
 VERSION = "1"
 
+#: The environment variable holding the runner's checkpoint key (see :func:`key_from_environment`).
+KEY_VARIABLE = "EXMASK_CHECKPOINT_KEY"
+
 #: The record types a checkpoint may name (a fixed allow-list: nothing else is ever built).
 _RECORD_TYPES: dict[str, type[Record]] = {cls.__name__: cls for cls in (Record, MaskedRecord, JpegRecord)}
 #: The layout types a checkpoint may name.
@@ -98,6 +112,13 @@ _LAYOUT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (ImageLayout, Mas
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, is corrupt, or does not fit the objects it is loaded into;
     the message starts with the file."""
+
+
+def key_from_environment() -> Optional[bytes]:
+    """The checkpoint key in :data:`KEY_VARIABLE` (its UTF-8 bytes), or ``None`` when unset or empty:
+    with a key, checkpoints are signed with HMAC-SHA256 and only files signed with it load."""
+    text = os.environ.get(KEY_VARIABLE, "")
+    return text.encode("utf-8") if text else None
 
 
 # ---------------------------------------------------------------------------------------- values
@@ -146,9 +167,11 @@ def _decode(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
     raise ValueError(f"malformed value {json.dumps(value)[:80]}")
 
 
-def _digest(skeleton: str, tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 of the skeleton and of every tensor's name, dtype, shape and bytes, in name order."""
-    digest = hashlib.sha256(skeleton.encode("utf-8"))
+def _digest(skeleton: str, tensors: Mapping[str, torch.Tensor], key: Optional[bytes] = None) -> str:
+    """SHA-256 (HMAC-SHA256 with ``key``) of the skeleton and of every tensor's name, dtype, shape
+    and bytes, in name order, as hex."""
+    digest = hmac.new(key, digestmod=hashlib.sha256) if key is not None else hashlib.sha256()
+    digest.update(skeleton.encode("utf-8"))
     for name in sorted(tensors):
         tensor = tensors[name]
         digest.update(f"\0{name}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode("utf-8"))
@@ -312,6 +335,7 @@ def _save(
     scheduler: Any,
     extra: Optional[Mapping[str, Any]],
     strategy: Any,
+    key: Optional[bytes],
 ) -> None:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = {
@@ -329,7 +353,8 @@ def _save(
     }
     text = json.dumps(skeleton, separators=(",", ":"))
     tensors = _file_tensors(tensors)
-    metadata = {"format": FORMAT, "version": VERSION, "skeleton": text, "sha256": _digest(text, tensors)}
+    digest_name = "sha256" if key is None else "hmac_sha256"
+    metadata = {"format": FORMAT, "version": VERSION, "skeleton": text, digest_name: _digest(text, tensors, key)}
     _write_atomically(Path(path), tensors, metadata)
 
 
@@ -341,6 +366,7 @@ def save_checkpoint(
     buffer: Optional[ByteBudgetBuffer] = None,
     scheduler: Any = None,
     extra: Optional[Mapping[str, Any]] = None,
+    key: Optional[bytes] = None,
 ) -> None:
     """Write a checkpoint to ``path`` atomically (see the module docstring for what it holds).
 
@@ -351,37 +377,105 @@ def save_checkpoint(
     :param scheduler: a learning-rate scheduler (``state_dict()``), or ``None``.
     :param extra: the caller's state (next experience, results so far, ...): a string-keyed dict
         of numbers, strings, booleans, ``None``, tensors, and lists, tuples and dicts of them.
+    :param key: sign with HMAC-SHA256 under this key (metadata ``hmac_sha256``) instead of a plain
+        SHA-256 (``sha256``); only a load with the same key accepts the file.
     :raises TypeError: if something cannot be stored (before any file is written).
     """
-    _save(path, model=model, optimizer=optimizer, buffer=buffer, scheduler=scheduler, extra=extra, strategy=None)
+    _save(path, model=model, optimizer=optimizer, buffer=buffer, scheduler=scheduler, extra=extra, strategy=None, key=key)
 
 
 # --------------------------------------------------------------------------------------- load
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The skeleton and tensors of a checkpoint file, after the format and digest checks.
+#: Bytes per element of the safetensors dtypes a checkpoint may hold (others are refused).
+_DTYPE_NBYTES: dict[str, int] = {
+    "BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+}
+#: Bytes a checkpoint may hold beyond three times the model's state and the buffer's budget
+#: (RNG states, scheduler and caller tensors, a grown head), in bytes.
+HEADROOM_NBYTES = 16 * 2**20
+
+Header = Mapping[str, tuple[str, tuple[int, ...]]]
+"""Tensor name -> (safetensors dtype, shape), as the file's header declares them."""
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse, without opening it, anything but a regular file (a FIFO would block the reader, a
+    device or socket would never end).
 
     :raises CheckpointError: naming the file.
     """
     try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot be read ({error.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = "FIFO" if stat.S_ISFIFO(mode) else "folder" if stat.S_ISDIR(mode) else "special file"
+        raise CheckpointError(f"{path}: is a {kind}, not a regular file; refused without reading it")
+
+
+def _read(
+    path: Path, *, key: Optional[bytes], check_header: Callable[[Header], None]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The skeleton and tensors of a checkpoint file, after the format, header and digest checks.
+
+    Only the header is read (through ``safe_open``, which maps the file) until the format, the
+    skeleton JSON and ``check_header`` (every tensor's dtype and shape, and their total bytes)
+    have passed; then the tensors are read and the digest (keyed with ``key``: HMAC-SHA256) is
+    checked.
+
+    :raises CheckpointError: naming the file.
+    """
+    _check_regular_file(path)
+    try:
         with safe_open(path, framework="pt") as file:
             metadata = file.metadata() or {}
-            tensors = {name: file.get_tensor(name) for name in file.keys()}
+            if metadata.get("format") != FORMAT:
+                raise CheckpointError(f"{path}: not an {FORMAT} file (format {metadata.get('format')!r})")
+            if metadata.get("version") != VERSION:
+                raise CheckpointError(f"{path}: checkpoint format version {metadata.get('version')!r}; this reads {VERSION!r}")
+            skeleton = _parse_skeleton(path, metadata.get("skeleton", ""))
+            header = {}
+            for name in file.keys():
+                view = file.get_slice(name)
+                header[name] = (view.get_dtype(), tuple(view.get_shape()))
+            try:
+                check_header(header)
+            except ValueError as error:
+                raise CheckpointError(f"{path}: {error}; refused before reading its tensors") from error
+            tensors = {name: file.get_tensor(name) for name in header}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        if isinstance(error, CheckpointError):
+            raise
         raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from error
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an {FORMAT} file (format {metadata.get('format')!r})")
-    if metadata.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {metadata.get('version')!r}; this reads {VERSION!r}")
-    text = metadata.get("skeleton", "")
-    if metadata.get("sha256") != _digest(text, tensors):
-        raise CheckpointError(f"{path}: digest mismatch, the file is corrupt or was modified")
+    _check_digest(path, metadata, tensors, key)
+    return skeleton, tensors
+
+
+def _parse_skeleton(path: Path, text: str) -> dict[str, Any]:
     try:
         skeleton = json.loads(text)
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}: malformed skeleton JSON ({error})") from error
     if not isinstance(skeleton, dict):
         raise CheckpointError(f"{path}: malformed skeleton (not an object)")
-    return skeleton, tensors
+    return skeleton
+
+
+def _check_digest(path: Path, metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor], key: Optional[bytes]) -> None:
+    """The file's digest: ``hmac_sha256`` when a key is given (a file without one is refused),
+    else ``sha256`` (a keyed file is refused: its key is needed)."""
+    text = metadata.get("skeleton", "")
+    if key is None:
+        if "hmac_sha256" in metadata:
+            raise CheckpointError(f"{path}: signed with a key (HMAC); give the key to load it (runner: {KEY_VARIABLE})")
+        if metadata.get("sha256") != _digest(text, tensors, None):
+            raise CheckpointError(f"{path}: digest mismatch, the file is corrupt or was modified")
+        return
+    saved = metadata.get("hmac_sha256")
+    if saved is None:
+        raise CheckpointError(f"{path}: not signed with a key (HMAC), and a key was given; refused")
+    if not hmac.compare_digest(saved, _digest(text, tensors, key)):
+        raise CheckpointError(f"{path}: keyed digest (HMAC) mismatch: corrupt, modified, or signed with another key")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -391,6 +485,80 @@ def _require(condition: bool, message: str) -> None:
 
 def _is_count(value: Any) -> bool:
     return type(value) is int and value >= 0
+
+
+def _safetensors_dtype(dtype: torch.dtype) -> str:
+    """The safetensors name of a torch dtype (``torch.float32`` -> ``F32``)."""
+    names = {
+        torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16", torch.float16: "F16",
+        torch.bfloat16: "BF16", torch.int32: "I32", torch.float32: "F32", torch.int64: "I64", torch.float64: "F64",
+    }
+    return names.get(dtype, str(dtype))
+
+
+def _head_names(model: torch.nn.Module) -> set[str]:
+    """State keys of the model's Avalanche ``IncrementalClassifier`` heads, whose row count a
+    checkpoint may change (the head grows with the classes seen)."""
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, IncrementalClassifier):
+            prefix = f"{name}." if name else ""
+            names.update(prefix + key for key in ("classifier.weight", "classifier.bias", "active_units"))
+    return names
+
+
+def _check_header(header: Header, *, model: torch.nn.Module, buffer: Optional[ByteBudgetBuffer]) -> None:
+    """Check the tensors a file declares, from its header alone, before any is read.
+
+    Every tensor needs a known dtype; ``model/<key>`` the model's dtype and shape (a head's row
+    count may differ); ``optimizer/state/<parameter>/<key>`` a scalar or the shape of that
+    parameter (as the file declares it); ``buffer/payload`` one dimension of at most the buffer's
+    budget in bytes; the RNG states their fixed sizes. The declared tensors together may not exceed
+    three times the model's state, plus the buffer's budget and :data:`HEADROOM_NBYTES`, in bytes.
+
+    :raises ValueError: naming the first tensor that does not fit.
+    """
+    state = model.state_dict()
+    heads = _head_names(model)
+    generator_nbytes = torch.Generator().get_state().numel()
+    total = 0
+    for name, (dtype, shape) in header.items():
+        _require(dtype in _DTYPE_NBYTES, f"tensor {name!r} has dtype {dtype}, which a checkpoint never holds")
+        count = 1
+        for size in shape:
+            count *= size
+        total += count * _DTYPE_NBYTES[dtype]
+        section, _, rest = name.partition("/")
+        if section == "model":
+            _require(rest in state, f"model tensor {rest!r} is not in the model")
+            expected = state[rest]
+            _require(
+                dtype == _safetensors_dtype(expected.dtype)
+                and len(shape) == expected.ndim
+                and (shape == tuple(expected.shape) or (rest in heads and shape[1:] == tuple(expected.shape[1:]))),
+                f"model tensor {rest!r} is declared {dtype} {list(shape)}; the model's is "
+                f"{_safetensors_dtype(expected.dtype)} {list(expected.shape)}",
+            )
+        elif name.startswith("optimizer/state/"):
+            parameter = rest.removeprefix("state/").partition("/")[0]
+            _require(parameter in state, f"optimizer state {name!r} names no parameter of the model")
+            declared = header.get(f"model/{parameter}", (None, tuple(state[parameter].shape)))[1]
+            _require(shape in ((), declared), f"optimizer state {name!r} has shape {list(shape)}; its parameter's is {list(declared)}")
+        elif name == "buffer/payload":
+            limit = buffer.max_size if buffer is not None else 0
+            _require(
+                dtype == "U8" and len(shape) == 1 and (buffer is None or shape[0] <= limit),
+                f"buffer payload is declared {dtype} {list(shape)}; the buffer's budget is {limit} bytes",
+            )
+        elif name == "rng/torch" or name.startswith("buffer/generator/"):
+            _require(dtype == "U8" and shape == (generator_nbytes,), f"RNG state {name!r} is declared {dtype} {list(shape)}")
+        elif name == "rng/numpy":
+            _require(dtype == "I64" and shape == (624,), f"NumPy RNG state is declared {dtype} {list(shape)}")
+        else:
+            _require(section in ("optimizer", "rng", "scheduler", "extra"), f"tensor {name!r} is in no section of the format")
+    model_nbytes = sum(tensor.numel() * tensor.element_size() for tensor in state.values())
+    limit = 3 * model_nbytes + (buffer.max_size if buffer is not None else 0) + HEADROOM_NBYTES
+    _require(total <= limit, f"its tensors declare {total} bytes; a checkpoint of this model holds at most {limit}")
 
 
 def _plan_model(
@@ -608,9 +776,13 @@ def _load(
     scheduler: Any,
     strategy: Any,
     restore_rng: bool,
+    key: Optional[bytes],
+    check_extra: Optional[Callable[[dict[str, Any]], None]],
 ) -> dict[str, Any]:
     path = Path(path)
-    skeleton, tensors = _read(path)
+    skeleton, tensors = _read(
+        path, key=key, check_header=lambda header: _check_header(header, model=model, buffer=buffer)
+    )
     try:
         state, heads = _plan_model(skeleton.get("model"), tensors, model)
         optimizer_plan = None
@@ -640,6 +812,8 @@ def _load(
         rng = _plan_rng(skeleton.get("rng"), tensors) if restore_rng else None
         extra = _decode(skeleton.get("extra"), tensors)
         _require(isinstance(extra, dict), "malformed extra state")
+        if check_extra is not None:
+            check_extra(extra)
         if buffer_plan is not None:
             _restore_buffer(buffer, *buffer_plan)
     except ValueError as error:
@@ -687,6 +861,8 @@ def load_checkpoint(
     buffer: Optional[ByteBudgetBuffer] = None,
     scheduler: Any = None,
     restore_rng: bool = True,
+    key: Optional[bytes] = None,
+    check_extra: Optional[Callable[[dict[str, Any]], None]] = None,
 ) -> dict[str, Any]:
     """Load a checkpoint of :func:`save_checkpoint` into fresh objects built like the saved ones.
 
@@ -701,9 +877,12 @@ def load_checkpoint(
         must be the saved ones.
     :param scheduler: receives the saved learning-rate scheduler state.
     :param restore_rng: also restore the global Python, NumPy, torch (and CUDA) random states.
+    :param key: the HMAC key the file was signed with (``None``: an unkeyed file).
+    :param check_extra: called with the saved ``extra`` before anything is modified; a
+        ``ValueError`` it raises refuses the file.
     :return: the ``extra`` given to :func:`save_checkpoint`.
-    :raises CheckpointError: naming ``path``, if the file cannot be read, is corrupt or does not
-        fit the objects given.
+    :raises CheckpointError: naming ``path``, if the file is not a regular file, cannot be read, is
+        corrupt, is signed otherwise than ``key`` says, or does not fit the objects given.
     """
     return _load(
         path,
@@ -713,6 +892,8 @@ def load_checkpoint(
         scheduler=scheduler,
         strategy=None,
         restore_rng=restore_rng,
+        key=key,
+        check_extra=check_extra,
     )
 
 
@@ -735,7 +916,9 @@ def _strategy_parts(strategy: Any) -> dict[str, Any]:
     }
 
 
-def save_strategy_checkpoint(path: PathLike, strategy: Any, *, extra: Optional[Mapping[str, Any]] = None) -> None:
+def save_strategy_checkpoint(
+    path: PathLike, strategy: Any, *, extra: Optional[Mapping[str, Any]] = None, key: Optional[bytes] = None
+) -> None:
     """:func:`save_checkpoint` of an Avalanche strategy between experiences.
 
     Saves its model, optimizer, byte-budget buffer (from a replay plugin's ``storage_policy``),
@@ -744,17 +927,29 @@ def save_strategy_checkpoint(path: PathLike, strategy: Any, *, extra: Optional[M
     optimizer state that Avalanche would otherwise reset on the next experience) and the clock.
 
     :param extra: as in :func:`save_checkpoint`.
+    :param key: as in :func:`save_checkpoint`.
     """
-    _save(path, **_strategy_parts(strategy), extra=extra, strategy=strategy)
+    _save(path, **_strategy_parts(strategy), extra=extra, strategy=strategy, key=key)
 
 
-def load_strategy_checkpoint(path: PathLike, strategy: Any, *, restore_rng: bool = True) -> dict[str, Any]:
+def load_strategy_checkpoint(
+    path: PathLike,
+    strategy: Any,
+    *,
+    restore_rng: bool = True,
+    key: Optional[bytes] = None,
+    check_extra: Optional[Callable[[dict[str, Any]], None]] = None,
+) -> dict[str, Any]:
     """Load a :func:`save_strategy_checkpoint` file into a strategy built like the saved one.
 
     Training the next experience then gives what the saved run would have given (with
     ``restore_rng`` and the same data).
 
+    :param key: as in :func:`load_checkpoint`.
+    :param check_extra: as in :func:`load_checkpoint`.
     :return: the saved ``extra``.
     :raises CheckpointError: see :func:`load_checkpoint`.
     """
-    return _load(path, **_strategy_parts(strategy), strategy=strategy, restore_rng=restore_rng)
+    return _load(
+        path, **_strategy_parts(strategy), strategy=strategy, restore_rng=restore_rng, key=key, check_extra=check_extra
+    )

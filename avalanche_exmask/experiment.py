@@ -17,8 +17,10 @@ accuracy or forgetting).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -112,7 +114,11 @@ def _loggers(config: RunConfig) -> list:
 
 
 def run_experiment(
-    config: Union[RunConfig, Mapping[str, Any]], *, benchmark=None, checkpoint: Optional[Union[str, Path]] = None
+    config: Union[RunConfig, Mapping[str, Any]],
+    *,
+    benchmark=None,
+    checkpoint: Optional[Union[str, Path]] = None,
+    checkpoint_key: Optional[bytes] = None,
 ) -> dict[str, Any]:
     """Train and evaluate one method; return the results dict (see the module docstring).
 
@@ -127,9 +133,17 @@ def run_experiment(
     :param benchmark: a prebuilt benchmark (to share one across methods); else built from the config.
     :param checkpoint: a file written after every experience
         (:func:`~avalanche_exmask.checkpoint.save_strategy_checkpoint`: model, optimizer, buffer,
-        RNG states, the accuracies so far); if it exists when the run starts, the run resumes after
-        its last experience and gives the results an uninterrupted run would have given. Joint
-        methods train in one call and are not checkpointed.
+        RNG states, the accuracies so far, the run config: :func:`~avalanche_exmask.resume.run_state`);
+        if it exists when the run starts, the run resumes after its last experience and gives the
+        results an uninterrupted run would have given; a checkpoint of a config that trains
+        otherwise (:func:`~avalanche_exmask.resume.check_run_state`) is refused. Before the first
+        experience its folder is checked writable with room for two checkpoints
+        (:func:`~avalanche_exmask.output_folder.check_output_folder`). Joint methods train in one
+        call and are not checkpointed.
+    :param checkpoint_key: sign the checkpoint with HMAC-SHA256 under this key, and resume only
+        from a file signed with it (the CLI passes :func:`~avalanche_exmask.checkpoint.key_from_environment`).
+    :raises CheckpointError: naming the checkpoint, if it cannot be resumed from.
+    :raises OutputFolderError: naming the folder, if the checkpoint cannot be written there.
     """
     from avalanche.evaluation.metrics import accuracy_metrics, class_accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
@@ -185,6 +199,10 @@ def run_experiment(
     )
     strategy = spec.build(context)
     loader_kwargs = config.loader.template_kwargs()
+    if checkpoint is not None and not spec.joint and distributed.is_main_process():
+        from avalanche_exmask.output_folder import check_output_folder
+
+        check_output_folder(Path(checkpoint).parent, 2 * _checkpoint_nbytes(model, budget))
 
     sizes = [len(exp.dataset) for exp in test_stream]
     train_seconds: list[float] = []
@@ -204,10 +222,14 @@ def run_experiment(
         matrix: list[list[float]] = []
         class_matrix: list[dict[str, float]] = []
         first = 0
-        if checkpoint is not None and Path(checkpoint).exists():
+        if checkpoint is not None and os.path.lexists(checkpoint):
             from avalanche_exmask.checkpoint import load_strategy_checkpoint
+            from avalanche_exmask.resume import check_run_state
 
-            saved = load_strategy_checkpoint(checkpoint, strategy)
+            saved = load_strategy_checkpoint(
+                checkpoint, strategy, key=checkpoint_key,
+                check_extra=lambda extra: check_run_state(extra, config, len(train_stream)),
+            )
             first, matrix, train_seconds = saved["next_experience"], saved["accuracy_matrix"], saved["train_seconds"]
             class_matrix = saved["class_accuracy_matrix"]
             log.info("resuming %s after experience %d from %s", config.method, first - 1, checkpoint)
@@ -220,12 +242,11 @@ def run_experiment(
             class_matrix.append(per_class)
             if checkpoint is not None and distributed.is_main_process():
                 from avalanche_exmask.checkpoint import save_strategy_checkpoint
+                from avalanche_exmask.resume import run_state
 
                 save_strategy_checkpoint(
-                    checkpoint, strategy, extra={
-                        "next_experience": t + 1, "accuracy_matrix": matrix, "class_accuracy_matrix": class_matrix,
-                        "train_seconds": train_seconds,
-                    },
+                    checkpoint, strategy, key=checkpoint_key,
+                    extra=run_state(config, t + 1, matrix, class_matrix, train_seconds),
                 )
         accuracy = {"accuracy_matrix": matrix, "class_accuracy_matrix": class_matrix, **summarise_accuracy(matrix, sizes)}
     figures = spec.report(strategy, context) if spec.report is not None else {}
@@ -306,6 +327,14 @@ def environment() -> dict[str, Any]:
     return {"versions": versions, "git_commit": commit, "distributed": distributed}
 
 
+def _checkpoint_nbytes(model: torch.nn.Module, budget_nbytes: int) -> int:
+    """An upper estimate of a run's checkpoint, in bytes: the model's state, AdamW's two moments
+    of every trainable parameter, the exemplar budget and 1 MiB of RNG states and JSON."""
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return state + moments + budget_nbytes + 2**20
+
+
 def _accelerate(model, config: RunConfig) -> None:
     """Apply ``config.accelerator``'s model settings (channels-last, ``torch.compile``)."""
     from avalanche_exmask.models.acceleration import compile_mlps, use_channels_last
@@ -332,17 +361,35 @@ def _evaluate(
 
 
 def save_results(results: dict[str, Any], path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write results as indented JSON (creating folders); returns the path.
+    """Write results as indented JSON (creating folders) through ``<path>.tmp``, renamed into
+    place; returns the path. A write that fails (a full disk) removes the temporary file and
+    leaves ``path`` as it was.
 
-    :raises FileExistsError: if ``path`` exists and ``overwrite`` is false.
+    :raises FileExistsError: if ``path`` exists and ``overwrite`` is false (checked again at the
+        rename: a file that appeared meanwhile is kept).
+    :raises OSError: naming ``path``, if it cannot be written.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(results, indent=1, default=str))
-    temporary.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(json.dumps(results, indent=1, default=str))
+            file.flush()
+            os.fsync(file.fileno())
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)  # fails if path appeared meanwhile: never replaced without overwrite
+    except OSError as error:
+        if isinstance(error, FileExistsError):
+            raise FileExistsError(f"{path} appeared while the run was writing it; kept, not replaced") from None
+        raise OSError(error.errno, f"could not write results {path} ({error.strerror or error})") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
     return path
 
 
