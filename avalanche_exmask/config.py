@@ -30,10 +30,14 @@ versions (``samples_per_class: 5``, ``text_mode: none``, ...) are converted by :
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
+
+from avalanche_exmask.benchmarks.generators import GENERATORS
 
 __all__ = [
     "ConfigError",
@@ -55,6 +59,7 @@ __all__ = [
     "load_runs",
     "expand_runs",
     "apply_override",
+    "check_distinct",
 ]
 
 
@@ -62,9 +67,10 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the field (dotted path) and the file."""
 
 
-def _positive(section: Any, name: str) -> None:
-    if getattr(section, name) < 1:
-        raise ValueError(f"{name} must be >= 1; got {getattr(section, name)}")
+def _positive(section: Any, name: str, high: Optional[int] = None) -> None:
+    value = getattr(section, name)
+    if value < 1 or (high is not None and value > high):
+        raise ValueError(f"{name} must be >= 1" + (f" and <= {high}" if high is not None else "") + f"; got {value}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -86,7 +92,16 @@ class BenchmarkSection:
         _positive(self, "n_experiences")
 
 
-BENCHMARKS = ("synthetic", "clipart", "image_text_folder", "mm_imagenet_r", "upmc_food101")
+BENCHMARKS = tuple(GENERATORS)
+
+#: Seeds are in ``[0, MAX_SEED]`` (what NumPy's and torch's generators take alike).
+MAX_SEED = 2**32 - 1
+#: The largest batch size a config may give (a larger one fits no device; a typo spins).
+MAX_BATCH_SIZE = 2**20
+#: The deepest nesting a config file may have (the schema is 5 levels deep).
+MAX_DEPTH = 32
+#: A number as a person types it, which YAML 1.1 reads as a string when it has no dot (``1e-3``).
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -185,7 +200,7 @@ class TrainSection:
         if not 0 <= self.current_through_codec <= 1:
             raise ValueError(f"current_through_codec must be in [0, 1]; got {self.current_through_codec}")
         _positive(self, "epochs")
-        _positive(self, "batch_size")
+        _positive(self, "batch_size", MAX_BATCH_SIZE)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0; got {self.lr}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -202,7 +217,7 @@ class EvalSection:
     ncm: bool = True
 
     def __post_init__(self) -> None:
-        _positive(self, "batch_size")
+        _positive(self, "batch_size", MAX_BATCH_SIZE)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -280,7 +295,8 @@ class RunConfig:
     """One run: a method, a seed and the sections above (stored in its results file).
 
     :param method: a registered method (:data:`avalanche_exmask.registry.METHODS`).
-    :param seed: seeds the class order, the head, selection, augmentation and data order.
+    :param seed: seeds the class order, the head, selection, augmentation and data order; in
+        ``[0, 2**32 - 1]``.
     :param device: ``cpu``, ``cuda``, ...
     :param method_options: method name -> that method's options (the fields of its registered
         ``MethodSpec.options`` dataclass, e.g. ``{l2p: {pool_size: 20}}``); each method reads its own entry.
@@ -304,6 +320,8 @@ class RunConfig:
 
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS.names()}; got {self.method!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in [0, {MAX_SEED}]; got {self.seed}")
         if self.model.skip_empty_patches == "drop" and METHODS.get(self.method).codec == "masked":
             background = self.storage.options.get("masked", {}).get("background_downsample", "patch")
             if background is not None:
@@ -352,7 +370,7 @@ def build_dataclass(cls: type, values: Any, *, where: str, source: str) -> Any:
     except (ValueError, TypeError) as error:
         if isinstance(error, ConfigError):
             raise
-        raise ConfigError(f"{source}: {where or 'config'}: {error}") from None
+        raise ConfigError(f"{source}: {where + '.' if where else ''}{error}") from None
 
 
 def _join(where: str, name: str) -> str:
@@ -383,8 +401,10 @@ def convert_value(hint: Any, value: Any, where: str, source: str) -> Any:
             raise ConfigError(f"{source}: {where} must be null; got {value!r}")
         return None
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: {where} must be a number; got {value!r}")
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)  # "1e-3": YAML 1.1 reads exponents without a dot as strings
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{source}: {where} must be a finite number; got {value!r}")
         return float(value)
     if hint in (int, bool, str):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
@@ -486,7 +506,11 @@ def apply_override(values: dict[str, Any], override: str, *, source: str = "--se
     path, sep, text = override.partition("=")
     if not sep or not path:
         raise ConfigError(f"{source}: an override is path=value; got {override!r}")
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as error:
+        raise ConfigError(f"{source}: {path}: malformed YAML value ({type(error).__name__})") from None
+    _check_depth(value, path, source)
     if path in ("method", "seed"):
         values.pop(path + "s", None)
     if path in ("methods", "seeds"):
@@ -514,11 +538,30 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{where}: malformed YAML: {getattr(error, 'problem', None) or error}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read (the schema is at most {MAX_DEPTH} levels deep)") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: the config must be a mapping; got {type(values).__name__}")
+    _check_depth(values, "", str(path))
     return values
+
+
+def _check_depth(values: Any, where: str, source: str) -> None:
+    """Refuse lists and mappings nested more than :data:`MAX_DEPTH` levels (walked without recursion).
+
+    :raises ConfigError: naming the path where the limit is passed.
+    """
+    pending = [(values, where, 0)]
+    while pending:
+        value, path, depth = pending.pop()
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth >= MAX_DEPTH:
+            raise ConfigError(f"{source}: {path or 'the config'} is nested more than {MAX_DEPTH} levels deep")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        pending.extend((item, f"{path}.{key}" if isinstance(value, dict) else f"{path}[{key}]", depth + 1) for key, item in items)
 
 
 def expand_runs(
@@ -528,7 +571,9 @@ def expand_runs(
 
     Every run is built before any is returned; fields that apply to none of the runs' methods
     (storage and replay training for methods without a buffer, options of a codec no method uses)
-    are errors.
+    are errors, and so are a method or seed listed twice (two runs writing one results file), and
+    what :func:`~avalanche_exmask.run_checks.check_runnable` refuses (a device this machine lacks,
+    benchmark arguments the generator does not take, an unreadable weights file).
 
     :param applicable_to: check applicability against these methods instead of the runs' own (a
         study whose shared base serves several groups passes all its methods).
@@ -550,13 +595,28 @@ def expand_runs(
             raise ConfigError(f"{source}: method {method!r} is not registered; registered: {METHODS.names()}")
     specs = {method: METHODS.get(method) for method in methods}
     _check_applicable(values, {m: METHODS.get(m) for m in (applicable_to or methods)}, source)
+    check_distinct(methods, "methods", source)
+    check_distinct(seeds, "seeds", source)
     runs = []
     for method in methods:
         run_values = _with_backbone_adapter(values, method, specs[method], source)
         for seed in seeds:
             run = build_dataclass(RunConfig, {**run_values, "method": method, "seed": seed}, where="", source=source)
             runs.append(_resolve_method_options(_resolve_codec_options(run, specs[method], source), specs[method], source))
+    from avalanche_exmask.run_checks import check_runnable
+
+    check_runnable(runs[0], source=source)  # the runs differ only in method, seed and adapter
     return runs
+
+
+def check_distinct(items: Sequence[Any], name: str, source: str) -> None:
+    """Refuse a list naming an item twice (two runs would write one results file).
+
+    :raises ConfigError: naming ``name``, the repeated items and ``source``.
+    """
+    repeated = sorted({str(item) for item in items if list(items).count(item) > 1})
+    if repeated:
+        raise ConfigError(f"{source}: {name} lists {', '.join(repeated)} more than once (one run, one results file)")
 
 
 def _with_backbone_adapter(values: Mapping[str, Any], method: str, spec: Any, source: str) -> Mapping[str, Any]:

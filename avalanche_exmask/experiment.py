@@ -39,18 +39,9 @@ def build_benchmark(config: RunConfig):
     args = dict(config.benchmark.args)
     args.setdefault("seed", config.seed)
     args.setdefault("model_name", config.model.name)
-    name = config.benchmark.name
-    if name == "synthetic":
-        from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal as generator
-    elif name == "clipart":
-        from avalanche_exmask.benchmarks.clipart import clipart as generator
-    elif name == "mm_imagenet_r":
-        from avalanche_exmask.benchmarks.mm_imagenet_r import mm_imagenet_r as generator
-    elif name == "upmc_food101":
-        from avalanche_exmask.benchmarks.upmc_food101 import upmc_food101 as generator
-    else:
-        from avalanche_exmask.benchmarks.image_text_folder import image_text_folder as generator
-    return generator(n_experiences=config.benchmark.n_experiences, **args)
+    from avalanche_exmask.benchmarks.generators import generator
+
+    return generator(config.benchmark.name)(n_experiences=config.benchmark.n_experiences, **args)
 
 
 def summarise_accuracy(matrix: list[list[float]], sizes: list[int]) -> dict[str, Any]:

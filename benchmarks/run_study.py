@@ -71,7 +71,7 @@ def plan(
 ) -> list[tuple[dict[str, Any], Path]]:
     """``(validated nested config, results path)`` of every run of the study, in execution order;
     only the groups ``only``, methods ``methods`` and seeds ``seeds`` where these are not empty."""
-    from avalanche_exmask.config import expand_runs
+    from avalanche_exmask.config import check_distinct, expand_runs
 
     every_method = sorted({method for group in study["groups"] for method in group["methods"]})
     jobs = []
@@ -89,6 +89,7 @@ def plan(
                 applicable_to=every_method,
             )
             jobs.extend((run.to_dict(), out / group["name"] / f"{run.method}_seed{seed}.json") for run in runs)
+    check_distinct([str(path) for _, path in jobs], "the study's runs (results files)", source)
     return jobs
 
 
@@ -96,11 +97,16 @@ def _run_one(values: dict[str, Any], path: str, threads: int, checkpoint: bool, 
     import torch
 
     torch.set_num_threads(threads)
+    from avalanche_exmask.checkpoint import key_from_environment
     from avalanche_exmask.experiment import run_experiment, save_results
+    from avalanche_exmask.output_folder import remove_stale_temporaries
+    from avalanche_exmask.run_lock import RunLock
 
     checkpoint_path = Path(path).with_suffix(".ckpt.safetensors") if checkpoint else None
-    results = run_experiment(values, checkpoint=checkpoint_path)
-    save_results(results, path)
+    with RunLock([path]):  # another study writing this run is refused, naming its pid
+        remove_stale_temporaries(path, Path(path).with_suffix(".ckpt.safetensors"))
+        results = run_experiment(values, checkpoint=checkpoint_path, checkpoint_key=key_from_environment())
+        save_results(results, path)
     if checkpoint_path is not None and not keep:
         checkpoint_path.unlink(missing_ok=True)
     return path, results["final_accuracy"], results["wall_seconds"]

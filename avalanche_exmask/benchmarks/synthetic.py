@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Annotated, Optional, Sequence
 
 import numpy as np
 import open_clip
@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
 from avalanche_exmask.benchmarks.common import build_class_incremental
+from avalanche_exmask.bounds import Bounds
 from avalanche_exmask.data.model_inputs import get_tokenizer, model_geometry
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 
@@ -456,14 +457,14 @@ class SyntheticMultimodalDataset(Dataset):
 
 def synthetic_multimodal(
     *,
-    n_classes: int = 20,
+    n_classes: Annotated[int, Bounds(low=1)] = 20,
     n_experiences: Optional[int] = 5,
     classes_per_experience: Optional[int | Sequence[int]] = None,
-    train_per_class: int = 100,
-    test_per_class: int = 30,
+    train_per_class: Annotated[int, Bounds(low=1)] = 100,
+    test_per_class: Annotated[int, Bounds(low=1)] = 30,
     model_name: str = "exmask-tiny",
-    image_size: Optional[int] = None,
-    attribute_prob: float = 0.5,
+    image_size: Optional[Annotated[int, Bounds(low=1)]] = None,
+    attribute_prob: Annotated[float, Bounds(0, 1)] = 0.5,
     seed: int = 0,
     class_order: Optional[Sequence[int]] = None,
 ) -> CLScenario:

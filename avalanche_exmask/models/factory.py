@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
+import zipfile
 from pathlib import Path
 from typing import Optional, Union
 
@@ -29,6 +31,7 @@ __all__ = [
     "PACKAGED_WEIGHTS",
     "register_packaged_configs",
     "create_clip",
+    "check_pretrained",
     "load_weights",
     "model_geometry",
     "get_tokenizer",
@@ -78,6 +81,41 @@ def create_clip(
         load_weights(model, pretrained, model_name=model_name)
         return model
     return open_clip.create_model(model_name, pretrained=pretrained)
+
+
+def check_pretrained(model_name: str, pretrained: Optional[Union[str, os.PathLike]]) -> None:
+    """Check, without loading them, that :func:`create_clip` can take the weights ``pretrained``.
+
+    A local file must be a regular file and readable as what its name says: a safetensors file
+    (its header, read with ``safe_open``), or a torch file (a zip archive, as ``torch.save``
+    writes); a tag must be shipped here or known to open_clip for ``model_name``.
+
+    :raises FileNotFoundError: naming a local file that does not exist.
+    :raises ValueError: naming the file or the tag.
+    """
+    packaged = PACKAGED_WEIGHTS.get(model_name, {})
+    if pretrained is None or (not isinstance(pretrained, os.PathLike) and pretrained in packaged):
+        return
+    if not _is_local_path(pretrained):
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        if pretrained not in tags:
+            raise ValueError(f"{pretrained!r} is neither a weights file nor a tag of {model_name!r} ({sorted(packaged) + tags})")
+        return
+    path = Path(pretrained)
+    if not path.exists():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise ValueError(f"weights {path} is not a regular file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as file:
+                file.keys()
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"weights {path} is not a readable safetensors file ({error})") from None
+    elif not zipfile.is_zipfile(path):
+        raise ValueError(f"weights {path} is neither a safetensors file nor a torch file (a zip archive)")
 
 
 class _DropRandomInitWarning(logging.Filter):
