@@ -102,6 +102,8 @@ MAX_BATCH_SIZE = 2**20
 MAX_DEPTH = 32
 #: A number as a person types it, which YAML 1.1 reads as a string when it has no dot (``1e-3``).
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+#: Quoted YAML scalars and comments (where brackets do not nest).
+_QUOTED_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"\\]|\\.)*\"|#[^\n]*")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -531,21 +533,49 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text ({error})") from None
+    if _text_depth(text) > MAX_DEPTH:
+        raise ConfigError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels; the schema has 5)")
+    try:
+        values = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{where}: malformed YAML: {getattr(error, 'problem', None) or error}") from None
     except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to read (the schema is at most {MAX_DEPTH} levels deep)") from None
+        raise ConfigError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels; the schema has 5)") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: the config must be a mapping; got {type(values).__name__}")
     _check_depth(values, "", str(path))
     return values
+
+
+def _text_depth(text: str) -> int:
+    """An upper estimate of the nesting depth of YAML ``text``, read in one pass before the
+    (recursive, and slow on deep input) YAML parser sees it: the deeper of its flow brackets
+    outside quotes and comments, and its stack of block indentations."""
+    flow = deepest = 0
+    for char in _QUOTED_OR_COMMENT.sub("", text):
+        if char in "[{":
+            flow += 1
+            deepest = max(deepest, flow)
+        elif char in "]}":
+            flow = max(flow - 1, 0)
+    indents: list[int] = []
+    for line in text.splitlines():
+        content = line.lstrip(" ")
+        if not content or content.startswith("#"):
+            continue
+        indent = len(line) - len(content)
+        while indents and indents[-1] >= indent:
+            indents.pop()
+        indents.append(indent)
+        deepest = max(deepest, len(indents))
+    return deepest
 
 
 def _check_depth(values: Any, where: str, source: str) -> None:

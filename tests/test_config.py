@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -101,3 +102,71 @@ def test_cli_validates_every_run_before_the_first_and_refuses_to_overwrite(tmp_p
     assert "final acc" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="results exist"):
         cli.main(["run", str(good), "--out", str(tmp_path / "out")])
+
+
+#: Item 5 of issue 26 (and item 3's batch size): configs that validation used to accept and
+#: that then failed about 10 s in with a traceback naming no field (or hung, or trained to NaN).
+HOSTILE = [
+    ("train: {lr: .inf}\n", r"train\.lr must be a finite number; got inf"),
+    ("storage: {budget: {samples_per_class: .inf}}\n", r"storage\.budget\.samples_per_class must be a finite number"),
+    ("seed: -1\n", r"seed must be in \[0, 4294967295\]; got -1"),
+    ("seed: 1e23\n", r"seed must be int; got '1e23'"),
+    ("benchmark: {args: {n_classes: four}}\n", r"benchmark\.args\.n_classes must be an int; got 'four'"),
+    ("benchmark: {args: {train_per_class: 0}}\n", r"benchmark\.args\.train_per_class must be a number >= 1; got 0"),
+    ("benchmark: {args: {class_order: [[0, 1], [2, 3]]}}\n", r"benchmark\.args\.class_order must be a list of an int"),
+    ("benchmark: {args: {n_clases: 4}}\n", r"benchmark\.args\.n_clases: synthetic takes no argument 'n_clases'"),
+    ("device: quantum\n", r"device 'quantum' is not a device"),
+    ("device: 'cuda:99'\n", r"device 'cuda:99': this machine has \d+ CUDA device"),
+    ("benchmark: {args: {class_order: " + "[" * 5000 + "]" * 5000 + "}}\n", r"nested too deeply"),
+    ("model: {pretrained: /etc/passwd}\n", r"model\.pretrained: weights /etc/passwd is neither a safetensors file nor a torch file"),
+    ("train: {batch_size: 10000000000000}\n", r"train\.batch_size must be >= 1 and <= 1048576"),
+]
+
+
+def test_hostile_configs_are_refused_at_load_in_under_a_second_naming_the_field(tmp_path):
+    load_runs(_write(tmp_path, "method: masking\n", "warm.yaml"))  # imports done once, as in the CLI
+    for k, (text, message) in enumerate(HOSTILE):
+        path = _write(tmp_path, "method: masking\n" + text, f"hostile{k}.yaml")
+        start = time.perf_counter()
+        with pytest.raises(ConfigError, match=message) as error:
+            load_runs(path)
+        assert time.perf_counter() - start < 1.0, text[:40]
+        assert str(path) in str(error.value)
+
+
+def test_cuda_without_a_gpu_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"device 'cuda': this machine has 0 CUDA device"):
+        load_runs(_write(tmp_path, "method: raw\ndevice: cuda\n"))
+
+
+def test_numbers_typed_as_a_person_types_them_are_accepted(tmp_path):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; a float field takes it as the number."""
+    [run] = load_runs(_write(tmp_path, "method: raw\ntrain: {lr: 1e-3}\nstorage: {budget: {samples_per_class: 2E+0}}\n"))
+    assert run.train.lr == 0.001 and run.storage.budget.samples_per_class == 2.0
+    with pytest.raises(ConfigError, match=r"train\.lr must be a finite number; got 'fast'"):
+        load_runs(_write(tmp_path, "method: raw\ntrain: {lr: fast}\n"))
+
+
+def test_weights_files_are_checked_from_their_header(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    good = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(2)}, good)
+    assert load_runs(_write(tmp_path, f"method: raw\nmodel: {{pretrained: {good}}}\n"))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\xff" * 64)
+    with pytest.raises(ConfigError, match=r"model\.pretrained: weights .*bad\.safetensors is not a readable safetensors"):
+        load_runs(_write(tmp_path, f"method: raw\nmodel: {{pretrained: {bad}}}\n"))
+    with pytest.raises(ConfigError, match=r"model\.pretrained: weights file not found"):
+        load_runs(_write(tmp_path, f"method: raw\nmodel: {{pretrained: {tmp_path / 'missing.pt'}}}\n"))
+    with pytest.raises(ConfigError, match=r"model\.pretrained: 'no-such-tag' is neither a weights file nor a tag"):
+        load_runs(_write(tmp_path, "method: raw\nmodel: {pretrained: no-such-tag}\n"))
+
+
+def test_a_run_listed_twice_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="seeds lists 0 more than once"):
+        load_runs(_write(tmp_path, "method: raw\nseeds: [0, 0]\n"))
+    with pytest.raises(ConfigError, match="methods lists raw more than once"):
+        load_runs(_write(tmp_path, "methods: [raw, naive, raw]\n"))
