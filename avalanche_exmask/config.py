@@ -60,6 +60,7 @@ __all__ = [
     "expand_runs",
     "apply_override",
     "check_distinct",
+    "resolve_run",
 ]
 
 
@@ -632,7 +633,7 @@ def expand_runs(
         run_values = _with_backbone_adapter(values, method, specs[method], source)
         for seed in seeds:
             run = build_dataclass(RunConfig, {**run_values, "method": method, "seed": seed}, where="", source=source)
-            runs.append(_resolve_method_options(_resolve_codec_options(run, specs[method], source), specs[method], source))
+            runs.append(resolve_run(run, source=source))
     from avalanche_exmask.run_checks import check_runnable
 
     check_runnable(runs[0], source=source)  # the runs differ only in method, seed and adapter
@@ -664,6 +665,19 @@ def _with_backbone_adapter(values: Mapping[str, Any], method: str, spec: Any, so
     if given is not None and given != required:
         raise ConfigError(f"{source}: model.adapter must be {required!r} for method {method!r}; got {given!r}")
     return {**values, "model": {**model, "adapter": required}}
+
+
+def resolve_run(run: RunConfig, *, source: str = "config") -> RunConfig:
+    """``run`` with its own codec's and method's options checked and completed with their defaults
+    (and other codecs' and methods' options dropped): the config a run records and resumes by.
+    Idempotent.
+
+    :raises ConfigError: naming the option and ``source``.
+    """
+    from avalanche_exmask.registry import METHODS
+
+    spec = METHODS.get(run.method)
+    return _resolve_method_options(_resolve_codec_options(run, spec, source), spec, source)
 
 
 def _resolve_method_options(run: RunConfig, spec: Any, source: str) -> RunConfig:

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from avalanche_exmask.config import ConfigError, RunConfig
+from avalanche_exmask.config import ConfigError, RunConfig, resolve_run
 
 __all__ = ["run_experiment", "load_trained_model", "per_rank_batch_sizes", "build_benchmark", "summarise_accuracy", "save_results", "format_table", "environment"]
 
@@ -120,7 +120,9 @@ def run_experiment(
     holds the same exemplar buffer and returns the same accuracies (gathered over ranks), and only
     rank 0 writes the checkpoint.
 
-    :param config: a :class:`RunConfig` or a nested dict of one.
+    :param config: a :class:`RunConfig` or a nested dict of one; its codec and method options are
+        completed with their defaults (:func:`~avalanche_exmask.config.resolve_run`), and the
+        results and the checkpoint record that resolved config.
     :param benchmark: a prebuilt benchmark (to share one across methods); else built from the config.
     :param checkpoint: a file written after every experience
         (:func:`~avalanche_exmask.checkpoint.save_strategy_checkpoint`: model, optimizer, buffer,
@@ -149,6 +151,7 @@ def run_experiment(
 
     if not isinstance(config, RunConfig):
         config = RunConfig.from_dict(config)
+    config = resolve_run(config)
     spec = METHODS.get(config.method)
     start = time.perf_counter()
     benchmark = benchmark if benchmark is not None else build_benchmark(config)

@@ -19,7 +19,7 @@ import json
 import math
 from typing import Any, Mapping
 
-from avalanche_exmask.config import RunConfig
+from avalanche_exmask.config import RunConfig, resolve_run
 
 __all__ = ["RESUME_FREE_FIELDS", "training_fields", "training_fingerprint", "run_state", "check_run_state"]
 
@@ -68,8 +68,9 @@ def run_state(
     class_accuracy_matrix: list[dict[str, float]],
     train_seconds: list[float],
 ) -> dict[str, Any]:
-    """The ``extra`` a run's checkpoint holds after experience ``next_experience - 1``."""
-    values = config.to_dict()
+    """The ``extra`` a run's checkpoint holds after experience ``next_experience - 1`` (the config
+    recorded resolved: :func:`~avalanche_exmask.config.resolve_run`)."""
+    values = resolve_run(config).to_dict()
     return {
         "config": values,
         "config_sha256": training_fingerprint(values),
@@ -95,7 +96,7 @@ def _check_config(saved: Any, fingerprint: Any, config: RunConfig) -> None:
         "the checkpoint records no run config (written by an earlier version?); start over with --overwrite",
     )
     _require(fingerprint == training_fingerprint(saved), "the checkpoint's config does not match its recorded hash")
-    current = config.to_dict()
+    current = resolve_run(config).to_dict()
     if fingerprint == training_fingerprint(current):
         return
     before, now = training_fields(saved), training_fields(current)
