@@ -448,3 +448,136 @@ def test_run_keeps_its_final_checkpoint_only_when_asked(tmp_path):
     with pytest.raises(SystemExit, match="exclude each other"):
         main(["run", str(config), "--out", str(tmp_path / "both"), "--keep-checkpoint", "--no-checkpoint"])
     assert not (tmp_path / "both").exists()
+
+
+def test_a_fifo_at_the_checkpoint_path_is_refused_without_blocking(tmp_path):
+    """Issue 26, item 3: a FIFO blocked ``--resume`` forever (the reader waited for a writer)."""
+    import threading
+
+    fifo = tmp_path / "run.ckpt.safetensors"
+    os.mkfifo(fifo)
+    outcome = {}
+
+    def load():
+        try:
+            load_checkpoint(fifo, model=torch.nn.Linear(2, 2))
+        except CheckpointError as error:
+            outcome["error"] = str(error)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "load_checkpoint blocked on a FIFO"
+    assert outcome["error"] == f"{fifo}: is a FIFO, not a regular file; refused without reading it"
+
+
+def _sparse_copy(source: Path, target: Path, name: str, dtype: str, shape: list[int]) -> int:
+    """``source`` rewritten with tensor ``name`` declared ``dtype`` ``shape`` (at the end of the
+    data, the file extended sparsely to the declared size); the declared bytes of that tensor."""
+    with safe_open(source, "pt") as file:
+        metadata = file.metadata()
+        tensors = {key: file.get_tensor(key) for key in file.keys() if key != name}
+    header, blobs, offset = {"__metadata__": metadata}, [], 0
+    for key, tensor in tensors.items():
+        blob = tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        dtype_name = checkpoint._safetensors_dtype(tensor.dtype)
+        header[key] = {"dtype": dtype_name, "shape": list(tensor.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    nbytes = checkpoint._DTYPE_NBYTES[dtype] * int(np.prod(shape))
+    header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(target, "wb") as file:
+        file.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+        file.truncate(8 + len(text) + offset + nbytes)  # a hole: no disk, and no memory unless read
+    return nbytes
+
+
+class _CountingSafeOpen:
+    """``safe_open`` that counts the tensors read through it."""
+
+    reads = 0
+
+    def __init__(self, *args, **kwargs):
+        self._inner = safe_open(*args, **kwargs)
+
+    def __enter__(self):
+        self._file = self._inner.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._inner.__exit__(*exc)
+
+    def get_tensor(self, name):
+        _CountingSafeOpen.reads += 1
+        return self._file.get_tensor(name)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+
+def _peak_rss_reset() -> bool:
+    """Reset this process's peak resident size (Linux ``clear_refs``); whether it could."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_kib(field: str) -> int:
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+@pytest.mark.parametrize(
+    "name, dtype, shape, message",
+    [
+        ("buffer/payload", "U8", [3 * 2**30], r"buffer payload is declared U8 \[3221225472\]; the buffer's budget is \d+ bytes"),
+        ("extra/blob", "F32", [2**28], r"its tensors declare \d+ bytes; a checkpoint of this model holds at most \d+"),
+        ("model/classifier.classifier.weight", "F32", [2**22, 256], r"optimizer state .* its parameter's is \[4194304, 256\]"),
+    ],
+)
+def test_a_sparse_oversized_checkpoint_is_refused_from_its_header_alone(trained, tmp_path, monkeypatch, name, dtype, shape, message):
+    """Issue 26, item 4: a 3 GiB sparse file with a valid header took 4.6 GB before it was refused."""
+    path = tmp_path / "sparse.safetensors"
+    declared = _sparse_copy(trained[1], path, name, dtype, shape)
+    assert path.stat().st_size > declared
+    strategy = _strategy(seed=1)
+    model_nbytes = sum(t.numel() * t.element_size() for t in strategy.model.state_dict().values())
+    monkeypatch.setattr(checkpoint, "safe_open", _CountingSafeOpen)
+    _CountingSafeOpen.reads = 0
+    measured = _peak_rss_reset()
+    before = _rss_kib("VmRSS")
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_strategy_checkpoint(path, strategy)
+    growth = (_rss_kib("VmHWM") - before) * 1024
+    assert str(path) in str(error.value) and "refused before reading its tensors" in str(error.value)
+    assert _CountingSafeOpen.reads == 0
+    if measured:
+        assert growth < 0.2 * model_nbytes, (growth, model_nbytes)  # peak below 1.2x the model's
+    assert strategy.buffer.records == {}
+
+
+def test_keyed_checkpoints_load_only_with_their_key_and_cannot_be_re_signed(tmp_path):
+    """Issue 26, item 4: an unkeyed digest can be recomputed by whoever edits the file; an HMAC
+    under the user's key cannot."""
+    path = tmp_path / "keyed.safetensors"
+    save_checkpoint(path, model=torch.nn.Linear(2, 2), optimizer=None, extra={"next_experience": 1}, key=b"secret")
+    assert load_checkpoint(path, model=torch.nn.Linear(2, 2), restore_rng=False, key=b"secret") == {"next_experience": 1}
+    with pytest.raises(CheckpointError, match=f"{path}: signed with a key"):
+        load_checkpoint(path, model=torch.nn.Linear(2, 2), restore_rng=False)
+    with pytest.raises(CheckpointError, match=r"keyed digest \(HMAC\) mismatch"):
+        load_checkpoint(path, model=torch.nn.Linear(2, 2), restore_rng=False, key=b"guess")
+    with safe_open(path, "pt") as file:
+        metadata, tensors = file.metadata(), {name: file.get_tensor(name) for name in file.keys()}
+    forged = metadata["skeleton"].replace('"next_experience":1', '"next_experience":99')
+    metadata.update(skeleton=forged, sha256=checkpoint._digest(forged, tensors))
+    save_file(tensors, path, metadata=metadata)
+    with pytest.raises(CheckpointError, match=r"keyed digest \(HMAC\) mismatch"):
+        load_checkpoint(path, model=torch.nn.Linear(2, 2), restore_rng=False, key=b"secret")
+    del metadata["hmac_sha256"]
+    save_file(tensors, path, metadata=metadata)
+    with pytest.raises(CheckpointError, match="not signed with a key"):
+        load_checkpoint(path, model=torch.nn.Linear(2, 2), restore_rng=False, key=b"secret")
