@@ -134,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
 
         check_output_folder(args.out)
     with lock:
-        _refuse_existing(args, outputs)
+        _refuse_existing(args, outputs, main)
         results = _run_all(args, runs, outputs, main)
     if main:
         print(format_table(results))
@@ -143,9 +143,10 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_existing(args: argparse.Namespace, outputs: list[Path]) -> None:
+def _refuse_existing(args: argparse.Namespace, outputs: list[Path], main: bool) -> None:
     """Refuse to start over results or checkpoints of earlier runs without ``--overwrite`` (or
-    ``--resume``), and remove the temporary files killed runs left (the caller holds the locks)."""
+    ``--resume``), and, on the main process (which holds the locks), remove the temporary files
+    killed runs left."""
     from avalanche_exmask.output_folder import remove_stale_temporaries
 
     existing = [str(out) for out in outputs if out.exists()]
@@ -154,7 +155,7 @@ def _refuse_existing(args: argparse.Namespace, outputs: list[Path]) -> None:
     interrupted = [str(out.with_suffix(".ckpt.safetensors")) for out in outputs if os.path.lexists(out.with_suffix(".ckpt.safetensors"))]
     if interrupted and not (args.overwrite or args.resume):
         raise SystemExit(f"error: checkpoints of interrupted runs exist (pass --resume to continue them, --overwrite to start over): {interrupted}")
-    for out in outputs:
+    for out in outputs if main else []:
         for stale in remove_stale_temporaries(out, out.with_suffix(".ckpt.safetensors")):
             print(f"removed {stale} (left by an interrupted run)", flush=True)
 
