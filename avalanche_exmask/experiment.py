@@ -380,7 +380,9 @@ def save_results(results: dict[str, Any], path: str | Path, *, overwrite: bool =
     except OSError as error:
         if isinstance(error, FileExistsError):
             raise FileExistsError(f"{path} appeared while the run was writing it; kept, not replaced") from None
-        raise OSError(error.errno, f"could not write results {path} ({error.strerror or error})") from None
+        failure = OSError(f"could not write results {path} ({error.strerror or error})")
+        failure.errno = error.errno
+        raise failure from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)

@@ -111,9 +111,10 @@ def test_a_failed_results_write_names_the_path_and_the_checkpoint_recovers_the_r
     out = tmp_path / "out"
     results, checkpoint = out / "tiny_raw_seed0.json", out / "tiny_raw_seed0.ckpt.safetensors"
     _full_disk(monkeypatch)
-    assert cli.main(["run", str(tiny), "--out", str(out)]) == 1
-    err = capsys.readouterr().err
-    assert f"could not write results {results} (No space left on device)" in err
+    with pytest.raises(SystemExit) as exit_:  # the message is the one line Python prints, with status 1
+        cli.main(["run", str(tiny), "--out", str(out)])
+    err = str(exit_.value)
+    assert err.startswith(f"error: could not write results {results} (No space left on device)")
     assert f"kept in its checkpoint {checkpoint}" in err and "--resume" in err
     assert sorted(p.name for p in out.iterdir()) == [checkpoint.name]  # no truncated .tmp, no results
     with safe_open(checkpoint, "pt") as file:
@@ -123,9 +124,9 @@ def test_a_failed_results_write_names_the_path_and_the_checkpoint_recovers_the_r
     assert json.loads(results.read_text())["accuracy_matrix"] == saved["accuracy_matrix"]
     assert not checkpoint.exists()
     _full_disk(monkeypatch)
-    assert cli.main(["run", str(tiny), "--out", str(tmp_path / "bare"), "--no-checkpoint"]) == 1
-    err = capsys.readouterr().err
-    assert '"accuracy_matrix"' in err and "the run's results are printed above" in err
+    with pytest.raises(SystemExit, match="the run's results are printed above"):
+        cli.main(["run", str(tiny), "--out", str(tmp_path / "bare"), "--no-checkpoint"])
+    assert '"accuracy_matrix"' in capsys.readouterr().err
 
 
 def test_an_unwritable_output_folder_is_refused_before_anything_trains(tiny, tmp_path, monkeypatch, capsys):
