@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
@@ -185,6 +186,7 @@ def _run_all(args: argparse.Namespace, runs: list, outputs: list[Path], main: bo
             checkpoint.unlink()  # an interrupted earlier attempt, started over
         distributed.barrier()  # every rank sees the same checkpoint (or none) before the run starts
         run = run_experiment(config, checkpoint=checkpoint, checkpoint_key=key)
+        gc.collect()  # Avalanche's streams and experiences refer to each other: free this run's data now
         results.append(run)
         if main:
             try:

@@ -373,7 +373,7 @@ def build_dataclass(cls: type, values: Any, *, where: str, source: str) -> Any:
     except (ValueError, TypeError) as error:
         if isinstance(error, ConfigError):
             raise
-        raise ConfigError(f"{source}: {where + '.' if where else ''}{error}") from None
+        raise ConfigError(f"{source}: {where + ': ' if where else ''}{error}") from None
 
 
 def _join(where: str, name: str) -> str:

@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import time
@@ -107,6 +108,7 @@ def _run_one(values: dict[str, Any], path: str, threads: int, checkpoint: bool, 
         remove_stale_temporaries(path, Path(path).with_suffix(".ckpt.safetensors"))
         results = run_experiment(values, checkpoint=checkpoint_path, checkpoint_key=key_from_environment())
         save_results(results, path)
+    gc.collect()  # Avalanche's streams and experiences refer to each other: free this run's data before the next
     if checkpoint_path is not None and not keep:
         checkpoint_path.unlink(missing_ok=True)
     return path, results["final_accuracy"], results["wall_seconds"]

@@ -119,7 +119,7 @@ HOSTILE = [
     ("device: 'cuda:99'\n", r"device 'cuda:99': this machine has \d+ CUDA device"),
     ("benchmark: {args: {class_order: " + "[" * 5000 + "]" * 5000 + "}}\n", r"nested too deeply"),
     ("model: {pretrained: /etc/passwd}\n", r"model\.pretrained: weights /etc/passwd is neither a safetensors file nor a torch file"),
-    ("train: {batch_size: 10000000000000}\n", r"train\.batch_size must be >= 1 and <= 1048576"),
+    ("train: {batch_size: 10000000000000}\n", r"train: batch_size must be >= 1 and <= 1048576"),
 ]
 
 
