@@ -201,3 +201,21 @@ def test_a_study_with_a_run_listed_twice_is_refused_when_validated(tmp_path):
         path.write_text(json.dumps({"groups": groups}))
         with pytest.raises(ConfigError, match=r"the study's runs \(results files\) lists .*raw_seed0.json more than once"):
             run_study.plan(run_study.read_study(path, []), tmp_path / "out", [], str(path))
+
+
+def test_a_built_benchmark_is_freed_whole_once_unreachable():
+    """Issue 26, item 7: memory grew with every benchmark built in one process. Nothing keeps a
+    benchmark's data (no cache, no registry): only Avalanche's own reference cycles (streams and
+    experiences refer to each other), which the cyclic GC frees; the runners collect after each run."""
+    import gc
+    import weakref
+
+    from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
+
+    gc.collect()
+    benchmark = synthetic_multimodal(n_classes=4, n_experiences=2, train_per_class=4, test_per_class=2)
+    datasets = [weakref.ref(benchmark.train_dataset), weakref.ref(benchmark.test_dataset)]
+    stream = weakref.ref(benchmark.train_stream)
+    del benchmark
+    gc.collect()
+    assert all(ref() is None for ref in datasets) and stream() is None
