@@ -65,6 +65,22 @@ def test_masking_scores_shapes_and_semantics(batch):
     torch.testing.assert_close(scores.patch_features.norm(dim=-1), torch.ones(4, n), atol=1e-4, rtol=0)
 
 
+def test_class_activation_is_the_predicted_class_map(batch):
+    """CAM: the predicted class's image-part head row dotted with each patch's normalised feature."""
+    model = MultimodalCLIPClassifier(pretrained=None, initial_out_features=3).eval()
+    with torch.no_grad():
+        model.classifier.classifier.weight.copy_(torch.randn(model.classifier.classifier.weight.shape, generator=torch.Generator().manual_seed(1)))
+        scores = model.masking_scores(batch)
+        predicted = model(batch).argmax(-1)
+    assert scores.class_activation.shape == (4, model.num_patches)
+    weights = model.classifier.classifier.weight[:, : model.embed_dim]
+    for row in range(4):
+        expected = scores.patch_features[row] @ weights[predicted[row]]
+        torch.testing.assert_close(scores.class_activation[row], expected, atol=1e-5, rtol=1e-5)
+        other = scores.patch_features[row] @ weights[(predicted[row] + 1) % 3]
+        assert not torch.allclose(scores.class_activation[row], other)
+
+
 def test_ssf_at_init_leaves_outputs_unchanged(batch):
     torch.manual_seed(0)
     plain = create_clip("exmask-tiny", pretrained=None)

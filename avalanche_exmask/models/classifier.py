@@ -275,15 +275,32 @@ class MultimodalCLIPClassifier(nn.Module):
             cls_attention = recorders[0].probabilities[:, 0, 1:]
         pooled_index = x.input_ids.argmax(dim=-1)  # CLIP pools at the end-of-text token
         rows = torch.arange(x.input_ids.shape[0], device=pooled_index.device)
+        fused = self._fuse(image_embedding, text_embedding)
+        patch_features = F.normalize(patch_features, dim=-1)
         return MaskingScores(
-            embedding=self._fuse(image_embedding, text_embedding),
+            embedding=fused,
             patch_attention=cls_attention,
             token_attention=text_attention.probabilities[rows, pooled_index],
-            patch_features=F.normalize(patch_features, dim=-1),
+            class_activation=self._class_activation(fused, patch_features),
+            patch_features=patch_features,
             token_features=F.normalize(token_features, dim=-1),
             token_importance=self.token_importance(x.input_ids) if token_importance else None,
             batch_size=[x.input_ids.shape[0]],
         )
+
+    def _class_activation(self, fused: torch.Tensor, patch_features: torch.Tensor) -> torch.Tensor:
+        """The class activation map of each sample's predicted class.
+
+        :param fused: float ``[B, F]``, the fused embeddings (the head's input).
+        :param patch_features: float ``[B, N, E]``, projected and L2-normalised patch features.
+        :return: float ``[B, N]``: ``w_c . f_n`` for the predicted class ``c`` (the head's argmax
+            over its active classes), ``w_c`` the head's row restricted to the image part of the
+            fused embedding (the first ``E`` columns under ``concat`` fusion, all of them otherwise).
+        """
+        predicted = self.classifier(fused).argmax(dim=-1)
+        weights = self.classifier.classifier.weight[predicted]  # [B, F]
+        image_weights = weights[:, : self.embed_dim] if self.fusion == "concat" else weights
+        return torch.einsum("bne,be->bn", patch_features, image_weights.to(patch_features.dtype))
 
     @torch.no_grad()
     def token_importance(self, input_ids: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
