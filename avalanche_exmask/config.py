@@ -96,6 +96,8 @@ class ModelSection:
         shipped tiny weights, pretrained on synthetic renders or on real clip art) or ``None`` (random).
     :param adapter: ``ssf``, ``lora``, ``ia3`` or ``none``.
     :param image_attention: source of the image mask's scores: ``last``, ``rollout`` or a block index.
+    :param mask_scores_from: which model scores the image mask: ``adapted`` (as trained so far)
+        or ``pretrained`` (the adapter disabled).
     :param skip_empty_patches: what the image tower does with all-black patches: ``false`` (feed
         them), ``true`` / ``attention_mask`` (left out of the attention) or ``drop`` (token-dropping
         replay: removed from the token sequence, fewer FLOPs; masked exemplars have black patches
@@ -107,6 +109,7 @@ class ModelSection:
     adapter: str = "ssf"
     image_attention: Union[str, int] = "last"
     skip_empty_patches: Union[bool, Literal["attention_mask", "drop"]] = False
+    mask_scores_from: Literal["adapted", "pretrained"] = "adapted"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
