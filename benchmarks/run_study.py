@@ -137,11 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     study = read_study(args.study, args.set)
     options = launcher_options(study, args, args.study)
-    planned = plan(study, Path(args.out), args.only, args.study, args.methods, args.seeds)
+    planned = plan(study, Path(args.out).resolve(), args.only, args.study, args.methods, args.seeds)
     if not planned:
         raise SystemExit(f"error: {args.study}: no run matches --only {args.only} --methods {args.methods} --seeds {args.seeds}")
     runs = study_runs(planned, options, args.checkpoint, args.keep_checkpoints)
-    report = launch_study(runs, make_launcher(options, Path(args.out)), say=lambda line: print(line, flush=True))
+    report = launch_study(runs, make_launcher(options, Path(args.out).resolve()), say=lambda line: print(line, flush=True))
     for results, where in report.failed.items():
         print(f"failed: {results}: {where}", flush=True)
     print(report.summary(), flush=True)
