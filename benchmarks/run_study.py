@@ -121,7 +121,7 @@ def study_runs(planned: Sequence[tuple[dict[str, Any], Path]], options: Any, che
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study of the command line ``argv``; 1 when runs are missing at the end, else 0."""
-    from avalanche_exmask.study.launcher import add_launcher_arguments, launch_study, launcher_options, make_launcher
+    from avalanche_exmask.study.launcher import add_launcher_arguments, launch_study, launcher_options
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", help="study YAML")
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not planned:
         raise SystemExit(f"error: {args.study}: no run matches --only {args.only} --methods {args.methods} --seeds {args.seeds}")
     runs = study_runs(planned, options, args.checkpoint, args.keep_checkpoints)
-    report = launch_study(runs, make_launcher(options, Path(args.out).resolve()), say=lambda line: print(line, flush=True))
+    report = launch_study(runs, options, Path(args.out).resolve(), say=lambda line: print(line, flush=True))
     for results, where in report.failed.items():
         print(f"failed: {results}: {where}", flush=True)
     print(report.summary(), flush=True)

@@ -3,6 +3,7 @@ local instance with 2 CPUs) give the same results files for the same runs; a run
 killed mid-way resumes from its checkpoint; failures are reported with their logs."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import io
@@ -54,6 +55,101 @@ def _launch(run_study, study: Path, out: Path, capsys, *flags: str) -> tuple[int
 
 def _computed(path: Path) -> dict:
     return {key: value for key, value in json.loads(path.read_text()).items() if key not in VOLATILE}
+
+
+# ------------------------------------------------------------------ options, plans, progress (no process)
+def _options(study: dict, *flags: str):
+    from avalanche_exmask.study.launcher import add_launcher_arguments, launcher_options
+
+    parser = argparse.ArgumentParser()
+    add_launcher_arguments(parser)
+    return launcher_options(study, parser.parse_args(list(flags)), "study.yaml")
+
+
+def test_launcher_options_come_from_the_study_file_and_flags_override_them():
+    from avalanche_exmask.config import ConfigError
+
+    study = {"launcher": {"name": "submitit", "partition": "gpu", "gpus_per_run": 2, "threads": 4, "slurm": {"qos": "high"}}}
+    options = _options(study, "--partition", "long", "--time-limit", "90")
+    assert (options.name, options.partition, options.gpus_per_run, options.time_limit_min, options.slurm) == (
+        "submitit", "long", 2, 90, {"qos": "high"})
+    assert options.cpus() == 8  # threads x GPUs: one process per GPU
+    assert _options({}, "--launcher", "ray", "--ray-address", "auto").address == "auto"
+    assert _options({}).name == "local"
+    with pytest.raises(ConfigError, match=r"study.yaml: unknown field\(s\) \['launcher.partitio'\]"):
+        _options({"launcher": {"partitio": "gpu"}})
+    with pytest.raises(ConfigError, match="launcher.name must be one of"):
+        _options({"launcher": {"name": "slurm"}})
+
+
+def test_slurm_jobs_get_the_options_as_sbatch_parameters(tmp_path, monkeypatch):
+    """What submitit writes for SLURM (a stand-in ``srun`` on the PATH: no cluster here)."""
+    from avalanche_exmask.study.launcher import LauncherOptions
+    from avalanche_exmask.study.submitit_launcher import SubmititLauncher
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    options = LauncherOptions(name="submitit", cluster="slurm", partition="gpu", account="proj", gpus_per_run=4,
+                              threads=8, time_limit_min=720, array_parallelism=3, slurm={"qos": "high"})
+    executor = SubmititLauncher(options, tmp_path / "out").executor
+    script = executor._executor._make_submission_file_text("python -c pass", "uid")
+    for line in ("--partition=gpu", "--account=proj", "--gpus-per-node=4", "--cpus-per-task=32", "--time=720",
+                 "--ntasks-per-node=1", "--qos=high", "--signal=USR2@"):
+        assert f"#SBATCH {line}" in script, line
+    assert executor.parameters["array_parallelism"] == 3
+    assert str(tmp_path / "out" / ".submitit") in script
+
+
+def test_jobs_hold_one_run_or_the_runs_of_one_group_and_seed_in_order(tmp_path):
+    from avalanche_exmask.study.launcher import pack_jobs
+    from avalanche_exmask.study.runs import StudyRun
+
+    runs = [StudyRun({"seed": seed}, tmp_path / group / f"{method}_seed{seed}.json")
+            for group in ("a", "b") for seed in (0, 1) for method in ("raw", "masking")]
+    assert pack_jobs(runs, "run") == [[run] for run in runs]
+    by_seed = pack_jobs(runs, "seed")
+    assert [[run.results.relative_to(tmp_path).as_posix() for run in job] for job in by_seed] == [
+        [f"{group}/{method}_seed{seed}.json" for method in ("raw", "masking")] for group in ("a", "b") for seed in (0, 1)]
+
+
+def test_the_progress_line_counts_states_and_estimates_from_the_pace_of_finished_runs():
+    from avalanche_exmask.study.progress import StudyProgress
+
+    progress = StudyProgress.pending([f"r{k}" for k in range(6)])
+    assert progress.line(30) == "study: 0/6 done, 0 running, 0 failed, 6 pending; 0:00:30 elapsed, no estimate before the first run is done"
+    assert progress.set("r0", "done") and progress.set("r1", "done") and progress.set("r2", "failed") and progress.set("r3", "running")
+    assert not progress.set("r3", "running")
+    assert progress.line(600) == "study: 2/6 done, 1 running, 1 failed, 2 pending; 0:10:00 elapsed, about 0:15:00 left"
+    with pytest.raises(ValueError):
+        progress.set("r0", "lost")
+
+
+def test_runs_a_launcher_cannot_take_are_refused_before_anything_is_submitted(run_study, study, tmp_path):
+    from avalanche_exmask.config import ConfigError
+
+    with pytest.raises(ConfigError, match="needs device cuda"):
+        run_study.main([str(study), "--out", str(tmp_path / "out"), "--gpus-per-run", "1"])
+    with pytest.raises(ConfigError, match=r"train.batch_size=8 is the global batch and must be a multiple of the 3 GPUs"):
+        run_study.main([str(study), "--out", str(tmp_path / "out"), "--gpus-per-run", "3", "--set", "device=cuda"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_on_several_processes_runs_under_torchrun_inside_its_job(tmp_path):
+    """What a job does for ``gpus_per_run > 1`` (``torchrun --nproc_per_node 2``), here on the CPU
+    (gloo; the launchers ask for CUDA devices): rank 0 writes the results; log and checkpoint go."""
+    from avalanche_exmask.config import expand_runs
+    from avalanche_exmask.study.runs import StudyRun, execute_run
+
+    values = expand_runs({**STUDY["base"], "benchmark": {"n_experiences": 2, "args": {"n_classes": 4, "train_per_class": 6,
+                                                                                        "test_per_class": 2}},
+                          "methods": ["raw"], "seed": 0}, source="test")[0].to_dict()
+    outcome = execute_run(StudyRun(values, tmp_path / "raw_seed0.json", gpus=2, checkpoint=True))
+    results = json.loads((tmp_path / "raw_seed0.json").read_text())
+    assert results["environment"]["distributed"] == {"world_size": 2, "backend": "gloo"}
+    assert outcome.final_accuracy == results["final_accuracy"] and not outcome.skipped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw_seed0.json"]
 
 
 @pytest.fixture(scope="module")

@@ -223,21 +223,26 @@ class StudyReport:
                            "missing": self.missing, "wall_seconds": round(self.wall_seconds, 1)})
 
 
-def launch_study(runs: Sequence[StudyRun], launcher: Launcher, *, say: Callable[[str], None] = print) -> StudyReport:
-    """Validate every run, skip those with results, submit the rest with ``launcher`` and follow
-    them to the end (see the module docstring).
+def launch_study(runs: Sequence[StudyRun], options: LauncherOptions, out: Path, *,
+                 say: Callable[[str], None] = print) -> StudyReport:
+    """Validate every run, skip those with results, submit the rest with the launcher of
+    ``options`` (made only then) and follow them to the end (see the module docstring).
 
     :raises ConfigError: for a run that cannot be submitted, before any is.
+    :raises SystemExit: when the launcher's library is missing (:func:`make_launcher`).
     """
     for run in runs:
         validate_run(run)
     todo = [run for run in runs if not run.results.exists()]
-    say(f"{len(todo)} runs to do ({len(runs) - len(todo)} skipped: results exist); launcher {launcher.options.name}")
+    say(f"{len(todo)} runs to do ({len(runs) - len(todo)} skipped: results exist); launcher {options.name}")
     start = time.monotonic()
-    try:
-        failed = follow(launcher.submit(pack_jobs(todo, launcher.options.job_per)), launcher.options, say=say) if todo else {}
-    finally:
-        launcher.close()
+    failed: dict[str, str] = {}
+    if todo:
+        launcher = make_launcher(options, out)
+        try:
+            failed = follow(launcher.submit(pack_jobs(todo, options.job_per)), options, say=say)
+        finally:
+            launcher.close()
     missing = sum(1 for run in runs if not run.results.exists())
     return StudyReport(len(runs), len(runs) - len(todo), len(todo) - missing, failed, missing, time.monotonic() - start)
 
