@@ -109,12 +109,13 @@ def plan(
 
 def study_runs(planned: Sequence[tuple[dict[str, Any], Path]], options: Any, checkpoint: bool, keep: bool) -> list[Any]:
     """The planned runs as :class:`~avalanche_exmask.study.runs.StudyRun` (no progress bars; the
-    launcher options' threads and GPUs; checkpointed with ``checkpoint`` or ``keep``)."""
+    launcher options' threads and GPUs; checkpointed with ``checkpoint`` or ``keep``, the final
+    checkpoint kept with ``keep``)."""
     from avalanche_exmask.study.runs import StudyRun
 
     return [
         StudyRun(merge(values, {"logging": {"progress": False}}), path, threads=options.threads, gpus=options.gpus_per_run,
-                 checkpoint=checkpoint or keep, keep_checkpoint=keep)
+                 checkpoint=checkpoint, keep_checkpoint=keep)
         for values, path in planned
     ]
 

@@ -57,6 +57,11 @@ class StudyRun:
     keep_checkpoint: bool = False
 
     @property
+    def checkpointed(self) -> bool:
+        """Whether the run checkpoints and resumes (``checkpoint`` or ``keep_checkpoint``)."""
+        return self.checkpoint or self.keep_checkpoint
+
+    @property
     def log(self) -> Path:
         """The run's log: ``<results>.log``."""
         return self.results.with_suffix(".log")
@@ -96,7 +101,7 @@ def execute_run(run: StudyRun) -> RunOutcome:
     if run.results.exists():
         return _outcome(run, skipped=True)
     run.log.parent.mkdir(parents=True, exist_ok=True)
-    resuming = run.checkpoint and run.checkpoint_file.exists()
+    resuming = run.checkpointed and run.checkpoint_file.exists()
     with open(run.log, "a", encoding="utf-8") as log, _output_to(log):
         print(f"--- attempt: pid {os.getpid()} on {socket.gethostname()} at "
               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC; "
@@ -123,7 +128,7 @@ def run_in_this_process(run: StudyRun) -> None:
     from avalanche_exmask.experiment import run_experiment, save_results
 
     torch.set_num_threads(run.threads)
-    checkpoint = run.checkpoint_file if run.checkpoint or run.keep_checkpoint else None
+    checkpoint = run.checkpoint_file if run.checkpointed else None
     results = run_experiment(run.values, checkpoint=checkpoint)
     if distributed.is_main_process():
         save_results(results, run.results)
