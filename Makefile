@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -e '.[dev,notebooks]'
+	$(PY) -m pip install -e '.[dev,notebooks,cluster]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -114,6 +114,8 @@ class ModelSection:
         shipped tiny weights, pretrained on synthetic renders or on real clip art) or ``None`` (random).
     :param adapter: ``ssf``, ``lora``, ``ia3`` or ``none``.
     :param image_attention: source of the image mask's scores: ``last``, ``rollout`` or a block index.
+    :param mask_scores_from: which model scores the image mask: ``adapted`` (as trained so far)
+        or ``pretrained`` (the adapter disabled).
     :param skip_empty_patches: what the image tower does with all-black patches: ``false`` (feed
         them), ``true`` / ``attention_mask`` (left out of the attention) or ``drop`` (token-dropping
         replay: removed from the token sequence, fewer FLOPs; masked exemplars have black patches
@@ -125,6 +127,7 @@ class ModelSection:
     adapter: str = "ssf"
     image_attention: Union[str, int] = "last"
     skip_empty_patches: Union[bool, Literal["attention_mask", "drop"]] = False
+    mask_scores_from: Literal["adapted", "pretrained"] = "adapted"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -183,6 +186,8 @@ class TrainSection:
         every method, joint training over its one call).
     :param memory_batch: ``class_share``, ``class_balanced`` or ``fixed`` (replay methods; see
         :class:`~avalanche_exmask.training.plugin.ByteBudgetReplayPlugin`).
+    :param replay_rate: ``per_record`` (every stored record drawn alike) or ``per_class`` (every
+        seen class drawn alike, whatever its record count; replay methods, not with ``fixed``).
     :param weight_aligning: rescale new classes' head rows after each experience (replay methods).
     :param augmentation: augmentation of replayed exemplars (replay methods).
     :param current_through_codec: probability that a current-data sample is replaced by its own
@@ -195,6 +200,7 @@ class TrainSection:
     lr: float = 3e-3
     lr_schedule: Literal["constant", "cosine"] = "constant"
     memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_share"
+    replay_rate: Literal["per_record", "per_class"] = "per_record"
     weight_aligning: bool = False
     augmentation: AugmentationSection = AugmentationSection()
     current_through_codec: float = 1.0
@@ -206,6 +212,8 @@ class TrainSection:
         _positive(self, "batch_size", MAX_BATCH_SIZE)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0; got {self.lr}")
+        if self.replay_rate == "per_class" and self.memory_batch == "fixed":
+            raise ValueError("replay_rate 'per_class' needs memory_batch 'class_share' or 'class_balanced'")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine'; got {self.lr_schedule!r}")
 
@@ -701,7 +709,7 @@ def _as_list(listed: Any, single: Any, name: str, source: str) -> list[Any]:
 def _check_applicable(values: Mapping[str, Any], specs: Mapping[str, Any], source: str) -> None:
     buffered = [name for name, spec in specs.items() if spec.codec is not None]
     if not buffered:
-        for section, keys in (("storage", None), ("train", ("memory_batch", "weight_aligning", "augmentation", "current_through_codec"))):
+        for section, keys in (("storage", None), ("train", ("memory_batch", "replay_rate", "weight_aligning", "augmentation", "current_through_codec"))):
             given = values.get(section) or {}
             for key in given if keys is None else [k for k in keys if k in given]:
                 raise ConfigError(

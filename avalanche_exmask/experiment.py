@@ -161,6 +161,7 @@ def run_experiment(
     model = MultimodalCLIPClassifier(
         config.model.name, config.model.pretrained, adapter=config.model.adapter,
         image_attention=config.model.image_attention, skip_empty_patches=config.model.skip_empty_patches,
+        mask_scores_from=config.model.mask_scores_from,
     )
     _accelerate(model, config)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.train.lr, weight_decay=0.0)
@@ -288,6 +289,7 @@ def load_trained_model(results: Union[str, Path], *, image_attention: Union[str,
         model_config.name, model_config.pretrained, adapter=model_config.adapter,
         image_attention=model_config.image_attention if image_attention is None else image_attention,
         skip_empty_patches=model_config.skip_empty_patches,
+        mask_scores_from=model_config.mask_scores_from,
     )
     try:
         load_checkpoint(checkpoint, model=model, restore_rng=False)

@@ -8,6 +8,7 @@ its 95% interval is Student's ``t`` interval over the seeds, ``mean ± t_{0.975,
 """
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from collections import defaultdict
@@ -85,10 +86,27 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     return runs
 
 
+@functools.lru_cache(maxsize=1)
+def _schema_defaults() -> dict[str, Any]:
+    """``{dotted path: default}`` of today's run config and of every registered codec's options: the
+    value a results file written before a field existed stands for (it ran with that behaviour)."""
+    from avalanche_exmask.config import RunConfig
+    from avalanche_exmask.registry import CODECS
+    from avalanche_exmask.storage.codec_options import resolve_codec_options
+
+    defaults = flat_config(RunConfig().to_dict())
+    for name in CODECS.names():
+        for key, value in flat_config({"storage": {"options": {name: resolve_codec_options(name, {})}}}).items():
+            defaults[key] = value
+    return defaults
+
+
 def variant_names(runs: list[dict[str, Any]]) -> list[str]:
     """A name per run: its method, plus the config fields that vary among the runs of that method
-    (``"masking (text_rule.mode=none)"``; seeds, devices and logging never count)."""
-    flats = [flat_config(run["config"]) for run in runs]
+    (``"masking (text_rule.mode=none)"``; seeds, devices and logging never count). A field a results
+    file lacks (written before the field existed) counts as today's default."""
+    defaults = _schema_defaults()
+    flats = [{**defaults, **flat_config(run["config"])} for run in runs]
     varying: dict[str, list[str]] = {}
     for method in {flat["method"] for flat in flats}:
         members = [flat for flat in flats if flat["method"] == method]

@@ -10,7 +10,9 @@ is sharper, so masked records are smaller).
 
 One more line is the ``masked`` codec with ``patch_jpeg_quality=--jpeg-quality``: its kept patches
 stored as one JPEG (masking composed with MRDC-style compression); ``--ratios`` adds the top-ratio
-image rule at each ratio, with and without JPEG patches. For masked records the report also gives
+image rule at each ratio, with and without JPEG patches; ``--jpeg-qualities`` adds the ``jpeg`` codec
+(MRDC) at each quality and chroma subsampling, with the count ratio to plain exemplars, from which MRDC's operating point
+(the quality that stores a given multiple of raw's count) is read off bytes alone. For masked records the report also gives
 the ground-truth object recall (object patches kept / object patches), so that a mask's bytes are
 read beside what it keeps.
 
@@ -19,6 +21,7 @@ Usage::
     python benchmarks/record_bytes.py
     python benchmarks/record_bytes.py --run runs/main/masking_seed0.json   # a run kept with --keep-checkpoints
     python benchmarks/record_bytes.py --run runs/main/masking_seed0.json --ratios 0.2 0.35
+    python benchmarks/record_bytes.py --per-class 8 --jpeg-qualities 10 30 50 70 90 95 97 --out results/synthetic/record_bytes_jpeg_qualities.json
 """
 from __future__ import annotations
 
@@ -58,6 +61,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=None, help="a run's results JSON whose kept checkpoint gives the model")
     parser.add_argument("--ratios", type=float, nargs="*", default=[],
                         help="also the masked codec with ImageMaskRule(kind='ratio', ratio=r) for each r, with and without JPEG patches")
+    parser.add_argument("--jpeg-qualities", type=int, nargs="*", default=[],
+                        help="also the jpeg codec (MRDC) at each of these qualities")
     parser.add_argument("--out", default=None, help="also write the report as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -78,6 +83,10 @@ def main() -> None:
         codecs[f"masked, ratio={ratio:g}, patch_jpeg_quality={args.jpeg_quality}"] = MaskedCodec(
             patch_size=model.patch_size, image_rule=rule, patch_jpeg_quality=args.jpeg_quality
         )
+    for quality in args.jpeg_qualities:
+        for chroma in ("4:2:0", "4:4:4"):
+            options = {"quality": quality, "chroma_subsampling": chroma}
+            codecs[f"jpeg, quality={quality}, {chroma}"] = build_codec("jpeg", options, patch_size=model.patch_size)
     object_patches = torch.from_numpy(samples.object_patch_masks).flatten(1).bool()  # [N, patches]
     report = {}
     for name, codec in codecs.items():
@@ -87,13 +96,14 @@ def main() -> None:
             "mean_record_nbytes": mean_nbytes,
             "fraction_of_plain": mean_nbytes / plain,
             "exemplars_per_class": per_class_budget / mean_nbytes,
+            "count_ratio_to_plain": plain / mean_nbytes,
             "object_recall": records_object_recall(records, object_patches),
         }
     print(f"plain exemplar: {plain} bytes; budget {args.samples_per_class:g} plain exemplars = {per_class_budget:.0f} bytes per class")
     for name, values in report.items():
         recall = "" if values["object_recall"] is None else f"  object recall {values['object_recall']:.3f}"
         print(f"{name:<46} {values['mean_record_nbytes']:8.0f} B  {values['fraction_of_plain']:6.3f} of plain  "
-              f"{values['exemplars_per_class']:6.1f} per class{recall}")
+              f"{values['exemplars_per_class']:6.1f} per class ({values['count_ratio_to_plain']:5.2f}x raw's count){recall}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "report": report}, indent=1))

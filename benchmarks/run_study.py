@@ -1,19 +1,32 @@
-"""Run a study: groups of runs (method x seed x config overrides) in parallel worker processes,
+"""Run a study: groups of runs (method x seed x config overrides), on this machine or a cluster,
 resumable (a run whose results file exists is skipped).
 
 A study file (YAML) holds a ``base`` config (a nested :class:`~avalanche_exmask.config.RunConfig`
-mapping) and ``groups``, each with a ``name`` (its results folder), ``methods``, ``seeds`` and
-optional ``set`` (a nested mapping merged over the base). Every run of every group is validated
-before the first one starts. Runs are
+mapping), ``groups``, each with a ``name`` (its results folder), ``methods``, ``seeds`` and
+optional ``set`` (a nested mapping merged over the base), and optionally ``launcher`` (the fields
+of :class:`~avalanche_exmask.study.launcher.LauncherOptions`; the command line's launcher flags
+override them). Every run of every group is validated before the first one is submitted. Runs are
 ordered seed-major within each group and groups in file order, so an interrupted study leaves
-complete seeds of the first groups. Every worker runs one experiment at a time with
-``--threads`` intra-op threads; ``--workers x --threads`` should not exceed the cores.
+complete seeds of the first groups.
+
+Launchers (``--launcher``, :mod:`avalanche_exmask.study`): ``local`` (default) runs ``--workers``
+runs at a time in processes of this machine with ``--threads`` intra-op threads each
+(``--workers x --threads`` should not exceed the cores); ``submitit`` submits a SLURM job array
+(``--partition``, ``--account``, ``--gpus-per-run``, ``--time-limit``; no sbatch file); ``ray``
+submits Ray tasks to a cluster (``--ray-address``). Every launcher writes the same files at the
+same paths (``OUT/<group>/<method>_seed<seed>.json``; a failed run's log beside it as ``.log``),
+prints each finished run and a study progress line (done / running / failed / pending, elapsed,
+estimate), reports failed runs with their logs and ends with a JSON summary counting the missing
+runs (exit status 1 when any is missing). Cluster launchers need ``pip install 'avalanche-exmask[cluster]'``
+and a file system shared with the nodes (docs/cluster.md).
+
 ``--set a.b=value`` overrides a field of the base (as the runner's ``--set``; e.g. a data set's
 root); ``--checkpoint`` writes a checkpoint after every experience of every run, beside its results
-file, and resumes an interrupted run from it (worth it for real data sets: a killed study loses at
-most one experience per worker); ``--keep-checkpoints`` also keeps each run's final checkpoint (its
-trained model and exemplar buffer, e.g. for ``benchmarks/mask_quality.py --run``). ``--methods`` and
-``--seeds`` keep only those runs of the chosen groups.
+file, and resumes an interrupted run from it (a run preempted on SLURM is requeued, a Ray task
+whose node died is retried, a killed local study is launched again: each continues after its last
+experience); ``--keep-checkpoints`` also keeps each run's final checkpoint (its trained model and
+exemplar buffer, e.g. for ``benchmarks/mask_quality.py --run``). ``--methods`` and ``--seeds`` keep
+only those runs of the chosen groups.
 
 Usage::
 
@@ -23,16 +36,17 @@ Usage::
         --methods masking --seeds 0 --keep-checkpoints
     python benchmarks/run_study.py benchmarks/configs/table1_mm_imagenet_r.yaml --out results/mm_imagenet_r \
         --workers 1 --threads 8 --checkpoint --set benchmark.args.root=DATA device=cuda
+    python benchmarks/run_study.py benchmarks/configs/table1_mm_imagenet_r.yaml --out /shared/results/mm_imagenet_r \
+        --launcher submitit --partition gpu --gpus-per-run 1 --threads 8 --time-limit 720 --checkpoint \
+        --set benchmark.args.root=/shared/data/imagenet-r device=cuda
+    python benchmarks/run_study.py benchmarks/configs/table1_mm_imagenet_r.yaml --out /shared/results/mm_imagenet_r \
+        --launcher ray --ray-address auto --gpus-per-run 1 --threads 8 --checkpoint \
+        --set benchmark.args.root=/shared/data/imagenet-r device=cuda
 """
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import os
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -94,59 +108,47 @@ def plan(
     return jobs
 
 
-def _run_one(values: dict[str, Any], path: str, threads: int, checkpoint: bool, keep: bool) -> tuple[str, float, float]:
-    import torch
+def study_runs(planned: Sequence[tuple[dict[str, Any], Path]], options: Any, checkpoint: bool, keep: bool) -> list[Any]:
+    """The planned runs as :class:`~avalanche_exmask.study.runs.StudyRun` (no progress bars; the
+    launcher options' threads and GPUs; checkpointed with ``checkpoint`` or ``keep``, the final
+    checkpoint kept with ``keep``)."""
+    from avalanche_exmask.study.runs import StudyRun
 
-    torch.set_num_threads(threads)
-    from avalanche_exmask.checkpoint import key_from_environment
-    from avalanche_exmask.experiment import run_experiment, save_results
-    from avalanche_exmask.output_folder import remove_stale_temporaries
-    from avalanche_exmask.run_lock import RunLock
-
-    checkpoint_path = Path(path).with_suffix(".ckpt.safetensors") if checkpoint else None
-    with RunLock([path]):  # another study writing this run is refused, naming its pid
-        remove_stale_temporaries(path, Path(path).with_suffix(".ckpt.safetensors"))
-        results = run_experiment(values, checkpoint=checkpoint_path, checkpoint_key=key_from_environment())
-        save_results(results, path)
-    gc.collect()  # Avalanche's streams and experiences refer to each other: free this run's data before the next
-    if checkpoint_path is not None and not keep:
-        checkpoint_path.unlink(missing_ok=True)
-    return path, results["final_accuracy"], results["wall_seconds"]
+    return [
+        StudyRun(merge(values, {"logging": {"progress": False}}), path, threads=options.threads, gpus=options.gpus_per_run,
+                 checkpoint=checkpoint, keep_checkpoint=keep)
+        for values, path in planned
+    ]
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the study of the command line ``argv``; 1 when runs are missing at the end, else 0."""
+    from avalanche_exmask.study.launcher import add_launcher_arguments, launch_study, launcher_options
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", help="study YAML")
     parser.add_argument("--out", required=True, help="results root folder")
     parser.add_argument("--only", nargs="*", default=[], help="run only these groups")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--set", nargs="*", default=[], metavar="A.B=VALUE", help="override fields of the base config")
     parser.add_argument("--checkpoint", action="store_true", help="checkpoint every experience; resume interrupted runs")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="as --checkpoint, and keep each run's final checkpoint beside its results")
     parser.add_argument("--methods", nargs="*", default=[], help="run only these methods of the chosen groups")
     parser.add_argument("--seeds", nargs="*", type=int, default=[], help="run only these seeds of the chosen groups")
-    args = parser.parse_args()
+    add_launcher_arguments(parser)
+    args = parser.parse_args(argv)
     study = read_study(args.study, args.set)
-    planned = plan(study, Path(args.out), args.only, args.study, args.methods, args.seeds)
+    options = launcher_options(study, args, args.study)
+    planned = plan(study, Path(args.out).resolve(), args.only, args.study, args.methods, args.seeds)
     if not planned:
         raise SystemExit(f"error: {args.study}: no run matches --only {args.only} --methods {args.methods} --seeds {args.seeds}")
-    jobs = [(values, path) for values, path in planned if not path.exists()]
-    print(f"{len(jobs)} runs to do", flush=True)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    start = time.perf_counter()
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-        futures = [
-            pool.submit(_run_one, merge(values, {"logging": {"progress": False}}), str(path), args.threads,
-                        args.checkpoint or args.keep_checkpoints, args.keep_checkpoints)
-            for values, path in jobs
-        ]
-        for future in as_completed(futures):
-            path, final, seconds = future.result()
-            print(f"{time.perf_counter() - start:7.0f} s  {path}: final {final:.1f}% ({seconds:.0f} s)", flush=True)
-    print(json.dumps({"runs": len(jobs), "wall_seconds": time.perf_counter() - start}))
+    runs = study_runs(planned, options, args.checkpoint, args.keep_checkpoints)
+    report = launch_study(runs, options, Path(args.out).resolve(), say=lambda line: print(line, flush=True))
+    for results, where in report.failed.items():
+        print(f"failed: {results}: {where}", flush=True)
+    print(report.summary(), flush=True)
+    return 1 if report.missing else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,7 +6,10 @@
    accuracy computed here on the whole test set.
 2. The runner, as a user starts it (``python -m avalanche_exmask run CONFIG`` on every rank), in
    the process group started by 1 (it keeps a group already started).
-3. Caption generation (``python -m avalanche_exmask caption``) with a tiny InstructBLIP, resuming
+3. The training order: the samples of experience 0 as this rank trains on them, epoch by epoch
+   (2 epochs of Avalanche's ``Naive`` with the ``DistributedTrainingPlugin``), for seeds 0 and 1,
+   added to ``OUT/rank<r>.json``.
+4. Caption generation (``python -m avalanche_exmask caption``) with a tiny InstructBLIP, resuming
    from the part file of an interrupted 3-process launch (one complete line, one torn): which
    images each rank captioned is added to ``OUT/rank<r>.json``.
 """
@@ -96,6 +99,42 @@ def _observations(config_path: str) -> dict:
     return observations
 
 
+def _epoch_orders(config_path: str) -> dict[str, list[list[list[int]]]]:
+    """Seed -> epoch -> ``[label, image checksum]`` of each training sample of experience 0, in the
+    order this rank trained on them."""
+    from avalanche.distributed import DistributedHelper
+    from avalanche.training import Naive
+    from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
+
+    from avalanche_exmask.config import load_runs
+    from avalanche_exmask.experiment import build_benchmark
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+    from avalanche_exmask.training.distributed_plugin import DistributedTrainingPlugin
+
+    config = load_runs(config_path)[0]
+    experience = build_benchmark(config).train_stream[0]
+    orders: dict[str, list[list[list[int]]]] = {}
+    for seed in (0, 1):
+        DistributedHelper.set_random_seeds(seed)
+        epochs: list[list[list[int]]] = []
+
+        class Recorder(SupervisedPlugin, supports_distributed=True):
+            def before_training_epoch(self, strategy, **kwargs):
+                epochs.append([])
+
+            def before_training_iteration(self, strategy, **kwargs):
+                images = strategy.mb_x.image.flatten(1).long().sum(dim=1)
+                epochs[-1].extend([int(y), int(image)] for y, image in zip(strategy.mb_y, images))
+
+        model = MultimodalCLIPClassifier(config.model.name, config.model.pretrained)
+        strategy = Naive(model=model, optimizer=torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0),
+                         train_mb_size=4, train_epochs=2, device="cpu", evaluator=EvaluationPlugin(loggers=[]),
+                         plugins=[DistributedTrainingPlugin(), Recorder()])
+        strategy.train(experience)
+        orders[str(seed)] = epochs
+    return orders
+
+
 def _caption(out: Path, command_line) -> list[str]:
     """Caption ``out/images`` into ``out/captions.jsonl``; the images this rank captioned."""
     from avalanche_exmask import distributed
@@ -134,6 +173,7 @@ def main(config_path: str, out: str) -> None:
 
     observations = _observations(config_path)
     command_line(["run", config_path, "--out", str(Path(out) / "results")])
+    observations["epoch_orders"] = _epoch_orders(config_path)
     observations["captioned"] = _caption(Path(out), command_line)
     (Path(out) / f"rank{observations['rank']}.json").write_text(json.dumps(observations))
     distributed.close_distributed()

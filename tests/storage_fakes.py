@@ -61,9 +61,12 @@ class TinyMaskingModel(torch.nn.Module):
         patches, tokens = self._features(x)
         real = (x.input_ids != 0).unsqueeze(-1).float()
         text = (tokens * real).sum(1) / real.sum(1).clamp(min=1)
+        embedding = torch.cat([patches.mean(1), text], dim=-1)
+        image_weights = self.head.weight[self.head(embedding).argmax(-1), : patches.shape[-1]]
         return MaskingScores(
-            embedding=torch.cat([patches.mean(1), text], dim=-1),
+            embedding=embedding,
             patch_attention=patches.norm(dim=-1).softmax(-1),
+            class_activation=torch.einsum("bnw,bw->bn", patches, image_weights),
             token_attention=(tokens.norm(dim=-1) * real[..., 0]).softmax(-1),
             patch_features=torch.nn.functional.normalize(patches, dim=-1),
             token_features=torch.nn.functional.normalize(tokens, dim=-1),

@@ -107,6 +107,21 @@ def test_jpeg_quality_lowers_bytes_and_decodes_close():
         JpegCodec(quality=0)
 
 
+def test_jpeg_full_chroma_costs_more_and_keeps_colour_closer():
+    sample = make_sample(_smooth_image(64), random_sample(64, 32, 6, _gen()).input_ids)
+    scores = random_scores(64, 32, _gen())
+    half, full = (JpegCodec(quality=97, chroma_subsampling=c) for c in ("4:2:0", "4:4:4"))
+    half_record, full_record = half.encode(sample, scores, 0), full.encode(sample, scores, 0)
+    assert full_record.nbytes > half_record.nbytes
+    error = [(c.decode(r).image.float() - sample.image.float()).abs().mean() for c, r in ((half, half_record), (full, full_record))]
+    assert error[1] < error[0]
+    assert JpegCodec(quality=50).encode(sample, scores, 0).data == JpegCodec(quality=50, chroma_subsampling="4:2:0").encode(sample, scores, 0).data
+    with pytest.raises(ValueError, match="chroma_subsampling"):
+        JpegCodec(chroma_subsampling="4:1:1")
+    with pytest.raises(ValueError, match="quality"):
+        JpegCodec(quality=101)
+
+
 def test_cim_keeps_box_at_full_resolution_and_rest_downsampled():
     g = _gen()
     sample = make_sample(_smooth_image(64), random_sample(64, 32, 6, g).input_ids)
@@ -135,7 +150,51 @@ def test_cim_constant_attention_keeps_whole_image_without_low_resolution_copy():
     assert torch.equal(CimCodec().decode(record).image, sample.image)
 
 
-@pytest.mark.parametrize("codec", [MaskedCodec(), RawCodec(), JpegCodec(), CimCodec()], ids=lambda c: c.name)
+@pytest.mark.parametrize("size,downsample", [(64, 2), (30, 4)])
+def test_cim_pixels_once_decodes_as_stored_twice_for_fewer_bytes(size, downsample):
+    g = _gen()
+    sample = make_sample(_smooth_image(size), random_sample(size, 32, 6, g).input_ids)
+    grid = 8 if size % 8 == 0 else 6
+    scores = random_scores(grid * grid, 32, g)
+    attention = torch.zeros(grid, grid)
+    attention[1:5, 2:5] = 1.0
+    scores.patch_attention = attention.flatten()
+    twice = CimCodec(downsample=downsample).encode(sample, scores, 0)
+    once = CimCodec(downsample=downsample, pixels_once=True).encode(sample, scores, 0)
+    top, left, bottom, right = salient_box(scores.patch_attention, (grid, grid), (size, size), 0.6)
+    # the cells wholly inside the box (adaptive pooling's cell bounds) are the bytes saved
+    low = -(-size // downsample)
+    starts = [(i * size) // low for i in range(low)]
+    ends = [-(-(i + 1) * size // low) for i in range(low)]
+    inside_rows = sum(1 for a, b in zip(starts, ends) if a >= top and b <= bottom)
+    inside_cols = sum(1 for a, b in zip(starts, ends) if a >= left and b <= right)
+    assert inside_rows * inside_cols > 0
+    assert twice.nbytes - once.nbytes == 3 * inside_rows * inside_cols
+    assert torch.equal(CimCodec().decode(once).image, CimCodec().decode(twice).image)
+
+
+def test_cim_class_activation_saliency_reads_the_class_activation_map():
+    g = _gen()
+    sample = make_sample(_smooth_image(64), random_sample(64, 32, 6, g).input_ids)
+    scores = random_scores(64, 32, g)
+    cam = torch.zeros(8, 8)
+    cam[5:7, 0:2] = 1.0
+    scores.class_activation = cam.flatten()
+    scores.patch_attention = torch.flip(cam, dims=(0, 1)).flatten()  # salient elsewhere
+    record = CimCodec(saliency="class_activation").encode(sample, scores, 0)
+    top, left, bottom, right = (int(v) for v in np.frombuffer(record.data, dtype=np.uint16, count=4))
+    assert (top, left, bottom, right) == salient_box(scores.class_activation, (8, 8), (64, 64), 0.6)
+    assert top >= 36 and right <= 20
+    scores.class_activation = None
+    with pytest.raises(ValueError, match="class_activation"):
+        CimCodec(saliency="class_activation").encode(sample, scores, 0)
+    with pytest.raises(ValueError, match="saliency"):
+        CimCodec(saliency="cam")
+
+
+@pytest.mark.parametrize(
+    "codec", [MaskedCodec(), RawCodec(), JpegCodec(), CimCodec(), CimCodec(pixels_once=True)], ids=lambda c: repr(c)[:40]
+)
 def test_corrupt_records_raise_clear_errors(codec):
     g = _gen()
     sample, scores = random_sample(32, 8, 3, g), random_scores(16, 8, g)

@@ -106,6 +106,18 @@ def test_training_data_is_split_between_the_ranks_and_the_model_is_ddp_while_tra
     assert first["unwrapped_after_training"] and second["unwrapped_after_training"]
 
 
+def test_each_epochs_order_depends_on_the_seed_and_the_epoch_and_is_split_between_the_ranks(launch):
+    """Avalanche's loaders alone shuffle every epoch alike (seed 0, epoch 0), whatever the run's seed."""
+    first, second = launch["ranks"]
+    orders = {seed: [first["epoch_orders"][seed][epoch] + second["epoch_orders"][seed][epoch] for epoch in (0, 1)]
+              for seed in ("0", "1")}
+    for seed, (epoch0, epoch1) in orders.items():
+        assert Counter(map(tuple, epoch0)) == Counter(map(tuple, epoch1)) == Counter(map(tuple, first["train_checksums"])), seed
+        assert first["epoch_orders"][seed][0] != first["epoch_orders"][seed][1], seed
+        assert second["epoch_orders"][seed][0] != second["epoch_orders"][seed][1], seed
+    assert orders["0"][0] != orders["1"][0] and orders["0"][1] != orders["1"][1]
+
+
 def test_evaluation_is_split_without_padding_and_accuracy_is_gathered(launch):
     first, second = launch["ranks"]
     assert first["test_size"] % 2 == 1  # DistributedSampler would pad one sample

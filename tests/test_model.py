@@ -65,6 +65,22 @@ def test_masking_scores_shapes_and_semantics(batch):
     torch.testing.assert_close(scores.patch_features.norm(dim=-1), torch.ones(4, n), atol=1e-4, rtol=0)
 
 
+def test_class_activation_is_the_predicted_class_map(batch):
+    """CAM: the predicted class's image-part head row dotted with each patch's normalised feature."""
+    model = MultimodalCLIPClassifier(pretrained=None, initial_out_features=3).eval()
+    with torch.no_grad():
+        model.classifier.classifier.weight.copy_(torch.randn(model.classifier.classifier.weight.shape, generator=torch.Generator().manual_seed(1)))
+        scores = model.masking_scores(batch)
+        predicted = model(batch).argmax(-1)
+    assert scores.class_activation.shape == (4, model.num_patches)
+    weights = model.classifier.classifier.weight[:, : model.embed_dim]
+    for row in range(4):
+        expected = scores.patch_features[row] @ weights[predicted[row]]
+        torch.testing.assert_close(scores.class_activation[row], expected, atol=1e-5, rtol=1e-5)
+        other = scores.patch_features[row] @ weights[(predicted[row] + 1) % 3]
+        assert not torch.allclose(scores.class_activation[row], other)
+
+
 def test_ssf_at_init_leaves_outputs_unchanged(batch):
     torch.manual_seed(0)
     plain = create_clip("exmask-tiny", pretrained=None)
@@ -250,3 +266,39 @@ def test_empty_patches_are_left_out_of_attention(batch):
         black = MultimodalCLIPClassifier(pretrained=None, skip_empty_patches=False).eval()
         black.load_state_dict(model.state_dict())
         assert not torch.allclose(black.embed(masked)[:, : model.embed_dim], got, atol=1e-3)
+
+
+def test_mask_scores_from_the_pretrained_model_disable_the_adapter_only_for_the_mask(batch):
+    adapted = MultimodalCLIPClassifier(pretrained=None).eval()
+    pretrained_source = MultimodalCLIPClassifier(pretrained=None, mask_scores_from="pretrained").eval()
+    pretrained_source.load_state_dict(adapted.state_dict())
+    with torch.no_grad():
+        at_init = adapted.masking_scores(batch)  # SSF at init is the identity: the pretrained model
+        _randomise_ssf(adapted)
+        _randomise_ssf(pretrained_source)
+        ssf_before = pretrained_source.adapter.state_dict_of_adapter()
+        from_adapted = adapted.masking_scores(batch)
+        from_pretrained = pretrained_source.masking_scores(batch)
+    torch.testing.assert_close(from_pretrained.patch_attention, at_init.patch_attention, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(from_adapted.patch_attention, at_init.patch_attention, atol=1e-4)
+    torch.testing.assert_close(from_pretrained.embedding, from_adapted.embedding)  # herding reads the adapted model
+    for key, value in pretrained_source.adapter.state_dict_of_adapter().items():
+        assert torch.equal(value, ssf_before[key])  # the adapter is restored
+    with pytest.raises(ValueError, match="mask_scores_from"):
+        MultimodalCLIPClassifier(pretrained=None, mask_scores_from="frozen")
+
+
+@pytest.mark.parametrize("adapter", ["lora", "ia3"])
+def test_peft_adapters_can_be_disabled(adapter, batch):
+    model = MultimodalCLIPClassifier(pretrained=None, adapter=adapter).eval()
+    with torch.no_grad():
+        before = model.embed(batch)
+        for param in model.adapter.trainable_parameters():
+            param.add_(0.5)
+        changed = model.embed(batch)
+        with model.adapter.disabled():
+            disabled = model.embed(batch)
+        after = model.embed(batch)
+    assert not torch.allclose(changed, before, atol=1e-4)
+    torch.testing.assert_close(disabled, before, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(after, changed)

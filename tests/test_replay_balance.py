@@ -201,3 +201,42 @@ def test_current_through_a_lossless_codec_costs_no_forward_pass():
                                experience=SimpleNamespace(classes_in_this_experience=[0, 1]))
     plugin.before_forward(strategy)
     assert plugin.replaced == 0
+
+
+def test_per_class_replay_rate_draws_every_class_alike_whatever_its_record_count():
+    from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
+    from torch.utils.data import TensorDataset
+
+    from avalanche_exmask.training.plugin import FullMemoryBatchLoader, per_class_weights
+
+    def dataset(labels):
+        targets = torch.tensor(labels)
+        return _make_taskaware_classification_dataset(
+            TensorDataset(torch.zeros(len(labels), 1), targets), targets=targets, task_labels=0
+        )
+
+    current = dataset([9] * 400)
+    memory_labels = [0] * 2 + [1] * 18  # e.g. a class of large records beside one of small ones
+    memory = dataset(memory_labels)
+    weights = per_class_weights(torch.tensor(memory_labels))
+    torch.testing.assert_close(weights, torch.tensor([1 / 2] * 2 + [1 / 18] * 18, dtype=torch.float64))
+    counts = {}
+    for rate, memory_weights in (("per_record", None), ("per_class", weights)):
+        torch.manual_seed(0)
+        loader = FullMemoryBatchLoader(current, memory, batch_size=4, batch_size_mem=4, memory_weights=memory_weights)
+        drawn = Counter()
+        for batch in loader:
+            drawn.update(label for label in batch[1].tolist() if label != 9)
+        counts[rate] = drawn
+    assert counts["per_record"][1] > 5 * counts["per_record"][0]  # 9:1 in expectation
+    total = counts["per_class"][0] + counts["per_class"][1]
+    assert total == sum(counts["per_record"].values())  # the same number of replayed samples
+    assert abs(counts["per_class"][0] - total / 2) < 0.15 * total
+
+
+def test_per_class_replay_rate_is_refused_with_a_fixed_memory_batch():
+    buffer = ByteBudgetBuffer(max_size=100, codec=RawCodec(), mode="total")
+    with pytest.raises(ValueError, match="per_class"):
+        ByteBudgetReplayPlugin(mem_size=100, storage_policy=buffer, memory_batch="fixed", replay_rate="per_class")
+    with pytest.raises(ValueError, match="replay_rate"):
+        ByteBudgetReplayPlugin(mem_size=100, storage_policy=buffer, replay_rate="per_sample")

@@ -72,3 +72,20 @@ def test_class_forgetting_is_best_earlier_minus_final_for_old_classes_only():
     matrix = [{"3": 80.0, "7": 60.0}, {"3": 90.0, "7": 40.0, "1": 70.0}, {"3": 50.0, "7": 45.0, "1": 75.0, "4": 99.0}]
     assert class_forgetting(matrix) == pytest.approx({"3": 40.0, "7": 15.0, "1": -5.0})
     assert class_forgetting(matrix[:1]) == {}
+
+
+def test_a_field_missing_from_an_older_results_file_counts_as_its_default():
+    from avalanche_exmask.config import RunConfig
+    from avalanche_exmask.reporting import variant_names
+
+    def run(jpeg_options):
+        config = RunConfig(method="mrdc").to_dict()
+        config["storage"]["options"] = {"jpeg": jpeg_options}
+        del config["train"]["replay_rate"]  # written before the field existed
+        return {"config": config}
+
+    new = {"config": RunConfig(method="mrdc").to_dict()}
+    new["config"]["storage"]["options"] = {"jpeg": {"quality": 50, "chroma_subsampling": "4:2:0"}}
+    assert variant_names([run({"quality": 50}), new]) == ["mrdc", "mrdc"]
+    names = variant_names([run({"quality": 50}), run({"quality": 97, "chroma_subsampling": "4:4:4"})])
+    assert names == ["mrdc (chroma_subsampling=4:2:0, quality=50)", "mrdc (chroma_subsampling=4:4:4, quality=97)"]

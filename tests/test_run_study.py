@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from avalanche_exmask.config import ConfigError
+from avalanche_exmask.study.runs import StudyRun, execute_run
 
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "run_study.py"
 TINY = {"n_classes": 4, "train_per_class": 6, "test_per_class": 2}
@@ -61,9 +62,11 @@ def test_a_checkpointed_run_writes_results_and_removes_its_checkpoint(run_study,
         "groups": [{"name": "g", "methods": ["raw"], "seeds": [0]}],
     })
     (values, results), = run_study.plan(run_study.read_study(path, []), tmp_path / "out", [], str(path))
-    written, final, _ = run_study._run_one(values, str(results), 1, True, False)
-    assert Path(written).exists() and json.loads(Path(written).read_text())["final_accuracy"] == pytest.approx(final)
-    assert not list((tmp_path / "out" / "g").glob("*.safetensors"))
+    outcome = execute_run(StudyRun(values, results, checkpoint=True))
+    assert outcome.results == str(results) and not outcome.skipped
+    assert json.loads(results.read_text())["final_accuracy"] == pytest.approx(outcome.final_accuracy)
+    assert sorted(p.name for p in (tmp_path / "out" / "g").iterdir()) == ["raw_seed0.json"]  # no checkpoint, no log
+    assert execute_run(StudyRun(values, results, checkpoint=True)).skipped
 
 
 def test_methods_and_seeds_filters_select_runs_within_the_chosen_groups(run_study, tmp_path):
@@ -93,7 +96,7 @@ def test_a_kept_checkpoint_gives_back_the_trained_model(run_study, tmp_path):
         "groups": [{"name": "g", "methods": ["masking"], "seeds": [0]}],
     })
     (values, results), = run_study.plan(run_study.read_study(path, []), tmp_path / "out", [], str(path))
-    written, _, _ = run_study._run_one(values, str(results), 1, True, True)
+    written = execute_run(StudyRun(values, results, checkpoint=True, keep_checkpoint=True)).results
     checkpoint = Path(written).with_suffix(".ckpt.safetensors")
     assert checkpoint.exists()
     model = load_trained_model(written)

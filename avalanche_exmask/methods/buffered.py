@@ -44,7 +44,14 @@ def buffered_replay(codec: str) -> Callable[[BuildContext], Naive]:
             seed=config.seed,
             augmentation=replay_augmentation(context),
         )
-        plugins = [ByteBudgetReplayPlugin(mem_size=context.budget_nbytes, storage_policy=buffer, memory_batch=config.train.memory_batch)]
+        plugins = [
+            ByteBudgetReplayPlugin(
+                mem_size=context.budget_nbytes,
+                storage_policy=buffer,
+                memory_batch=config.train.memory_batch,
+                replay_rate=config.train.replay_rate,
+            )
+        ]
         if config.train.weight_aligning:
             plugins.append(WeightAligningPlugin())
         if config.train.current_through_codec:

@@ -18,6 +18,7 @@ def build(context: BuildContext) -> ExemplarMasking:
         augmentation=replay_augmentation(context),
         selection=config.storage.selection,
         memory_batch=config.train.memory_batch,
+        replay_rate=config.train.replay_rate,
         weight_aligning=config.train.weight_aligning,
         current_through_codec=config.train.current_through_codec,
         seed=config.seed,

@@ -11,8 +11,9 @@ So LoRA targets ``attn`` and the MLP linears; IA3 targets the MLP linears.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Union
+from typing import Iterator, Union
 
 import torch
 from torch import nn
@@ -81,6 +82,34 @@ class Adapter(nn.Module):
         from safetensors.torch import load_file
 
         self.load_state_dict_of_adapter(load_file(os.fspath(path)))
+
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[None]:
+        """While active, the model computes as the pretrained CLIP model, without the adapter.
+
+        SSF: every ``gamma`` set to 1 and ``beta`` to 0 (the identity), restored on exit; peft
+        adapters: peft's own ``enable_adapters(False)`` on every tuner layer; ``"none"``: no change.
+        A merged adapter cannot be disabled (its weights are folded in): :meth:`merge` empties it.
+        """
+        if self.ssf is not None:
+            saved = self.ssf.adapter_state_dict()
+            identity = {key: torch.ones_like(v) if key.endswith(".gamma") else torch.zeros_like(v) for key, v in saved.items()}
+            self.ssf.load_adapter_state_dict(identity)
+            try:
+                yield
+            finally:
+                self.ssf.load_adapter_state_dict(saved)
+            return
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in self._model[0].modules() if isinstance(m, BaseTunerLayer)]
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
 
     def merge(self) -> None:
         """Fold the adapter into the CLIP weights (same outputs, no adapter overhead)."""

@@ -25,6 +25,7 @@ FUSIONS = ("concat", "sum", "image", "text")
 
 #: Values of ``skip_empty_patches`` (``True`` means ``"attention_mask"``).
 EMPTY_PATCH_MODES = (False, True, "attention_mask", "drop")
+MASK_SCORE_SOURCES = ("adapted", "pretrained")
 
 
 class MultimodalCLIPClassifier(nn.Module):
@@ -58,6 +59,9 @@ class MultimodalCLIPClassifier(nn.Module):
         FLOPs. The pooled output equals ``"attention_mask"``'s up to float rounding; see
         :meth:`_dropping_empty_patches` for how a batch is split. :meth:`masking_scores` always
         uses the attention mask (its outputs are per patch).
+    :param mask_scores_from: which model scores the image mask (:meth:`masking_scores`'s
+        ``patch_attention``): ``"adapted"`` (the model as trained so far) or ``"pretrained"`` (the
+        same weights with the adapter disabled; one more image-tower pass). The paper does not say.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class MultimodalCLIPClassifier(nn.Module):
         initial_out_features: int = 2,
         image_attention: Union[str, int] = "last",
         skip_empty_patches: Union[bool, str] = False,
+        mask_scores_from: str = "adapted",
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
@@ -78,8 +83,11 @@ class MultimodalCLIPClassifier(nn.Module):
             raise ValueError(f"image_attention must be 'last', 'rollout' or a block index; got {image_attention!r}")
         if not any(skip_empty_patches is mode or (isinstance(mode, str) and skip_empty_patches == mode) for mode in EMPTY_PATCH_MODES):
             raise ValueError(f"skip_empty_patches must be one of {EMPTY_PATCH_MODES}; got {skip_empty_patches!r}")
+        if mask_scores_from not in MASK_SCORE_SOURCES:
+            raise ValueError(f"mask_scores_from must be one of {MASK_SCORE_SOURCES}; got {mask_scores_from!r}")
         self.image_attention = image_attention
         self.skip_empty_patches = skip_empty_patches
+        self.mask_scores_from = mask_scores_from
         self.model_name = model_name
         self.clip = create_clip(model_name, pretrained)
         self.adapter: Adapter = build_adapter(self.clip, adapter)
@@ -241,49 +249,85 @@ class MultimodalCLIPClassifier(nn.Module):
         :return: batched :class:`MaskingScores`: fused embedding ``[B, F]``, [CLS]->patch
             attention ``[B, N]``, pooled-token->token attention ``[B, T]``, projected and
             L2-normalised patch features ``[B, N, E]`` and token features ``[B, T, E]`` (and the
-            token importance ``[B, T]`` when asked for).
+            token importance ``[B, T]`` when asked for), and the class activation map ``[B, N]``.
+            With ``mask_scores_from="pretrained"`` the [CLS] -> patch attention comes from a second
+            image pass with the adapter disabled (the pretrained model, before any adaptation);
+            everything else from the adapted model.
         """
         validate_sample(x, self.image_size, self.context_length)
         visual = self.clip.visual
         text_transformer, ln_final, text_projection = self._text_modules()
         captured: dict[str, torch.Tensor] = {}
         norm_hook = ln_final.register_forward_hook(lambda _m, _i, out: captured.__setitem__("tokens", out))
-        output_tokens = visual.output_tokens
         try:
-            visual.output_tokens = True
-            with contextlib.ExitStack() as stack:
-                stack.enter_context(self._skipping_empty_patches(x.image))
-                recorders = [
-                    stack.enter_context(AttentionRecorder(block_attention_module(visual.transformer, index)))
-                    for index in self._image_attention_blocks()
-                ]
-                image_embedding, patch_tokens = visual(self.normalize_images(x.image))
+            image_embedding, patch_tokens, cls_attention = self._image_pass(x.image)
             with AttentionRecorder(block_attention_module(text_transformer, -1)) as text_attention:
                 text_embedding = self.clip.encode_text(x.input_ids)
         finally:
-            visual.output_tokens = output_tokens
             norm_hook.remove()
+        if self.mask_scores_from == "pretrained":
+            with self.adapter.disabled():
+                cls_attention = self._image_pass(x.image)[2]
         patch_features = patch_tokens @ visual.proj if visual.proj is not None else patch_tokens
         token_features = captured["tokens"]
         if isinstance(text_projection, nn.Linear):
             token_features = text_projection(token_features)
         elif text_projection is not None:
             token_features = token_features @ text_projection
-        if self.image_attention == "rollout":
-            cls_attention = attention_rollout([r.probabilities for r in recorders])[:, 0, 1:]
-        else:
-            cls_attention = recorders[0].probabilities[:, 0, 1:]
         pooled_index = x.input_ids.argmax(dim=-1)  # CLIP pools at the end-of-text token
         rows = torch.arange(x.input_ids.shape[0], device=pooled_index.device)
+        fused = self._fuse(image_embedding, text_embedding)
+        patch_features = F.normalize(patch_features, dim=-1)
         return MaskingScores(
-            embedding=self._fuse(image_embedding, text_embedding),
+            embedding=fused,
             patch_attention=cls_attention,
             token_attention=text_attention.probabilities[rows, pooled_index],
-            patch_features=F.normalize(patch_features, dim=-1),
+            class_activation=self._class_activation(fused, patch_features),
+            patch_features=patch_features,
             token_features=F.normalize(token_features, dim=-1),
             token_importance=self.token_importance(x.input_ids) if token_importance else None,
             batch_size=[x.input_ids.shape[0]],
         )
+
+    def _image_pass(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One image-tower pass of uint8 ``[B, 3, S, S]`` images recording the attention of
+        ``image_attention``'s blocks (empty patches handled as ``skip_empty_patches`` says).
+
+        :return: image embedding ``[B, E]``, patch tokens ``[B, N, W]`` (after the final norm,
+            before the projection) and the [CLS] -> patch attention ``[B, N]``.
+        """
+        visual = self.clip.visual
+        output_tokens = visual.output_tokens
+        try:
+            visual.output_tokens = True
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(self._skipping_empty_patches(images))
+                recorders = [
+                    stack.enter_context(AttentionRecorder(block_attention_module(visual.transformer, index)))
+                    for index in self._image_attention_blocks()
+                ]
+                image_embedding, patch_tokens = visual(self.normalize_images(images))
+        finally:
+            visual.output_tokens = output_tokens
+        if self.image_attention == "rollout":
+            cls_attention = attention_rollout([r.probabilities for r in recorders])[:, 0, 1:]
+        else:
+            cls_attention = recorders[0].probabilities[:, 0, 1:]
+        return image_embedding, patch_tokens, cls_attention
+
+    def _class_activation(self, fused: torch.Tensor, patch_features: torch.Tensor) -> torch.Tensor:
+        """The class activation map of each sample's predicted class.
+
+        :param fused: float ``[B, F]``, the fused embeddings (the head's input).
+        :param patch_features: float ``[B, N, E]``, projected and L2-normalised patch features.
+        :return: float ``[B, N]``: ``w_c . f_n`` for the predicted class ``c`` (the head's argmax
+            over its active classes), ``w_c`` the head's row restricted to the image part of the
+            fused embedding (the first ``E`` columns under ``concat`` fusion, all of them otherwise).
+        """
+        predicted = self.classifier(fused).argmax(dim=-1)
+        weights = self.classifier.classifier.weight[predicted]  # [B, F]
+        image_weights = weights[:, : self.embed_dim] if self.fusion == "concat" else weights
+        return torch.einsum("bne,be->bn", patch_features, image_weights.to(patch_features.dtype))
 
     @torch.no_grad()
     def token_importance(self, input_ids: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

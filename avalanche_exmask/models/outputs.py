@@ -29,6 +29,10 @@ class MaskingScores:
     * ``token_importance`` (optional, ``None`` unless asked for): float ``[T]``, how much the text
       embedding changes when the token is left out, ``1 - cos(e, e_without_token)``; 0 for start,
       end and padding tokens.
+    * ``class_activation`` (optional): float ``[N]``, the class activation map of the predicted
+      class: the head's weights of the class the model predicts for the sample, over the image
+      part of the fused embedding, dotted with each patch's ``patch_features`` (the ViT analogue of
+      a CNN's CAM, whose classifier also acts on pooled per-location features).
     """
 
     embedding: torch.Tensor
@@ -37,3 +41,4 @@ class MaskingScores:
     patch_features: torch.Tensor
     token_features: torch.Tensor
     token_importance: Optional[torch.Tensor] = None
+    class_activation: Optional[torch.Tensor] = None

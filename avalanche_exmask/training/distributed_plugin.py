@@ -3,8 +3,8 @@
 Avalanche 0.6 gives the pieces (``DistributedHelper``, DDP through ``wrap_model``, data loaders
 with a ``DistributedSampler``, the ``supports_distributed`` flag of plugins) but its templates do
 not put them together: the model is never wrapped, a plain training loader (the first experience,
-before any replay) is not sharded, and the evaluation loader's ``DistributedSampler`` pads the last
-shard with repeated samples. This plugin does the three things, and nothing in a single process:
+before any replay) is not sharded, every epoch is shuffled alike, and the evaluation loader's
+``DistributedSampler`` pads the last shard with repeated samples. This plugin does the four things, and nothing in a single process:
 
 * before each training experience, after Avalanche's model adaptation (a new head may have grown
   new parameters, which a DDP wrapper built earlier would not know), the model is wrapped in DDP;
@@ -13,6 +13,10 @@ shard with repeated samples. This plugin does the three things, and nothing in a
 * a training loader without a ``DistributedSampler`` is replaced by Avalanche's own
   ``SingleDatasetDataLoader``, which shards with one (loaders built by replay plugins, Avalanche's
   ``ReplayDataLoader``, shard current and replayed data already);
+* before every training epoch, the training loader's ``DistributedSampler`` seeds are drawn as a
+  single process's ``RandomSampler`` draws its seed
+  (:func:`~avalanche_exmask.training.distributed_order.order_like_one_process`): a new order each
+  epoch that depends on the run's seed, where Avalanche's loaders repeat one order (seed 0, epoch 0);
 * every evaluation experience is cut into ``rank::world_size`` shards without padding; accuracy
   summed over the shards by :func:`~avalanche_exmask.training.distributed_metrics.gathered_accuracy_metrics`
   is then exactly the single-process accuracy.
@@ -28,6 +32,7 @@ from avalanche.benchmarks.utils.data_loader import SingleDatasetDataLoader
 from avalanche.core import SupervisedPlugin
 
 from avalanche_exmask.distributed import is_distributed, rank, unwrap_model, world_size, wrap_model
+from avalanche_exmask.training.distributed_order import order_like_one_process
 
 __all__ = ["DistributedTrainingPlugin"]
 
@@ -52,6 +57,10 @@ class DistributedTrainingPlugin(SupervisedPlugin, supports_distributed=True):
                 pin_memory=loader.pin_memory,
                 distributed_sampling=True,
             )
+
+    def before_training_epoch(self, strategy, **kwargs) -> None:
+        if is_distributed():
+            order_like_one_process(strategy.dataloader)
 
     def after_training_exp(self, strategy, **kwargs) -> None:
         strategy.model = unwrap_model(strategy.model)

@@ -18,16 +18,36 @@ import math
 import time
 from typing import Any, Literal, Optional
 
+import torch
 from avalanche.benchmarks.utils.data_loader import ReplayDataLoader
 from avalanche.training.plugins import ReplayPlugin
+from torch.utils.data import BatchSampler, WeightedRandomSampler
 
 from avalanche_exmask.distributed import check_same_on_all_ranks, is_distributed, world_size
 from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
 
-__all__ = ["MEMORY_BATCH_MODES", "memory_batch_size", "FullMemoryBatchLoader", "ByteBudgetReplayPlugin", "ExemplarMaskingPlugin"]
+__all__ = [
+    "MEMORY_BATCH_MODES",
+    "REPLAY_RATES",
+    "memory_batch_size",
+    "per_class_weights",
+    "FullMemoryBatchLoader",
+    "ByteBudgetReplayPlugin",
+    "ExemplarMaskingPlugin",
+]
 
 MEMORY_BATCH_MODES = ("class_balanced", "class_share", "fixed")
 """How the replayed part of a batch is sized: see :func:`memory_batch_size` and :func:`batch_split`."""
+
+REPLAY_RATES = ("per_record", "per_class")
+"""How records are drawn from the memory: every record alike, or every class alike."""
+
+
+def per_class_weights(targets: torch.Tensor) -> torch.Tensor:
+    """float ``[M]`` sampling weights ``1 / n_c`` of each record of class ``c`` (``targets``: long ``[M]``),
+    so that every class in the memory is drawn at the same rate whatever its record count."""
+    _, inverse, counts = torch.unique(targets, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse].double()
 
 
 def batch_split(total: int, n_old_classes: int, n_new_classes: int) -> tuple[int, int]:
@@ -80,11 +100,22 @@ class FullMemoryBatchLoader(ReplayDataLoader):
     count. Here the memory's batch samplers drop their short last batch; the memory is reshuffled
     at every pass, so which records are dropped changes and every record is drawn as often in
     expectation. The memory must hold at least one batch per process (the plugin repeats it).
+
+    :param memory_weights: ``None`` (each record drawn alike, without replacement in a pass) or
+        float ``[M]`` weights of the memory's records (see :func:`per_class_weights`): a pass then
+        draws ``M`` records with replacement in proportion to them (one process only).
     """
+
+    def __init__(self, *args: Any, memory_weights: Optional[torch.Tensor] = None, **kwargs: Any) -> None:
+        self._memory_weights = memory_weights
+        super().__init__(*args, **kwargs)
 
     def _create_samplers(self, datasets, batch_sizes, distributed_sampling, loader_kwargs):
         samplers = super()._create_samplers(datasets, batch_sizes, distributed_sampling, loader_kwargs)
-        for sampler in samplers[1:]:  # [current data, memory...]
+        for index, sampler in enumerate(samplers[1:], start=1):  # [current data, memory...]
+            if self._memory_weights is not None:
+                weighted = WeightedRandomSampler(self._memory_weights, num_samples=len(datasets[index]), replacement=True)
+                sampler = samplers[index] = BatchSampler(weighted, batch_size=sampler.batch_size, drop_last=True)
             sampler.drop_last = True
         return samplers
 
@@ -111,6 +142,10 @@ class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
         :func:`memory_batch_size`: fewer, larger steps) or ``"fixed"`` (``batch_size_mem`` per
         batch, Avalanche's).
     :param batch_size_mem: the memory batch of ``"fixed"`` (default: the train batch size).
+    :param replay_rate: ``"per_record"`` (default: every record drawn alike, so a class with more
+        records, e.g. smaller masked ones, is replayed more often) or ``"per_class"`` (every seen
+        class drawn at the same rate, its records alike within it; sampled with replacement, one
+        process only; not with ``memory_batch="fixed"``).
     """
 
     def __init__(
@@ -120,9 +155,17 @@ class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
         storage_policy: Any,
         memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_share",
         batch_size_mem: Optional[int] = None,
+        replay_rate: Literal["per_record", "per_class"] = "per_record",
     ) -> None:
         if memory_batch not in MEMORY_BATCH_MODES:
             raise ValueError(f"memory_batch must be one of {MEMORY_BATCH_MODES}; got {memory_batch!r}")
+        if replay_rate not in REPLAY_RATES:
+            raise ValueError(f"replay_rate must be one of {REPLAY_RATES}; got {replay_rate!r}")
+        if replay_rate == "per_class" and memory_batch == "fixed":
+            raise ValueError("replay_rate='per_class' needs memory_batch 'class_share' or 'class_balanced'")
+        if replay_rate == "per_class" and is_distributed():
+            raise ValueError("replay_rate='per_class' runs in one process only")
+        self.replay_rate = replay_rate
         super().__init__(mem_size=mem_size, batch_size_mem=batch_size_mem, storage_policy=storage_policy)
         self.memory_batch = memory_batch
         self._fixed_batch_size_mem = batch_size_mem
@@ -169,9 +212,11 @@ class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
             loader_args["persistent_workers"] = kwargs.get("persistent_workers", False)
         pin_memory = kwargs.get("pin_memory")
         loader_args["pin_memory"] = strategy.device.type == "cuda" if pin_memory is None else pin_memory
+        weights = per_class_weights(torch.as_tensor(list(repeated.targets))) if self.replay_rate == "per_class" else None
         strategy.dataloader = FullMemoryBatchLoader(
             strategy.adapted_dataset,
             repeated,
+            memory_weights=weights,
             oversample_small_tasks=True,
             batch_size=batch_size,
             batch_size_mem=self.batch_size_mem,

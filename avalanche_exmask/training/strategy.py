@@ -59,6 +59,8 @@ class ExemplarMasking(SupervisedTemplate):
         (``batch_size_mem`` replayed exemplars per batch); see
         :class:`~avalanche_exmask.training.plugin.ByteBudgetReplayPlugin`.
     :param batch_size_mem: replayed exemplars per batch for ``memory_batch="fixed"``.
+    :param replay_rate: ``"per_record"`` or ``"per_class"`` (see
+        :class:`~avalanche_exmask.training.plugin.ByteBudgetReplayPlugin`).
     :param weight_aligning: rescale the new classes' head rows after each experience
         (:class:`~avalanche_exmask.training.weight_aligning.WeightAligningPlugin`).
     :param current_through_codec: probability that a current-data training sample is replaced by
@@ -84,6 +86,7 @@ class ExemplarMasking(SupervisedTemplate):
         selection: Literal["herding", "random"] = "herding",
         memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_share",
         batch_size_mem: Optional[int] = None,
+        replay_rate: Literal["per_record", "per_class"] = "per_record",
         weight_aligning: bool = False,
         current_through_codec: float = 1.0,
         seed: int = 0,
@@ -99,7 +102,11 @@ class ExemplarMasking(SupervisedTemplate):
             augmentation=augmentation,
         )
         self.replay_plugin = ExemplarMaskingPlugin(
-            mem_size=mem_size, storage_policy=buffer, memory_batch=memory_batch, batch_size_mem=batch_size_mem
+            mem_size=mem_size,
+            storage_policy=buffer,
+            memory_batch=memory_batch,
+            batch_size_mem=batch_size_mem,
+            replay_rate=replay_rate,
         )
         user_plugins = base_kwargs.pop("plugins", None) or []
         plugins = [self.replay_plugin, *([WeightAligningPlugin()] if weight_aligning else [])]

@@ -1,22 +1,28 @@
 """The CIM-style codec (Luo et al., CVPR 2023): a salient box at full resolution, the rest downsampled.
 
-The [CLS] -> patch attention stands in for the class activation map: it is upsampled to pixels
-(bilinear), min-max normalised, and thresholded; the tight box around the pixels at or above the
-threshold is kept at full resolution. The whole image is also kept downsampled ``d x`` per side
-(area averaging); decoding upsamples it (bilinear) and pastes the box. A constant attention map
-has no salient region: the box is then the whole image. When the box is the whole image the
-low-resolution image would be entirely covered, so it is not stored.
+A saliency map over the patches (``saliency``: the [CLS] -> patch attention, the stand-in of the
+first releases, or the class activation map of the predicted class, as CIM describes it) is
+upsampled to pixels (bilinear), min-max normalised, and thresholded; the tight box around the
+pixels at or above the threshold is kept at full resolution. The image is also kept downsampled
+``d x`` per side (area averaging); decoding upsamples it (bilinear) and pastes the box. A constant
+map has no salient region: the box is then the whole image, and the low-resolution image, entirely
+covered, is not stored.
+
+With ``pixels_once`` (CIM: each pixel is stored once), the low-resolution cells that lie wholly
+inside the box are not stored either: decoding recomputes them from the box crop by the same area
+averaging, so the decoded image is bit for bit the one stored twice, for fewer bytes.
 
 Payload, in this order: box ``uint16 [4]`` (top, left, bottom, right; bottom/right exclusive);
-low-resolution image ``uint8 [3, ceil(H/d), ceil(W/d)]`` (absent when the box is the whole
-image); box crop ``uint8 [3, bottom-top,
-right-left]``; token ids ``uint16 [m]`` (real tokens only). Cost: the payload length in bytes.
+low-resolution image ``uint8 [3, ceil(H/d), ceil(W/d)]``, or with ``pixels_once`` only its cells
+outside the box, ``uint8 [3, n_outside]`` (row-major); absent when the box is the whole image; box
+crop ``uint8 [3, bottom-top, right-left]``; token ids ``uint16 [m]`` (real tokens only). Cost: the
+payload length in bytes.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar, NamedTuple, Optional
+from typing import ClassVar, Literal, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -38,12 +44,14 @@ __all__ = ["CimCodec", "CimLayout", "salient_box"]
 
 
 class CimLayout(NamedTuple):
-    """Geometry shared by CIM records: image ``H x W``, downsampling factor ``d``, context length ``T``."""
+    """Geometry shared by CIM records: image ``H x W``, downsampling factor ``d``, context length
+    ``T``, and whether low-resolution cells inside the box are left out (``pixels_once``)."""
 
     height: int
     width: int
     downsample: int
     context_length: int
+    pixels_once: bool = False
 
     @property
     def low_shape(self) -> tuple[int, int]:
@@ -52,8 +60,26 @@ class CimLayout(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
-def _layout(height: int, width: int, downsample: int, context_length: int) -> CimLayout:
-    return CimLayout(height, width, downsample, context_length)
+def _layout(height: int, width: int, downsample: int, context_length: int, pixels_once: bool) -> CimLayout:
+    return CimLayout(height, width, downsample, context_length, pixels_once)
+
+
+def _cells_inside(layout: CimLayout, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """bool ``[ceil(H/d), ceil(W/d)]``: the low-resolution cells whose pixels all lie inside ``box``.
+
+    A cell's pixels are those area averaging (adaptive average pooling) reads:
+    rows ``floor(i H / h)`` to ``ceil((i + 1) H / h)`` (exclusive), columns alike.
+    """
+    top, left, bottom, right = box
+    low_h, low_w = layout.low_shape
+
+    def inside(size: int, cells: int, start: int, end: int) -> torch.Tensor:
+        index = torch.arange(cells)
+        first = (index * size) // cells
+        last = -((-(index + 1) * size) // cells)
+        return (first >= start) & (last <= end)
+
+    return inside(layout.height, low_h, top, bottom)[:, None] & inside(layout.width, low_w, left, right)[None, :]
 
 
 def salient_box(
@@ -82,17 +108,25 @@ def salient_box(
 class CimCodec:
     """Keeps the attention box at full resolution and the image downsampled.
 
-    :param threshold: on the min-max normalised attention map, in ``[0, 1]``.
+    :param threshold: on the min-max normalised saliency map, in ``[0, 1]``.
     :param downsample: factor per side ``d >= 1`` for the low-resolution image.
     :param patch_size: ``P`` in pixels; ``None`` infers it (square image and grid).
+    :param saliency: ``"attention"`` (the [CLS] -> patch attention) or ``"class_activation"`` (the
+        class activation map of the predicted class, ``MaskingScores.class_activation``; CIM's map).
+    :param pixels_once: leave out the low-resolution cells inside the box (CIM stores each pixel
+        once); ``False`` stores the whole low-resolution image (the first releases' layout).
     """
 
     name: ClassVar[str] = "cim"
     threshold: float = 0.6
     downsample: int = 2
     patch_size: Optional[int] = None
+    saliency: Literal["attention", "class_activation"] = "attention"
+    pixels_once: bool = False
 
     def __post_init__(self) -> None:
+        if self.saliency not in ("attention", "class_activation"):
+            raise ValueError(f"CimCodec.saliency must be 'attention' or 'class_activation'; got {self.saliency!r}")
         if not 0 <= self.threshold <= 1:
             raise ValueError(f"CimCodec.threshold must be in [0, 1]; got {self.threshold}")
         if not self.downsample >= 1:
@@ -102,14 +136,22 @@ class CimCodec:
         """Pack the box, the low-resolution image, the box crop and the token ids."""
         pixels = as_uint8_array(sample.image)
         _, height, width = pixels.shape
-        rows, cols, _ = patch_grid(height, width, scores.patch_attention.shape[-1], self.patch_size)
-        top, left, bottom, right = salient_box(scores.patch_attention, (rows, cols), (height, width), self.threshold)
-        layout = _layout(height, width, self.downsample, sample.input_ids.shape[-1])
-        whole = (top, left, bottom, right) == (0, 0, height, width)
+        saliency = scores.patch_attention if self.saliency == "attention" else scores.class_activation
+        if saliency is None:
+            raise ValueError("CimCodec(saliency='class_activation') needs scores with class_activation")
+        rows, cols, _ = patch_grid(height, width, saliency.shape[-1], self.patch_size)
+        box = salient_box(saliency, (rows, cols), (height, width), self.threshold)
+        top, left, bottom, right = box
+        layout = _layout(height, width, self.downsample, sample.input_ids.shape[-1], self.pixels_once)
+        whole = box == (0, 0, height, width)
+        low = b""
+        if not whole:
+            low_image = _downsample(sample.image, layout.low_shape)
+            low = (low_image[:, ~_cells_inside(layout, box)] if self.pixels_once else low_image).numpy().tobytes()
         data = b"".join(
             [
-                np.array([top, left, bottom, right], dtype=np.uint16).tobytes(),
-                b"" if whole else _downsample(sample.image, layout.low_shape),
+                np.array(box, dtype=np.uint16).tobytes(),
+                low,
                 np.ascontiguousarray(pixels[:, top:bottom, left:right]).tobytes(),
                 pack_tokens(sample.input_ids),
             ]
@@ -131,26 +173,31 @@ class CimCodec:
             raise RecordDecodeError(
                 f"cim record's box {(top, left, bottom, right)} is outside a {layout.height}x{layout.width} image"
             )
+        box = (top, left, bottom, right)
         low_h, low_w = layout.low_shape
-        whole = (top, left, bottom, right) == (0, 0, layout.height, layout.width)
-        low_nbytes = 0 if whole else 3 * low_h * low_w
+        whole = box == (0, 0, layout.height, layout.width)
+        outside = ~_cells_inside(layout, box) if layout.pixels_once else torch.ones(low_h, low_w, dtype=torch.bool)
+        low_nbytes = 0 if whole else 3 * int(outside.sum())
         crop_nbytes = 3 * (bottom - top) * (right - left)
         if len(record.data) < 8 + low_nbytes + crop_nbytes:
             raise RecordDecodeError(f"cim record of {len(record.data)} bytes is shorter than its box crop")
-        image = torch.empty(3, layout.height, layout.width, dtype=torch.uint8)
-        if not whole:
-            low = np.frombuffer(record.data, dtype=np.uint8, count=low_nbytes, offset=8).reshape(1, 3, low_h, low_w)
-            low_float = torch.from_numpy(low.astype(np.float32))
-            size = (layout.height, layout.width)
-            upsampled = F.interpolate(low_float, size=size, mode="bilinear", align_corners=False)
-            image = upsampled[0].round().clamp(0, 255).to(torch.uint8)
         crop = np.frombuffer(record.data, dtype=np.uint8, count=crop_nbytes, offset=8 + low_nbytes)
-        image[:, top:bottom, left:right] = torch.from_numpy(crop.reshape(3, bottom - top, right - left).copy())
+        crop_image = torch.from_numpy(crop.reshape(3, bottom - top, right - left).copy())
+        image = torch.zeros(3, layout.height, layout.width, dtype=torch.uint8)
+        image[:, top:bottom, left:right] = crop_image
+        if not whole:
+            stored = torch.from_numpy(np.frombuffer(record.data, dtype=np.uint8, count=low_nbytes, offset=8).copy())
+            low = _downsample(image, layout.low_shape) if layout.pixels_once else torch.empty(3, low_h, low_w, dtype=torch.uint8)
+            low[:, outside] = stored.reshape(3, -1)
+            size = (layout.height, layout.width)
+            upsampled = F.interpolate(low[None].float(), size=size, mode="bilinear", align_corners=False)
+            image = upsampled[0].round().clamp(0, 255).to(torch.uint8)
+            image[:, top:bottom, left:right] = crop_image
         ids = unpack_tokens(memoryview(record.data)[8 + low_nbytes + crop_nbytes :], layout.context_length)
         return make_sample(image, ids)
 
 
-def _downsample(image: torch.Tensor, size: tuple[int, int]) -> bytes:
-    """uint8 ``[3, H, W]`` area-averaged to ``[3, *size]``, as bytes."""
+def _downsample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 ``[3, H, W]`` area-averaged (adaptive average pooling) to uint8 ``[3, *size]``."""
     low = F.interpolate(image[None].float(), size=size, mode="area")[0]
-    return low.round().clamp(0, 255).to(torch.uint8).numpy().tobytes()
+    return low.round().clamp(0, 255).to(torch.uint8)

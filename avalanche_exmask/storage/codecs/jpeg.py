@@ -1,7 +1,7 @@
 """The MRDC-style codec (Wang et al., ICLR 2022): the image stored as a JPEG.
 
 Payload: token count ``uint16``, token ids ``uint16 [m]`` (real tokens only), then the JPEG file
-(PIL, baseline, default 4:2:0 chroma subsampling). Cost: ``2 + 2 m +`` the encoded length, in bytes.
+(PIL, baseline; 4:2:0 chroma subsampling unless ``chroma_subsampling="4:4:4"``). Cost: ``2 + 2 m +`` the encoded length, in bytes.
 Decoding fails on a broken JPEG header or a truncated file; like any JPEG reader it ignores
 trailing bytes and cannot detect every corruption of the entropy-coded data.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -35,22 +35,28 @@ class JpegRecord(Record):
 class JpegCodec:
     """Stores the image as JPEG at ``quality``.
 
-    :param quality: PIL JPEG quality, 1 (smallest) to 95.
+    :param quality: PIL JPEG quality, 1 (smallest) to 100.
+    :param chroma_subsampling: ``"4:2:0"`` (PIL's default: colour at half resolution per side) or
+        ``"4:4:4"`` (colour at full resolution; larger files, for operating points where JPEG must
+        store few, nearly lossless exemplars).
     """
 
     name: ClassVar[str] = "jpeg"
     quality: int = 50
+    chroma_subsampling: Literal["4:2:0", "4:4:4"] = "4:2:0"
 
     def __post_init__(self) -> None:
-        if not 1 <= self.quality <= 95:
-            raise ValueError(f"JpegCodec.quality must be in [1, 95]; got {self.quality}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"JpegCodec.quality must be in [1, 100]; got {self.quality}")
+        if self.chroma_subsampling not in _SUBSAMPLING:
+            raise ValueError(f"JpegCodec.chroma_subsampling must be one of {sorted(_SUBSAMPLING)}; got {self.chroma_subsampling!r}")
 
     def encode(self, sample: MultimodalSample, scores: MaskingScores, label: int) -> JpegRecord:
         """JPEG-encode the image (``scores`` are not used)."""
         pixels = as_uint8_array(sample.image)
         _, height, width = pixels.shape
         tokens = pack_tokens(sample.input_ids)
-        data = np.uint16(len(tokens) // 2).tobytes() + tokens + encode_jpeg(pixels, self.quality)
+        data = np.uint16(len(tokens) // 2).tobytes() + tokens + encode_jpeg(pixels, self.quality, self.chroma_subsampling)
         return JpegRecord(label=label, data=data, layout=image_layout(height, width, sample.input_ids.shape[-1]))
 
     def decode(self, record: Record) -> MultimodalSample:
@@ -72,10 +78,15 @@ class JpegCodec:
         return make_sample(torch.from_numpy(pixels), ids)
 
 
-def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
-    """``uint8 [3, H, W]`` -> one JPEG file of ``quality`` (PIL, baseline, default 4:2:0 chroma subsampling)."""
+_SUBSAMPLING = {"4:2:0": 2, "4:4:4": 0}
+"""Chroma subsampling name -> PIL's ``subsampling`` code."""
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int, chroma_subsampling: str = "4:2:0") -> bytes:
+    """``uint8 [3, H, W]`` -> one JPEG file of ``quality`` (PIL, baseline) with ``chroma_subsampling``."""
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0))).save(buffer, format="JPEG", quality=quality)
+    image = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)))
+    image.save(buffer, format="JPEG", quality=quality, subsampling=_SUBSAMPLING[chroma_subsampling])
     return buffer.getvalue()
 
 
