@@ -270,10 +270,12 @@ def load_trained_model(results: Union[str, Path], *, image_attention: Union[str,
 
     :param results: the run's results JSON.
     :param image_attention: overrides the run's ``model.image_attention`` (the masking scores' source).
+
+    A checkpoint signed with a key loads with the key in ``EXMASK_CHECKPOINT_KEY``.
     :raises ConfigError: naming the file, if the results file or the checkpoint is missing, not a
         results file, or does not fit the model.
     """
-    from avalanche_exmask.checkpoint import CheckpointError, load_checkpoint
+    from avalanche_exmask.checkpoint import CheckpointError, key_from_environment, load_checkpoint
     from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 
     results = Path(results)
@@ -292,7 +294,7 @@ def load_trained_model(results: Union[str, Path], *, image_attention: Union[str,
         mask_scores_from=model_config.mask_scores_from,
     )
     try:
-        load_checkpoint(checkpoint, model=model, restore_rng=False)
+        load_checkpoint(checkpoint, model=model, restore_rng=False, key=key_from_environment())
     except CheckpointError as error:
         raise ConfigError(str(error)) from None
     return model.eval()

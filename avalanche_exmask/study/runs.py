@@ -4,6 +4,9 @@ A :class:`StudyRun` is a validated nested config, the path of its results file a
 (torch threads, GPUs, checkpointing). :func:`execute_runs` is what every launcher's worker calls
 with a job (one or more runs, in order):
 
+* a run holds its lock (:class:`~avalanche_exmask.run_lock.RunLock`, ``<results>.lock``) while it
+  runs: a second worker or study writing the same run is refused, naming the holder's pid; the
+  temporary files a killed attempt left are removed;
 * a run whose results file exists is skipped (a job requeued or retried after some of its runs
   finished does not run them again);
 * a run writes everything it prints, and the traceback that ends it, to its log
