@@ -62,6 +62,7 @@ import os
 import random
 import stat
 import tempfile
+import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
@@ -487,6 +488,12 @@ def _is_count(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
+def _fits_layout_field(layout_type: type, name: str, value: Any) -> bool:
+    """Whether ``value`` fits field ``name`` of a layout: a bool for a ``bool`` field (such as
+    ``CimLayout.pixels_once``), a non-negative int for every other."""
+    return type(value) is bool if typing.get_type_hints(layout_type).get(name) is bool else _is_count(value)
+
+
 def _safetensors_dtype(dtype: torch.dtype) -> str:
     """The safetensors name of a torch dtype (``torch.float32`` -> ``F32``)."""
     names = {
@@ -660,7 +667,7 @@ def _plan_buffer(
             isinstance(fields, dict)
             and list(fields) == list(layout_type._fields)[: len(fields)]
             and set(layout_type._fields[len(fields) :]) <= set(layout_type._field_defaults)
-            and all(map(_is_count, fields.values())),
+            and all(_fits_layout_field(layout_type, name, value) for name, value in fields.items()),
             f"malformed {entry['type']} fields {str(fields)[:80]}",
         )
         layouts.append(layout_type(**fields))  # fields added since a file was written take their defaults
