@@ -604,7 +604,11 @@ def _check_depth(values: Any, where: str, source: str) -> None:
 
 
 def expand_runs(
-    values: Mapping[str, Any], *, source: str = "config", applicable_to: Optional[Sequence[str]] = None
+    values: Mapping[str, Any],
+    *,
+    source: str = "config",
+    applicable_to: Optional[Sequence[str]] = None,
+    on_this_machine: bool = True,
 ) -> list[RunConfig]:
     """One validated :class:`RunConfig` per (method, seed) of ``values`` (nested or flat format).
 
@@ -616,6 +620,8 @@ def expand_runs(
 
     :param applicable_to: check applicability against these methods instead of the runs' own (a
         study whose shared base serves several groups passes all its methods).
+    :param on_this_machine: also check the device and weights file here (false for runs that may
+        be submitted to other machines; the worker's ``run_experiment`` checks them there).
 
     :raises ConfigError: naming the field and ``source``.
     """
@@ -644,7 +650,7 @@ def expand_runs(
             runs.append(resolve_run(run, source=source))
     from avalanche_exmask.run_checks import check_runnable
 
-    check_runnable(runs[0], source=source)  # the runs differ only in method, seed and adapter
+    check_runnable(runs[0], source=source, on_this_machine=on_this_machine)  # the runs differ only in method, seed, adapter
     return runs
 
 

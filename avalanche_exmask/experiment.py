@@ -135,6 +135,8 @@ def run_experiment(
         call and are not checkpointed.
     :param checkpoint_key: sign the checkpoint with HMAC-SHA256 under this key, and resume only
         from a file signed with it (the CLI passes :func:`~avalanche_exmask.checkpoint.key_from_environment`).
+    :raises ConfigError: naming ``device`` or ``model.pretrained``, for a device this machine
+        lacks or weights it cannot read (:func:`~avalanche_exmask.run_checks.check_machine`).
     :raises CheckpointError: naming the checkpoint, if it cannot be resumed from.
     :raises OutputFolderError: naming the folder, if the checkpoint cannot be written there.
     """
@@ -145,6 +147,7 @@ def run_experiment(
     from avalanche_exmask.methods.base import BuildContext
     from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
     from avalanche_exmask.registry import METHODS
+    from avalanche_exmask.run_checks import check_machine
     from avalanche_exmask.storage.budget import budget_from_samples_per_class
     from avalanche_exmask.training.distributed_metrics import gathered_accuracy_metrics, gathered_class_accuracy_metrics
     from avalanche_exmask.training.distributed_plugin import DistributedTrainingPlugin
@@ -152,6 +155,7 @@ def run_experiment(
     if not isinstance(config, RunConfig):
         config = RunConfig.from_dict(config)
     config = resolve_run(config)
+    check_machine(config)  # a study's worker may run on another machine than the one that validated it
     spec = METHODS.get(config.method)
     start = time.perf_counter()
     benchmark = benchmark if benchmark is not None else build_benchmark(config)

@@ -5,7 +5,7 @@ before any data set or model is built: that the device exists on this machine, t
 ``benchmark.args`` are arguments of the benchmark generator of the right types and ranges (read
 from its signature: annotations, with :class:`~avalanche_exmask.bounds.Bounds` metadata for
 ranges), and that a weights file is one the model factory can read (its header only).
-:func:`check_runnable` runs them all; each raises :class:`~avalanche_exmask.config.ConfigError`
+:func:`check_runnable` runs them all (:func:`check_machine` the machine's); each raises :class:`~avalanche_exmask.config.ConfigError`
 naming the field and the file.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Literal, Optional, Union
 from avalanche_exmask.bounds import Bounds
 from avalanche_exmask.config import ConfigError, RunConfig
 
-__all__ = ["check_device", "check_benchmark_args", "check_runnable", "type_mismatch"]
+__all__ = ["check_device", "check_benchmark_args", "check_machine", "check_runnable", "type_mismatch"]
 
 #: Generator arguments the runner gives from other fields (``benchmark.n_experiences``).
 _RUNNER_ARGUMENTS = {"n_experiences": "benchmark.n_experiences"}
@@ -135,16 +135,29 @@ def check_benchmark_args(name: str, args: typing.Mapping[str, Any], *, source: s
             raise ConfigError(f"{source}: {where} must be {problem}; got {value!r}")
 
 
-def check_runnable(run: RunConfig, *, source: str = "config") -> None:
-    """All checks of this module on one run: its device, its benchmark's arguments and its weights.
+def check_machine(run: RunConfig, *, source: str = "config") -> None:
+    """The checks that depend on the machine the run runs on: its device exists, and its weights
+    file is one the model factory can read (its header only; an open_clip tag must be known).
 
-    :raises ConfigError: naming the field and ``source``.
+    :raises ConfigError: naming ``device`` or ``model.pretrained`` and ``source``.
     """
     from avalanche_exmask.models.factory import check_pretrained
 
     check_device(run.device, source=source)
-    check_benchmark_args(run.benchmark.name, run.benchmark.args, source=source)
     try:
         check_pretrained(run.model.name, run.model.pretrained)
     except (ValueError, OSError) as error:
         raise ConfigError(f"{source}: model.pretrained: {error}") from None
+
+
+def check_runnable(run: RunConfig, *, source: str = "config", on_this_machine: bool = True) -> None:
+    """All checks of this module on one run: its benchmark's arguments, and (``on_this_machine``)
+    :func:`check_machine`.
+
+    :param on_this_machine: whether the run will run here (a study submitted to a cluster checks
+        the machine in the worker: :func:`~avalanche_exmask.experiment.run_experiment` does).
+    :raises ConfigError: naming the field and ``source``.
+    """
+    check_benchmark_args(run.benchmark.name, run.benchmark.args, source=source)
+    if on_this_machine:
+        check_machine(run, source=source)

@@ -102,6 +102,7 @@ def plan(
                 {**values, "methods": group_methods, "seed": seed},
                 source=f"{source}, group {group['name']}",
                 applicable_to=every_method,
+                on_this_machine=False,  # a launcher may run it elsewhere; run_experiment checks device and weights there
             )
             jobs.extend((run.to_dict(), out / group["name"] / f"{run.method}_seed{seed}.json") for run in runs)
     check_distinct([str(path) for _, path in jobs], "the study's runs (results files)", source)

@@ -25,10 +25,11 @@ STUDY = {
     "base": {"benchmark": {"n_experiences": 3, "args": {"n_classes": 6, "train_per_class": 6, "test_per_class": 2}},
              "model": {"pretrained": None}, "train": {"epochs": 1, "batch_size": 8}, "logging": {"progress": False}},
     "groups": [{"name": "g", "methods": ["masking", "raw"], "seeds": [0]},
-               {"name": "bad", "methods": ["raw"], "seeds": [0], "set": {"model": {"pretrained": "/nonexistent/w.safetensors"}}}],
+               {"name": "bad", "methods": ["raw"], "seeds": [0], "set": {"model": {"pretrained": "WEIGHTS"}}}],
     "launcher": {"poll_seconds": 0.2},
 }
-"""Two runs of 3 experiences (about 3 s each once imported), one that fails when it starts; the
+"""Two runs of 3 experiences (about 3 s each once imported), one that fails when it starts (its
+weights, ``WEIGHTS``, a readable file that fits no model: validation reads only its header); the
 launcher polls its jobs often (the study file's launcher options)."""
 
 
@@ -42,8 +43,13 @@ def run_study():
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("study") / "study.yaml"
-    path.write_text(json.dumps(STUDY))
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("study")
+    save_file({"unrelated": torch.zeros(1)}, folder / "w.safetensors")
+    path = folder / "study.yaml"
+    path.write_text(json.dumps(STUDY).replace('"WEIGHTS"', json.dumps(str(folder / "w.safetensors"))))
     return path
 
 
@@ -193,8 +199,8 @@ def test_local_launcher_writes_results_and_reports_the_failed_run_with_its_log(l
     assert json.loads((out / "g" / "masking_seed0.json").read_text())["buffer_sha256"]
     assert sorted(p.name for p in (out / "bad").iterdir()) == ["raw_seed0.log"]
     log = (out / "bad" / "raw_seed0.log").read_text()
-    assert "--- attempt: pid" in log and "FileNotFoundError: weights file not found: /nonexistent/w.safetensors" in log
-    assert f"failed: {out / 'bad' / 'raw_seed0.json'}: log {out / 'bad' / 'raw_seed0.log'}: FileNotFoundError" in "\n".join(lines)
+    assert "--- attempt: pid" in log and re.search(r"ValueError: weights \S+w\.safetensors do not fit model config", log)
+    assert f"failed: {out / 'bad' / 'raw_seed0.json'}: log {out / 'bad' / 'raw_seed0.log'}: ValueError" in "\n".join(lines)
     progress = [line for line in lines if line.startswith("study: ")]
     assert progress[-1].startswith("study: 2/3 done, 0 running, 1 failed, 0 pending; ")
     summary = json.loads(lines[-1])
