@@ -170,3 +170,13 @@ def test_a_run_listed_twice_is_refused(tmp_path):
         load_runs(_write(tmp_path, "method: raw\nseeds: [0, 0]\n"))
     with pytest.raises(ConfigError, match="methods lists raw more than once"):
         load_runs(_write(tmp_path, "methods: [raw, naive, raw]\n"))
+
+
+def test_run_experiment_checks_the_machine_it_runs_on():
+    """A study validated on one machine may run on another: its worker checks device and weights."""
+    from avalanche_exmask.experiment import run_experiment
+
+    with pytest.raises(ConfigError, match=r"device 'quantum' is not a device"):
+        run_experiment(RunConfig.from_dict({"method": "raw", "device": "quantum"}))
+    with pytest.raises(ConfigError, match=r"model\.pretrained: weights /etc/passwd is neither"):
+        run_experiment(RunConfig.from_dict({"method": "raw", "model": {"pretrained": "/etc/passwd"}}))
