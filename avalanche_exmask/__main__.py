@@ -9,6 +9,11 @@
   processes (``--backend``: gloo on the CPU, NCCL on GPUs); rank 0 writes results and checkpoints.
 * ``methods``: the registered methods and codecs.
 * ``caption``: caption a folder of images with an image-to-text model (resumable JSONL).
+
+``run`` holds each run's lock while it runs, never overwrites results or checkpoints without
+``--overwrite`` and resumes only checkpoints of the same training config (see
+``docs/runs_and_resuming.md``). A failure prints one ``error: ...`` line naming the file or field
+and exits with status 1; ``--debug`` or ``EXMASK_DEBUG=1`` gives the traceback instead.
 """
 from __future__ import annotations
 
