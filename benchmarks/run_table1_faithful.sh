@@ -1,30 +1,47 @@
 #!/usr/bin/env bash
-# Table 1 at the papers' operating points (benchmarks/configs/table1_faithful.yaml), then its paired
-# tables. Resumable: a run whose results file exists is skipped. Seeds run in pairs across the three
-# paper presets, so an interrupted study leaves complete, paired seeds.
-#   bash benchmarks/run_table1_faithful.sh        # about 2.5 hours on 2 CPU cores (3 presets x 5 seeds, then the protocol group)
+# Table 1 at the papers' operating points (benchmarks/configs/table1_faithful.yaml; docs/table1-faithful.md),
+# then its paired tables. Resumable: a run whose results file exists is skipped. Seeds run in pairs
+# across the paper presets, so an interrupted study leaves complete, paired seeds; then the protocol
+# groups, paper-masking's ingredients and the operating-point curves.
+#   bash benchmarks/run_table1_faithful.sh            # about 6 hours on 2 CPU cores (105 runs at 3 epochs)
+#   SUMMARISE_ONLY=1 bash benchmarks/run_table1_faithful.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/synthetic}
 STUDY=benchmarks/configs/table1_faithful.yaml
+PRESETS="paper-masking paper-mrdc paper-cim paper-mrdc-own-rule"
 run() { OMP_NUM_THREADS=1 $PY benchmarks/run_study.py "$STUDY" --out "$OUT" --workers 2 --threads 1 "$@"; }
 
 if [ "${SUMMARISE_ONLY:-0}" != 1 ]; then
   for seeds in "0 1" "2 3" "4"; do
     # shellcheck disable=SC2086
-    run --only paper-masking paper-mrdc paper-cim --seeds $seeds
+    run --only $PRESETS --seeds $seeds
   done
   run --only paper-raw-check current-as-they-are
+  run --only paper-masking-current-through-codec paper-masking-no-text-mask paper-masking-mean-colour-background \
+    paper-masking-no-augmentation paper-masking-pretrained-scores paper-masking-replay-per-class
+  run --only $(grep -o 'name: curve-[^ ,}]*' "$STUDY" | cut -d' ' -f2)
 fi
-# Table 1: the paper presets, every pair (raw is the same run in main and here)
-$PY benchmarks/summarise.py "$OUT/paper-masking" "$OUT/paper-mrdc" "$OUT/paper-cim" "$OUT"/main/raw_seed*.json \
-  --versus raw "mrdc (chroma_subsampling=4:4:4, current_through_codec=0.0, quality=97)" \
-  "cim (current_through_codec=0.0, pixels_once=True, saliency=class_activation)" > "$OUT/table1-paper-presets_paired.md"
-# each paper preset against the package default of its policy, and the composed variant
-$PY benchmarks/summarise.py "$OUT/paper-masking" "$OUT/paper-mrdc" "$OUT/paper-cim" "$OUT/main" "$OUT/masking-jpeg-patches-ratio-0.35" \
-  --versus "masking (augmentation.p_fill=0.0, augmentation.p_swap_text=0.0, augmentation.p_token_mix=0.0, background_downsample=patch, current_through_codec=1.0, skip_empty_patches=False, text_rule.class_source=names, text_rule.mode=none)" \
-  > "$OUT/table1-paper-vs-defaults_paired.md" || true
-for group in paper-masking paper-mrdc paper-cim current-as-they-are paper-raw-check; do
-  [ -d "$OUT/$group" ] && $PY benchmarks/summarise.py "$OUT/$group" > "$OUT/$group.md"
+S="$PY benchmarks/summarise.py"
+present() { for group in "$@"; do [ -d "$OUT/$group" ] && echo "$OUT/$group"; done; }
+# Table 1: every pair of the paper presets (raw is main's run: current_through_codec is a no-op for it)
+# shellcheck disable=SC2046
+$S $(present $PRESETS) "$OUT"/main/raw_seed*.json --versus "$OUT"/main/raw_seed0.json $(present $PRESETS) > "$OUT/table1-paper-presets_paired.md"
+# each paper preset against the package default of its policy (main) and the composed variant
+for policy in masking mrdc cim; do
+  $S $(present paper-$policy) "$OUT"/main/${policy}_seed*.json --versus "$OUT"/main/${policy}_seed0.json > "$OUT/table1-paper-$policy-vs-default_paired.md"
 done
+$S "$OUT/paper-masking" "$OUT/masking-jpeg-patches-ratio-0.35" --versus "$OUT/masking-jpeg-patches-ratio-0.35" > "$OUT/table1-paper-masking-vs-composed_paired.md"
+# protocol: current data as they are (current-as-they-are) against through the codec (main), per policy
+if [ -d "$OUT/current-as-they-are" ]; then
+  $S "$OUT/current-as-they-are" "$OUT"/main/{masking,mrdc,cim}_seed*.json --versus "$OUT"/main/{masking,mrdc,cim}_seed0.json > "$OUT/current-as-they-are_paired.md"
+fi
+# paper-masking's ingredients and protocol options, each against paper-masking
+for group in current-through-codec no-text-mask mean-colour-background no-augmentation pretrained-scores replay-per-class; do
+  [ -d "$OUT/paper-masking-$group" ] && $S "$OUT/paper-masking-$group" "$OUT/paper-masking" --versus "$OUT/paper-masking" > "$OUT/paper-masking-$group"_paired.md
+done
+for group in $PRESETS current-as-they-are paper-raw-check $(cd "$OUT" && ls -d paper-masking-* curve-* 2>/dev/null | grep -v '\.md$'); do
+  [ -d "$OUT/$group" ] && $S "$OUT/$group" > "$OUT/$group.md"
+done
+exit 0
