@@ -93,7 +93,7 @@ def _is_number(value: Any, low: float, high: float) -> bool:
 def _check_config(saved: Any, fingerprint: Any, config: RunConfig) -> None:
     _require(
         isinstance(saved, dict) and isinstance(fingerprint, str),
-        "the checkpoint records no run config (written by an earlier version?); start over with --overwrite",
+        "the checkpoint records no run config (written by an earlier version?); start over with --overwrite (or delete it)",
     )
     _require(fingerprint == training_fingerprint(saved), "the checkpoint's config does not match its recorded hash")
     current = resolve_run(config).to_dict()
