@@ -87,7 +87,7 @@ def decode_jpeg(data: bytes, height: int, width: int, *, what: str) -> np.ndarra
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
-            pixels = np.asarray(image.convert("RGB"))
+            pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as error:
         raise RecordDecodeError(f"{what} does not decode: {error}") from error
     if pixels.shape[:2] != (height, width):
