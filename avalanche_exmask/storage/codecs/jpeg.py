@@ -39,6 +39,8 @@ class JpegCodec:
     """
 
     name: ClassVar[str] = "jpeg"
+    uses_scores: ClassVar[bool] = False
+    """:meth:`encode` ignores its ``scores`` (callers may pass ``None`` and skip the scoring pass)."""
     quality: int = 50
 
     def __post_init__(self) -> None:
