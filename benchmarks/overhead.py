@@ -5,8 +5,9 @@ For each geometry (64 px: the shipped ``exmask-tiny``, 8-px patches, its ``synth
 (``raw``, ``mrdc``, ``cim``, ``masking``, their defaults) is built by its registered builder on the
 same embedded benchmark, from the same initial model, with the same batch sizes, and trains two
 experiences. The second replays the buffer filled after the first, with the same batch composition
-for every method (``class_share``: current and replayed samples in proportion to their classes).
-Per method:
+for every method (``class_share``: current and replayed samples in proportion to their classes);
+the methods' second experiences run in threads that take turns step by step (one runs at a time),
+so every method's steps meet the same load on a shared machine. Per method:
 
 * **step**: median wall seconds per training step of the second experience, end of one step to end
   of the next: loading the batch (and decoding its records, when there are no loader workers), the
@@ -38,9 +39,10 @@ import argparse
 import json
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import open_clip
 import torch
@@ -50,16 +52,49 @@ METHODS = ("raw", "mrdc", "cim", "masking")
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "avalanche_exmask" / "models" / "configs" / "exmask-tiny.json"
 
 
+class Rotation:
+    """Threads that take turns: one of them runs at a time, in a fixed cyclic order, so that every
+    method's steps meet the same machine load."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._order = list(names)
+        self._turn = 0
+        self._condition = threading.Condition()
+
+    def acquire(self, name: str) -> None:
+        with self._condition:
+            self._condition.wait_for(lambda: self._order[self._turn] == name)
+
+    def release(self, name: str, leave: bool = False) -> None:
+        with self._condition:
+            index = self._order.index(name)
+            if leave:
+                self._order.pop(index)
+                self._turn = index % len(self._order) if self._order else 0
+            else:
+                self._turn = (index + 1) % len(self._order)
+            self._condition.notify_all()
+
+
 class StepTimer(SupervisedPlugin):
     """Wall seconds of every training step, split into waiting for the batch, the work before the
-    forward (other plugins' ``before_forward`` run first) and the rest; one list per experience."""
+    forward (other plugins' ``before_forward`` run first) and the rest; one list per experience.
 
-    def __init__(self) -> None:
+    With a :class:`Rotation`, the strategy's training takes turns with other threads' step by step:
+    the turn is held from the start of the experience, handed on after every step (the time spent
+    waiting for it is not timed) and given up after the experience (its buffer update included).
+    """
+
+    def __init__(self, name: str) -> None:
         super().__init__()
+        self.name = name
+        self.rotation: Optional[Rotation] = None
         self.experiences: list[list[dict[str, float]]] = []
         self._last_end = self._start = self._forward = 0.0
 
     def before_training_exp(self, strategy, **kwargs) -> None:
+        if self.rotation is not None:
+            self.rotation.acquire(self.name)
         self.experiences.append([])
 
     def before_training_epoch(self, strategy, **kwargs) -> None:
@@ -76,7 +111,14 @@ class StepTimer(SupervisedPlugin):
         self.experiences[-1].append(
             {"wait": self._start - self._last_end, "before_forward": self._forward - self._start, "step": end - self._last_end}
         )
-        self._last_end = end
+        if self.rotation is not None:
+            self.rotation.release(self.name)
+            self.rotation.acquire(self.name)
+        self._last_end = time.perf_counter()
+
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        if self.rotation is not None:
+            self.rotation.release(self.name, leave=True)
 
 
 def register_tiny_224(folder: Path) -> str:
@@ -88,25 +130,14 @@ def register_tiny_224(folder: Path) -> str:
     return "exmask-tiny-224"
 
 
-def decode_rate(codec: Any, records: list, repeats: int = 3) -> float:
-    """Records/s of ``codec.decode`` over ``records`` (one warm-up pass)."""
-    for record in records:
-        codec.decode(record)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        for record in records:
-            codec.decode(record)
-    return repeats * len(records) / (time.perf_counter() - start)
-
-
-def measure_method(method: str, geometry: dict[str, Any], benchmark, args: argparse.Namespace) -> dict[str, Any]:
-    """Train ``method`` on the two experiences of ``benchmark``; its row of the table (see the module docstring)."""
+def build_and_train_first(method: str, geometry: dict[str, Any], benchmark, args: argparse.Namespace):
+    """``method`` built by its registered builder, trained on the first experience of ``benchmark``
+    (its buffer filled); returns the strategy and its :class:`StepTimer`."""
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
 
     from avalanche_exmask.config import expand_runs
     from avalanche_exmask.methods.base import BuildContext
-    from avalanche_exmask.methods.buffered import replay_plugin_of
     from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
     from avalanche_exmask.registry import METHODS as REGISTERED
     from avalanche_exmask.storage.budget import budget_from_samples_per_class
@@ -124,7 +155,7 @@ def measure_method(method: str, geometry: dict[str, Any], benchmark, args: argpa
     model = MultimodalCLIPClassifier(config.model.name, config.model.pretrained, adapter=config.model.adapter)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.train.lr, weight_decay=0.0)
     n_classes = geometry["classes"]
-    timer = StepTimer()
+    timer = StepTimer(method)
     context = BuildContext(
         config=config, model=model, optimizer=optimizer, benchmark=benchmark, n_classes=n_classes,
         budget_nbytes=budget_from_samples_per_class(args.samples_per_class, n_classes, model.image_size, model.context_length),
@@ -135,28 +166,77 @@ def measure_method(method: str, geometry: dict[str, Any], benchmark, args: argpa
         ),
     )
     strategy = REGISTERED.get(method).build(context)
-    for experience in benchmark.train_stream:
-        strategy.train(experience, num_workers=args.workers, persistent_workers=args.workers > 0)
-    plugin = replay_plugin_of(strategy)
-    first = plugin.timings[0]
-    steps = timer.experiences[1][1:]  # the first step of the experience starts the loader
-    buffer = plugin.storage_policy
-    records = [record for group in buffer.records.values() for record in group]
-    return {
-        "method": method,
-        "steps": len(steps),
-        "step_s": statistics.median(s["step"] for s in steps),
-        "before_forward_s": statistics.median(s["before_forward"] for s in steps),
-        "data_wait_fraction": sum(s["wait"] for s in steps) / sum(s["step"] for s in steps),
-        "current_batch": plugin.timings[1]["current_batch"],
-        "memory_batch": plugin.timings[1]["memory_batch"],
-        "update_s": first["update_s"],
-        "train_s": first["train_s"],
-        "update_over_train": first["update_s"] / first["train_s"],
-        "records": len(records),
-        "record_bytes_mean": buffer.accounted_nbytes / len(records),
-        "decode_records_per_s": decode_rate(buffer.codec, records),
-    }
+    strategy.train(benchmark.train_stream[0], **loader_kwargs(args))
+    return strategy, timer
+
+
+def loader_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"num_workers": args.workers, "persistent_workers": args.workers > 0}
+
+
+def measure_methods(methods: list[str], geometry: dict[str, Any], benchmark, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every method's row (see the module docstring): first experiences one after the other, then
+    the second experiences in threads that take turns step by step (:class:`Rotation`)."""
+    from avalanche_exmask.methods.buffered import replay_plugin_of
+
+    built = {method: build_and_train_first(method, geometry, benchmark, args) for method in methods}
+    rotation = Rotation(methods)
+    errors: list[BaseException] = []
+
+    def train_second(strategy, timer: StepTimer) -> None:
+        try:
+            strategy.train(benchmark.train_stream[1], **loader_kwargs(args))
+        except BaseException as error:  # leave the rotation, or the other threads wait forever
+            errors.append(error)
+            rotation.release(timer.name, leave=True)
+
+    threads = []
+    for strategy, timer in built.values():
+        timer.rotation = rotation
+        threads.append(threading.Thread(target=train_second, args=(strategy, timer)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    buffers = {method: replay_plugin_of(strategy).storage_policy for method, (strategy, _) in built.items()}
+    rates = decode_rates({method: (buffer.codec, [r for group in buffer.records.values() for r in group]) for method, buffer in buffers.items()})
+    rows = {}
+    for method, (strategy, timer) in built.items():
+        plugin = replay_plugin_of(strategy)
+        first = plugin.timings[0]
+        steps = timer.experiences[1][1:]  # the first step of the experience starts the loader
+        records = sum(len(group) for group in buffers[method].records.values())
+        rows[method] = {
+            "method": method,
+            "steps": len(steps),
+            "step_s": statistics.median(s["step"] for s in steps),
+            "before_forward_s": statistics.median(s["before_forward"] for s in steps),
+            "data_wait_fraction": sum(s["wait"] for s in steps) / sum(s["step"] for s in steps),
+            "current_batch": plugin.timings[1]["current_batch"],
+            "memory_batch": plugin.timings[1]["memory_batch"],
+            "update_s": first["update_s"],
+            "train_s": first["train_s"],
+            "update_over_train": first["update_s"] / first["train_s"],
+            "records": records,
+            "record_bytes_mean": buffers[method].accounted_nbytes / records,
+            "decode_records_per_s": rates[method],
+        }
+    return rows
+
+
+def decode_rates(stores: dict[str, tuple[Any, list]], repeats: int = 3) -> dict[str, float]:
+    """Records/s of each codec decoding its records, passes of the codecs alternating (one warm-up pass)."""
+    seconds = {name: [] for name in stores}
+    for repeat in range(repeats + 1):
+        for name, (codec, records) in stores.items():
+            start = time.perf_counter()
+            for record in records:
+                codec.decode(record)
+            if repeat:
+                seconds[name].append(time.perf_counter() - start)
+    return {name: len(stores[name][1]) / statistics.median(values) for name, values in seconds.items()}
 
 
 def token_dropping(geometry: dict[str, Any], benchmark, args: argparse.Namespace) -> dict[str, Any]:
@@ -263,6 +343,7 @@ def main() -> None:
     parser.add_argument("--samples-per-class", type=int, default=5)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the training loader")
     parser.add_argument("--drop-steps", type=int, default=5, help="timed steps per token-dropping mode")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per experience (default: 5 at 64 px, 3 at 224 px)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="results/overhead/overhead-cpu.json")
     args = parser.parse_args()
@@ -277,11 +358,12 @@ def main() -> None:
         }
         for size in args.geometries:
             geometry = geometries[size]
+            geometry["epochs"] = args.epochs or geometry["epochs"]
             benchmark = synthetic_multimodal(
                 n_classes=geometry["classes"], n_experiences=2, train_per_class=geometry["per_class"], test_per_class=2,
                 image_size=size, seed=0,
             )
-            rows = {method: measure_method(method, geometry, benchmark, args) for method in dict.fromkeys(["raw", *args.methods])}
+            rows = measure_methods(list(dict.fromkeys(["raw", *args.methods])), geometry, benchmark, args)
             for row in rows.values():
                 row["step_vs_raw"] = row["step_s"] / rows["raw"]["step_s"]
                 print(size, row["method"], f"{1000 * row['step_s']:.1f} ms", f"x{row['step_vs_raw']:.2f}", flush=True)
