@@ -15,8 +15,10 @@ so every method's steps meet the same load on a shared machine. Per method:
 * **through codec**: the part of a step before the forward (for a lossy codec, the current data's
   no-grad scoring pass, encode and decode: ``train.current_through_codec``); the step ratio with it
   removed from both steps;
+* **first experience**: its median step time (no replay yet: current data only, through the codec
+  for a lossy one) relative to ``raw``'s;
 * **masking + selection**: the buffer update after the first experience (scoring pass, herding,
-  encoding) over that experience's training time;
+  encoding) over that experience's training time (the sum of its steps' times);
 * **decode**: records/s decoding the method's stored records on one thread (as in a loader worker);
 * **data wait**: the share of the second experience's step time spent waiting for the next batch.
 
@@ -130,9 +132,9 @@ def register_tiny_224(folder: Path) -> str:
     return "exmask-tiny-224"
 
 
-def build_and_train_first(method: str, geometry: dict[str, Any], benchmark, args: argparse.Namespace):
-    """``method`` built by its registered builder, trained on the first experience of ``benchmark``
-    (its buffer filled); returns the strategy and its :class:`StepTimer`."""
+def build(method: str, geometry: dict[str, Any], benchmark, args: argparse.Namespace):
+    """``method`` built by its registered builder (from a model seeded with 0); returns the strategy
+    and its :class:`StepTimer`."""
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
 
@@ -165,27 +167,21 @@ def build_and_train_first(method: str, geometry: dict[str, Any], benchmark, args
             evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
         ),
     )
-    strategy = REGISTERED.get(method).build(context)
-    strategy.train(benchmark.train_stream[0], **loader_kwargs(args))
-    return strategy, timer
+    return REGISTERED.get(method).build(context), timer
 
 
 def loader_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"num_workers": args.workers, "persistent_workers": args.workers > 0}
 
 
-def measure_methods(methods: list[str], geometry: dict[str, Any], benchmark, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Every method's row (see the module docstring): first experiences one after the other, then
-    the second experiences in threads that take turns step by step (:class:`Rotation`)."""
-    from avalanche_exmask.methods.buffered import replay_plugin_of
-
-    built = {method: build_and_train_first(method, geometry, benchmark, args) for method in methods}
-    rotation = Rotation(methods)
+def train_in_turns(built: dict[str, tuple[Any, StepTimer]], experience, args: argparse.Namespace) -> None:
+    """Train every built strategy on ``experience``, each in a thread, taking turns step by step."""
+    rotation = Rotation(list(built))
     errors: list[BaseException] = []
 
-    def train_second(strategy, timer: StepTimer) -> None:
+    def train(strategy, timer: StepTimer) -> None:
         try:
-            strategy.train(benchmark.train_stream[1], **loader_kwargs(args))
+            strategy.train(experience, **loader_kwargs(args))
         except BaseException as error:  # leave the rotation, or the other threads wait forever
             errors.append(error)
             rotation.release(timer.name, leave=True)
@@ -193,13 +189,23 @@ def measure_methods(methods: list[str], geometry: dict[str, Any], benchmark, arg
     threads = []
     for strategy, timer in built.values():
         timer.rotation = rotation
-        threads.append(threading.Thread(target=train_second, args=(strategy, timer)))
+        threads.append(threading.Thread(target=train, args=(strategy, timer)))
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     if errors:
         raise errors[0]
+
+
+def measure_methods(methods: list[str], geometry: dict[str, Any], benchmark, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every method's row (see the module docstring). Each experience is trained by every method
+    in threads that take turns step by step (:class:`Rotation`)."""
+    from avalanche_exmask.methods.buffered import replay_plugin_of
+
+    built = {method: build(method, geometry, benchmark, args) for method in methods}
+    for experience in benchmark.train_stream:
+        train_in_turns(built, experience, args)
     buffers = {method: replay_plugin_of(strategy).storage_policy for method, (strategy, _) in built.items()}
     rates = decode_rates({method: (buffer.codec, [r for group in buffer.records.values() for r in group]) for method, buffer in buffers.items()})
     rows = {}
@@ -217,8 +223,9 @@ def measure_methods(methods: list[str], geometry: dict[str, Any], benchmark, arg
             "current_batch": plugin.timings[1]["current_batch"],
             "memory_batch": plugin.timings[1]["memory_batch"],
             "update_s": first["update_s"],
-            "train_s": first["train_s"],
-            "update_over_train": first["update_s"] / first["train_s"],
+            "train_s": sum(s["step"] for s in timer.experiences[0]),
+            "update_over_train": first["update_s"] / sum(s["step"] for s in timer.experiences[0]),
+            "first_experience_step_s": statistics.median(s["step"] for s in timer.experiences[0][1:]),
             "records": records,
             "record_bytes_mean": buffers[method].accounted_nbytes / records,
             "decode_records_per_s": rates[method],
@@ -314,14 +321,15 @@ def through_codec_parts(geometry: dict[str, Any], benchmark, args: argparse.Name
 def print_table(results: dict[str, Any]) -> None:
     """The one table: per geometry and method, and the token-dropping rows."""
     header = (f"{'geometry':<8} {'method':<8} {'step ms':>8} {'x raw':>6} {'codec ms':>9} {'x raw w/o':>9} "
-              f"{'update/train':>12} {'decode/s':>9} {'data wait':>9}")
+              f"{'exp-1 x raw':>11} {'update/train':>12} {'decode/s':>9} {'data wait':>9}")
     print(header)
     for geometry, block in results["geometries"].items():
         raw = block["methods"]["raw"]
         for method, row in block["methods"].items():
             without = (row["step_s"] - row["before_forward_s"]) / (raw["step_s"] - raw["before_forward_s"])
             print(f"{geometry:<8} {method:<8} {1000 * row['step_s']:>8.1f} {row['step_vs_raw']:>6.2f} "
-                  f"{1000 * row['before_forward_s']:>9.1f} {without:>9.2f} {row['update_over_train']:>12.1%} "
+                  f"{1000 * row['before_forward_s']:>9.1f} {without:>9.2f} {row['first_experience_step_vs_raw']:>11.2f} "
+                  f"{row['update_over_train']:>12.1%} "
                   f"{row['decode_records_per_s']:>9.0f} {row['data_wait_fraction']:>9.1%}")
     print(f"\n{'geometry':<8} {'batch':<9} {'full ms':>8} {'attn-mask':>9} {'drop':>6}   (token-dropping replay, x full)")
     for geometry, block in results["geometries"].items():
@@ -366,6 +374,7 @@ def main() -> None:
             rows = measure_methods(list(dict.fromkeys(["raw", *args.methods])), geometry, benchmark, args)
             for row in rows.values():
                 row["step_vs_raw"] = row["step_s"] / rows["raw"]["step_s"]
+                row["first_experience_step_vs_raw"] = row["first_experience_step_s"] / rows["raw"]["first_experience_step_s"]
                 print(size, row["method"], f"{1000 * row['step_s']:.1f} ms", f"x{row['step_vs_raw']:.2f}", flush=True)
             results["geometries"][f"{size}px"] = {
                 "geometry": geometry, "methods": rows, "token_dropping": token_dropping(geometry, benchmark, args),
