@@ -20,6 +20,7 @@ so every method's steps meet the same load on a shared machine. Per method:
 * **masking + selection**: the buffer update after the first experience (scoring pass, herding,
   encoding) over that experience's training time (the sum of its steps' times);
 * **decode**: records/s decoding the method's stored records on one thread (as in a loader worker);
+  and, per codec, on records of the same images with a quarter of the patches kept;
 * **data wait**: the share of the second experience's step time spent waiting for the next batch.
 
 The current-data-through-codec pass, per geometry, in its two parts on one current batch: the
@@ -318,6 +319,36 @@ def through_codec_parts(geometry: dict[str, Any], benchmark, args: argparse.Name
     return {"batch": len(items), **{f"{key}_s": statistics.median(values) for key, values in times.items()}}
 
 
+def codec_decode_rates(geometry: dict[str, Any], benchmark, args: argparse.Namespace) -> dict[str, float]:
+    """Records/s, one thread, of every codec decoding records of the same ``2 x batch`` training
+    images scored by the geometry's model (masked: a quarter of the patches kept, by the ratio rule).
+    Passes over the codecs alternate, so they share the load."""
+    from avalanche_exmask.masking.image_mask import ImageMaskRule
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+    from avalanche_exmask.storage.codecs import CimCodec, JpegCodec, MaskedCodec, RawCodec
+
+    torch.manual_seed(0)
+    model = MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"]).eval()
+    dataset = benchmark.train_stream[0].dataset.eval()
+    items = [dataset[i] for i in range(2 * geometry["batch_size"])]
+    with torch.no_grad():
+        scores = model.masking_scores(torch.stack([sample for sample, *_ in items]))
+    quarter = ImageMaskRule(kind="ratio", ratio=0.25)
+    codecs = {
+        "raw": RawCodec(),
+        "jpeg q50": JpegCodec(),
+        "cim": CimCodec(patch_size=model.patch_size),
+        "masked (mean-colour background)": MaskedCodec(image_rule=quarter, patch_size=model.patch_size),
+        "masked (black background)": MaskedCodec(image_rule=quarter, patch_size=model.patch_size, background_downsample=None),
+        "masked (JPEG q50 patches)": MaskedCodec(image_rule=quarter, patch_size=model.patch_size, patch_jpeg_quality=50),
+    }
+    stores = {
+        name: (codec, [codec.encode(sample, scores[i], int(label)) for i, (sample, label, *_) in enumerate(items)])
+        for name, codec in codecs.items()
+    }
+    return decode_rates(stores, repeats=5)
+
+
 def print_table(results: dict[str, Any]) -> None:
     """The one table: per geometry and method, and the token-dropping rows."""
     header = (f"{'geometry':<8} {'method':<8} {'step ms':>8} {'x raw':>6} {'codec ms':>9} {'x raw w/o':>9} "
@@ -337,6 +368,11 @@ def print_table(results: dict[str, Any]) -> None:
             row = block["token_dropping"][name]
             print(f"{geometry:<8} {name:<9} {1000 * row['step_s']['full']:>8.1f} {row['vs_full']['attention_mask']:>9.2f} "
                   f"{row['vs_full']['drop']:>6.2f}")
+    names = list(next(iter(results["geometries"].values()))["decode_records_per_s"])
+    print(f"\n{'geometry':<8} " + " ".join(f"{name:>{max(9, len(name))}}" for name in names) + "   (decode, records/s, one thread)")
+    for geometry, block in results["geometries"].items():
+        rates = block["decode_records_per_s"]
+        print(f"{geometry:<8} " + " ".join(f"{rates[name]:>{max(9, len(name))}.0f}" for name in names))
     print(f"\n{'geometry':<8} {'batch':>5} {'scoring ms':>10} {'masked enc+dec ms':>17} {'jpeg enc+dec ms':>15}   (current data through codec)")
     for geometry, block in results["geometries"].items():
         parts = block["through_codec_parts"]
@@ -379,6 +415,7 @@ def main() -> None:
             results["geometries"][f"{size}px"] = {
                 "geometry": geometry, "methods": rows, "token_dropping": token_dropping(geometry, benchmark, args),
                 "through_codec_parts": through_codec_parts(geometry, benchmark, args),
+                "decode_records_per_s": codec_decode_rates(geometry, benchmark, args),
             }
     print_table(results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -136,9 +136,9 @@ def unpack_tokens(data: bytes | memoryview, context_length: int) -> torch.Tensor
         raise RecordDecodeError(
             f"token section of {len(data)} bytes is not at most {context_length} uint16 token ids"
         )
-    ids = torch.zeros(context_length, dtype=torch.long)
-    ids[: len(data) // 2] = torch.from_numpy(np.frombuffer(data, dtype=np.uint16).astype(np.int64))
-    return ids
+    ids = np.zeros(context_length, dtype=np.int64)
+    ids[: len(data) // 2] = np.frombuffer(data, dtype=np.uint16)
+    return torch.from_numpy(ids)
 
 
 def patch_grid(height: int, width: int, n_patches: int, patch_size: int | None = None) -> tuple[int, int, int]:
