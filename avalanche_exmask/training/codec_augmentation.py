@@ -19,7 +19,7 @@ from typing import Any, Optional
 import torch
 from avalanche.training.plugins import SupervisedPlugin
 
-from avalanche_exmask.data.sample import MultimodalSample
+from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.distributed import unwrap_model
 from avalanche_exmask.models.outputs import MaskingScores
 
@@ -38,11 +38,16 @@ def through_codec(model: torch.nn.Module, codec: Any, x: MultimodalSample, label
     :return: the decoded batch (on the CPU), same shapes.
     """
     scores = _scores(model, codec, x) if getattr(codec, "uses_scores", True) else None
-    x = x.cpu()
+    images, input_ids = x.image.cpu(), x.input_ids.cpu()
     decoded = [
-        codec.decode(codec.encode(x[i], None if scores is None else scores[i], int(labels[i]))) for i in range(len(labels))
+        codec.decode(codec.encode(make_sample(images[i], input_ids[i]), None if scores is None else scores[i], int(label)))
+        for i, label in enumerate(labels.tolist())
     ]
-    return torch.stack(decoded)
+    return MultimodalSample(
+        image=torch.stack([sample.image for sample in decoded]),
+        input_ids=torch.stack([sample.input_ids for sample in decoded]),
+        batch_size=[len(decoded)],
+    )
 
 
 def _scores(model: torch.nn.Module, codec: Any, x: MultimodalSample) -> MaskingScores:
