@@ -311,7 +311,8 @@ def _upsample(image: np.ndarray, factor: int) -> np.ndarray:
     on the float image followed by ``round()``: for a power-of-two ``k`` every weight is a multiple
     of ``1 / (2k)``, so torch's float32 arithmetic is exact, and so is this one: two float32 matrix
     products with integer weights (:func:`_interpolation_matrix`) whose sums stay below ``2^24``,
-    then one exact division by ``4 k^2``. Other factors use torch's kernel itself.
+    then one exact division by ``4 k^2``. Other factors (not a power of two, or above 64) use
+    torch's kernel itself.
     """
     if factor & (factor - 1) or factor > 64:
         tensor = torch.from_numpy(image).float().unsqueeze(0)
