@@ -1,103 +1,425 @@
-"""Overheads of exemplar masking, measured in one run (ratios, so machine noise cancels).
+"""What masked replay costs per training step against plain replay, measured side by side in one run.
 
-1. step time of the ``ExemplarMasking`` strategy / a bare PyTorch loop doing the same work on the
-   same model and the same batches (current data + replayed exemplars, same batch sizes);
-2. wall time of masking + selection (the buffer update after an experience) / training time of
-   that experience;
-3. resident memory of the buffer's records / their accounted bytes.
+For each geometry (64 px: the shipped ``exmask-tiny``, 8-px patches, its ``synthetic`` weights;
+224 px: the same towers at 224 px with 16-px patches, random weights) every buffered method
+(``raw``, ``mrdc``, ``cim``, ``masking``, their defaults) is built by its registered builder on the
+same embedded benchmark, from the same initial model, with the same batch sizes, and trains two
+experiences. The second replays the buffer filled after the first, with the same batch composition
+for every method (``class_share``: current and replayed samples in proportion to their classes);
+the methods' second experiences run in threads that take turns step by step (one runs at a time),
+so every method's steps meet the same load on a shared machine. Per method:
 
-Usage::
+* **step**: median wall seconds per training step of the second experience, end of one step to end
+  of the next: loading the batch (and decoding its records, when there are no loader workers), the
+  current-data-through-codec pass, forward, backward, optimizer step; and its ratio to ``raw``'s;
+* **through codec**: the part of a step before the forward (for a lossy codec, the current data's
+  no-grad scoring pass, encode and decode: ``train.current_through_codec``); the step ratio with it
+  removed from both steps;
+* **first experience**: its median step time (no replay yet: current data only, through the codec
+  for a lossy one) relative to ``raw``'s;
+* **masking + selection**: the buffer update after the first experience (scoring pass, herding,
+  encoding) over that experience's training time (the sum of its steps' times);
+* **decode**: records/s decoding the method's stored records on one thread (as in a loader worker);
+  and, per codec, on records of the same images with a quarter of the patches kept;
+* **data wait**: the share of the second experience's step time spent waiting for the next batch.
 
-    python benchmarks/overhead.py --out results/overhead.json
+The current-data-through-codec pass, per geometry, in its two parts on one current batch: the
+no-grad scoring forward, and the masked and JPEG codecs' encode + decode of every sample.
+
+Token-dropping replay, per geometry: seconds per training step on a batch of masked exemplars
+(a quarter of the patches kept, the others black) with the image tower seeing the full image
+(``skip_empty_patches=False``), an attention mask over the discarded patches (``"attention_mask"``)
+or the discarded patches dropped from the sequence (``"drop"``); replayed exemplars alone, and
+mixed half and half with current images. Modes alternate step by step, so they share the load.
+
+Everything is a ratio within one run; run with one thread (``OMP_NUM_THREADS=1``)::
+
+    OMP_NUM_THREADS=1 python benchmarks/overhead.py --out results/overhead/overhead-cpu.json
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
+import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any, Optional
 
+import open_clip
 import torch
-from torch.utils.data import DataLoader
+from avalanche.training.plugins import SupervisedPlugin
 
-from avalanche.evaluation.metrics import accuracy_metrics
-from avalanche.training.plugins import EvaluationPlugin
-
-from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
-from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
-from avalanche_exmask.storage.budget import budget_from_samples_per_class
-from avalanche_exmask.training.strategy import ExemplarMasking
+METHODS = ("raw", "mrdc", "cim", "masking")
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "avalanche_exmask" / "models" / "configs" / "exmask-tiny.json"
 
 
-def _bare_epoch(model, optimizer, current, memory, batch_size: int, generator: torch.Generator) -> tuple[float, int]:
-    """One epoch of a hand-written loop: current batch + memory batch, CE, backward, step."""
-    criterion = torch.nn.CrossEntropyLoss()
-    current_loader = DataLoader(current, batch_size=batch_size, shuffle=True, generator=generator)
-    memory_loader = DataLoader(memory, batch_size=batch_size, shuffle=True, generator=generator)
+class Rotation:
+    """Threads that take turns: one of them runs at a time, in a fixed cyclic order, so that every
+    method's steps meet the same machine load."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._order = list(names)
+        self._turn = 0
+        self._condition = threading.Condition()
+
+    def acquire(self, name: str) -> None:
+        with self._condition:
+            self._condition.wait_for(lambda: self._order[self._turn] == name)
+
+    def release(self, name: str, leave: bool = False) -> None:
+        with self._condition:
+            index = self._order.index(name)
+            if leave:
+                self._order.pop(index)
+                self._turn = index % len(self._order) if self._order else 0
+            else:
+                self._turn = (index + 1) % len(self._order)
+            self._condition.notify_all()
+
+
+class StepTimer(SupervisedPlugin):
+    """Wall seconds of every training step, split into waiting for the batch, the work before the
+    forward (other plugins' ``before_forward`` run first) and the rest; one list per experience.
+
+    With a :class:`Rotation`, the strategy's training takes turns with other threads' step by step:
+    the turn is held from the start of the experience, handed on after every step (the time spent
+    waiting for it is not timed) and given up after the experience (its buffer update included).
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.rotation: Optional[Rotation] = None
+        self.experiences: list[list[dict[str, float]]] = []
+        self._last_end = self._start = self._forward = 0.0
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        if self.rotation is not None:
+            self.rotation.acquire(self.name)
+        self.experiences.append([])
+
+    def before_training_epoch(self, strategy, **kwargs) -> None:
+        self._last_end = time.perf_counter()
+
+    def before_training_iteration(self, strategy, **kwargs) -> None:
+        self._start = time.perf_counter()
+
+    def before_forward(self, strategy, **kwargs) -> None:
+        self._forward = time.perf_counter()
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        end = time.perf_counter()
+        self.experiences[-1].append(
+            {"wait": self._start - self._last_end, "before_forward": self._forward - self._start, "step": end - self._last_end}
+        )
+        if self.rotation is not None:
+            self.rotation.release(self.name)
+            self.rotation.acquire(self.name)
+        self._last_end = time.perf_counter()
+
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        if self.rotation is not None:
+            self.rotation.release(self.name, leave=True)
+
+
+def register_tiny_224(folder: Path) -> str:
+    """Register ``exmask-tiny-224`` (the tiny towers at 224 px, 16-px patches) with open_clip."""
+    config = json.loads(TINY_CONFIG.read_text())
+    config["vision_cfg"].update(image_size=224, patch_size=16)
+    (folder / "exmask-tiny-224.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+    return "exmask-tiny-224"
+
+
+def build(method: str, geometry: dict[str, Any], benchmark, args: argparse.Namespace):
+    """``method`` built by its registered builder (from a model seeded with 0); returns the strategy
+    and its :class:`StepTimer`."""
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.training.plugins import EvaluationPlugin
+
+    from avalanche_exmask.config import expand_runs
+    from avalanche_exmask.methods.base import BuildContext
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+    from avalanche_exmask.registry import METHODS as REGISTERED
+    from avalanche_exmask.storage.budget import budget_from_samples_per_class
+
+    [config] = expand_runs(
+        {
+            "method": method, "seed": 0, "model": {"name": geometry["model"], "pretrained": geometry["pretrained"]},
+            "benchmark": {"n_experiences": 2, "args": {"n_classes": geometry["classes"]}},
+            "storage": {"budget": {"samples_per_class": args.samples_per_class, "mode": "per_class"}},
+            "train": {"epochs": geometry["epochs"], "batch_size": geometry["batch_size"]}, "logging": {"progress": False},
+        },
+        source="overhead",
+    )
+    torch.manual_seed(0)
+    model = MultimodalCLIPClassifier(config.model.name, config.model.pretrained, adapter=config.model.adapter)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.train.lr, weight_decay=0.0)
+    n_classes = geometry["classes"]
+    timer = StepTimer(method)
+    context = BuildContext(
+        config=config, model=model, optimizer=optimizer, benchmark=benchmark, n_classes=n_classes,
+        budget_nbytes=budget_from_samples_per_class(args.samples_per_class, n_classes, model.image_size, model.context_length),
+        template_kwargs=dict(
+            model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(), train_mb_size=geometry["batch_size"],
+            train_epochs=geometry["epochs"], eval_mb_size=geometry["batch_size"], device="cpu", plugins=[timer],
+            evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
+        ),
+    )
+    return REGISTERED.get(method).build(context), timer
+
+
+def loader_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"num_workers": args.workers, "persistent_workers": args.workers > 0}
+
+
+def train_in_turns(built: dict[str, tuple[Any, StepTimer]], experience, args: argparse.Namespace) -> None:
+    """Train every built strategy on ``experience``, each in a thread, taking turns step by step."""
+    rotation = Rotation(list(built))
+    errors: list[BaseException] = []
+
+    def train(strategy, timer: StepTimer) -> None:
+        try:
+            strategy.train(experience, **loader_kwargs(args))
+        except BaseException as error:  # leave the rotation, or the other threads wait forever
+            errors.append(error)
+            rotation.release(timer.name, leave=True)
+
+    threads = []
+    for strategy, timer in built.values():
+        timer.rotation = rotation
+        threads.append(threading.Thread(target=train, args=(strategy, timer)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def measure_methods(methods: list[str], geometry: dict[str, Any], benchmark, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every method's row (see the module docstring). Each experience is trained by every method
+    in threads that take turns step by step (:class:`Rotation`)."""
+    from avalanche_exmask.methods.buffered import replay_plugin_of
+
+    built = {method: build(method, geometry, benchmark, args) for method in methods}
+    for experience in benchmark.train_stream:
+        train_in_turns(built, experience, args)
+    buffers = {method: replay_plugin_of(strategy).storage_policy for method, (strategy, _) in built.items()}
+    rates = decode_rates({method: (buffer.codec, [r for group in buffer.records.values() for r in group]) for method, buffer in buffers.items()})
+    rows = {}
+    for method, (strategy, timer) in built.items():
+        plugin = replay_plugin_of(strategy)
+        first = plugin.timings[0]
+        steps = timer.experiences[1][1:]  # the first step of the experience starts the loader
+        records = sum(len(group) for group in buffers[method].records.values())
+        rows[method] = {
+            "method": method,
+            "steps": len(steps),
+            "step_s": statistics.median(s["step"] for s in steps),
+            "before_forward_s": statistics.median(s["before_forward"] for s in steps),
+            "data_wait_fraction": sum(s["wait"] for s in steps) / sum(s["step"] for s in steps),
+            "current_batch": plugin.timings[1]["current_batch"],
+            "memory_batch": plugin.timings[1]["memory_batch"],
+            "update_s": first["update_s"],
+            "train_s": sum(s["step"] for s in timer.experiences[0]),
+            "update_over_train": first["update_s"] / sum(s["step"] for s in timer.experiences[0]),
+            "first_experience_step_s": statistics.median(s["step"] for s in timer.experiences[0][1:]),
+            "records": records,
+            "record_bytes_mean": buffers[method].accounted_nbytes / records,
+            "decode_records_per_s": rates[method],
+        }
+    return rows
+
+
+def decode_rates(stores: dict[str, tuple[Any, list]], repeats: int = 3) -> dict[str, float]:
+    """Records/s of each codec decoding its records, passes of the codecs alternating (one warm-up pass)."""
+    seconds = {name: [] for name in stores}
+    for repeat in range(repeats + 1):
+        for name, (codec, records) in stores.items():
+            start = time.perf_counter()
+            for record in records:
+                codec.decode(record)
+            if repeat:
+                seconds[name].append(time.perf_counter() - start)
+    return {name: len(stores[name][1]) / statistics.median(values) for name, values in seconds.items()}
+
+
+def token_dropping(geometry: dict[str, Any], benchmark, args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per training step on replayed masked exemplars (quarter of the patches kept, the rest
+    black) under each ``skip_empty_patches`` mode, alone and mixed with current images."""
+    from avalanche_exmask.masking.image_mask import ImageMaskRule
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+    from avalanche_exmask.storage.codecs import MaskedCodec
+
+    torch.manual_seed(0)
+    model = MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"])
+    model.classifier.active_units.fill_(1)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    dataset = benchmark.train_stream[0].dataset.eval()
+    batch = geometry["batch_size"]
+    items = [dataset[i] for i in range(2 * batch)]
+    current = torch.stack([x for x, *_ in items[:batch]])
+    candidates = torch.stack([x for x, *_ in items[batch:]])
+    labels = torch.as_tensor([int(y) for _, y, *_ in items])
+    with torch.no_grad():
+        scores = model.eval().masking_scores(candidates)
+    codec = MaskedCodec(image_rule=ImageMaskRule(kind="ratio", ratio=0.25), patch_size=model.patch_size, background_downsample=None)
+    replayed = torch.stack([codec.decode(codec.encode(candidates[i], scores[i], int(labels[batch + i]))) for i in range(batch)])
+    inputs = {"replayed": (replayed, labels[batch:]), "mixed": (torch.cat([current, replayed]), labels)}
+    modes = {"full": False, "attention_mask": "attention_mask", "drop": "drop"}
     model.train()
-    start, steps = time.perf_counter(), 0
-    for (x, y, _), (mx, my, _) in zip(current_loader, itertools.cycle(memory_loader)):
-        x, y = torch.cat([x, mx]), torch.cat([y, my])
-        optimizer.zero_grad()
-        criterion(model(x), y).backward()
-        optimizer.step()
-        steps += 1
-    return time.perf_counter() - start, steps
+    times: dict[str, dict[str, list[float]]] = {name: {mode: [] for mode in modes} for name in inputs}
+    for repeat in range(args.drop_steps + 1):  # the first round warms up
+        for name, (x, y) in inputs.items():
+            for mode, setting in modes.items():
+                model.skip_empty_patches = setting
+                start = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                optimizer.step()
+                if repeat:
+                    times[name][mode].append(time.perf_counter() - start)
+    out: dict[str, Any] = {"batch": batch, "kept_fraction": 0.25, "patches": model.num_patches}
+    for name, per_mode in times.items():
+        medians = {mode: statistics.median(values) for mode, values in per_mode.items()}
+        out[name] = {"step_s": medians, "vs_full": {mode: medians[mode] / medians["full"] for mode in modes}}
+    return out
+
+
+def through_codec_parts(geometry: dict[str, Any], benchmark, args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds of :func:`~avalanche_exmask.training.codec_augmentation.through_codec`'s two parts on
+    one current batch: the no-grad scoring pass, and the codec's encode + decode of every sample
+    (the masked and the JPEG codec, method defaults); medians over ``args.drop_steps`` rounds."""
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+    from avalanche_exmask.storage.codecs import JpegCodec, MaskedCodec
+
+    torch.manual_seed(0)
+    model = MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"]).eval()
+    dataset = benchmark.train_stream[0].dataset.eval()
+    items = [dataset[i] for i in range(geometry["batch_size"])]
+    x = torch.stack([sample for sample, *_ in items])
+    codecs = {"masked": MaskedCodec(patch_size=model.patch_size), "jpeg": JpegCodec()}
+    times: dict[str, list[float]] = {"scoring": [], **{f"{name}_encode_decode": [] for name in codecs}}
+    for repeat in range(args.drop_steps + 1):
+        start = time.perf_counter()
+        with torch.no_grad():
+            scores = model.masking_scores(x)
+        elapsed = {"scoring": time.perf_counter() - start}
+        for name, codec in codecs.items():
+            start = time.perf_counter()
+            for i, (sample, label, *_) in enumerate(items):
+                codec.decode(codec.encode(sample, scores[i], int(label)))
+            elapsed[f"{name}_encode_decode"] = time.perf_counter() - start
+        if repeat:
+            for key, value in elapsed.items():
+                times[key].append(value)
+    return {"batch": len(items), **{f"{key}_s": statistics.median(values) for key, values in times.items()}}
+
+
+def codec_decode_rates(geometry: dict[str, Any], benchmark, args: argparse.Namespace) -> dict[str, float]:
+    """Records/s, one thread, of every codec decoding records of the same ``2 x batch`` training
+    images scored by the geometry's model (masked: a quarter of the patches kept, by the ratio rule).
+    Passes over the codecs alternate, so they share the load."""
+    from avalanche_exmask.masking.image_mask import ImageMaskRule
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+    from avalanche_exmask.storage.codecs import CimCodec, JpegCodec, MaskedCodec, RawCodec
+
+    torch.manual_seed(0)
+    model = MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"]).eval()
+    dataset = benchmark.train_stream[0].dataset.eval()
+    items = [dataset[i] for i in range(2 * geometry["batch_size"])]
+    with torch.no_grad():
+        scores = model.masking_scores(torch.stack([sample for sample, *_ in items]))
+    quarter = ImageMaskRule(kind="ratio", ratio=0.25)
+    codecs = {
+        "raw": RawCodec(),
+        "jpeg q50": JpegCodec(),
+        "cim": CimCodec(patch_size=model.patch_size),
+        "masked (mean-colour background)": MaskedCodec(image_rule=quarter, patch_size=model.patch_size),
+        "masked (black background)": MaskedCodec(image_rule=quarter, patch_size=model.patch_size, background_downsample=None),
+        "masked (JPEG q50 patches)": MaskedCodec(image_rule=quarter, patch_size=model.patch_size, patch_jpeg_quality=50),
+    }
+    stores = {
+        name: (codec, [codec.encode(sample, scores[i], int(label)) for i, (sample, label, *_) in enumerate(items)])
+        for name, codec in codecs.items()
+    }
+    return decode_rates(stores, repeats=5)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """The one table: per geometry and method, and the token-dropping rows."""
+    header = (f"{'geometry':<8} {'method':<8} {'step ms':>8} {'x raw':>6} {'codec ms':>9} {'x raw w/o':>9} "
+              f"{'exp-1 x raw':>11} {'update/train':>12} {'decode/s':>9} {'data wait':>9}")
+    print(header)
+    for geometry, block in results["geometries"].items():
+        raw = block["methods"]["raw"]
+        for method, row in block["methods"].items():
+            without = (row["step_s"] - row["before_forward_s"]) / (raw["step_s"] - raw["before_forward_s"])
+            print(f"{geometry:<8} {method:<8} {1000 * row['step_s']:>8.1f} {row['step_vs_raw']:>6.2f} "
+                  f"{1000 * row['before_forward_s']:>9.1f} {without:>9.2f} {row['first_experience_step_vs_raw']:>11.2f} "
+                  f"{row['update_over_train']:>12.1%} "
+                  f"{row['decode_records_per_s']:>9.0f} {row['data_wait_fraction']:>9.1%}")
+    print(f"\n{'geometry':<8} {'batch':<9} {'full ms':>8} {'attn-mask':>9} {'drop':>6}   (token-dropping replay, x full)")
+    for geometry, block in results["geometries"].items():
+        for name in ("replayed", "mixed"):
+            row = block["token_dropping"][name]
+            print(f"{geometry:<8} {name:<9} {1000 * row['step_s']['full']:>8.1f} {row['vs_full']['attention_mask']:>9.2f} "
+                  f"{row['vs_full']['drop']:>6.2f}")
+    names = list(next(iter(results["geometries"].values()))["decode_records_per_s"])
+    print(f"\n{'geometry':<8} " + " ".join(f"{name:>{max(9, len(name))}}" for name in names) + "   (decode, records/s, one thread)")
+    for geometry, block in results["geometries"].items():
+        rates = block["decode_records_per_s"]
+        print(f"{geometry:<8} " + " ".join(f"{rates[name]:>{max(9, len(name))}.0f}" for name in names))
+    print(f"\n{'geometry':<8} {'batch':>5} {'scoring ms':>10} {'masked enc+dec ms':>17} {'jpeg enc+dec ms':>15}   (current data through codec)")
+    for geometry, block in results["geometries"].items():
+        parts = block["through_codec_parts"]
+        print(f"{geometry:<8} {parts['batch']:>5} {1000 * parts['scoring_s']:>10.1f} {1000 * parts['masked_encode_decode_s']:>17.1f} "
+              f"{1000 * parts['jpeg_encode_decode_s']:>15.1f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--train-per-class", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per experience (the experiments' default)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default="results/overhead.json")
+    parser.add_argument("--geometries", nargs="+", type=int, default=[64, 224], choices=[64, 224])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--samples-per-class", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the training loader")
+    parser.add_argument("--drop-steps", type=int, default=5, help="timed steps per token-dropping mode")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per experience (default: 5 at 64 px, 3 at 224 px)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="results/overhead/overhead-cpu.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
 
-    benchmark = synthetic_multimodal(n_classes=args.classes, n_experiences=2, train_per_class=args.train_per_class, test_per_class=5)
-    model = MultimodalCLIPClassifier()
-    budget = budget_from_samples_per_class(5, args.classes, model.image_size, model.context_length)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    strategy = ExemplarMasking(
-        model=model, optimizer=optimizer, mem_size=budget, total_num_classes=args.classes,
-        train_mb_size=args.batch_size, train_epochs=args.epochs,
-        evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
-    )
-    strategy.train(benchmark.train_stream[0])  # fills the buffer; the timing of its update is item 2
-    experience = benchmark.train_stream[1]
-    strategy_times, bare_times = [], []
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(args.repeats):  # alternate, so both see the same machine load
-        start = time.perf_counter()
-        strategy.train(experience)
-        steps = strategy.clock.train_exp_iterations
-        strategy_times.append((time.perf_counter() - start - strategy.replay_plugin.timings[-1]["update_s"]) / steps)
-        bare = [_bare_epoch(model, optimizer, experience.dataset.train(), strategy.buffer.buffer, args.batch_size, generator)
-                for _ in range(args.epochs)]
-        bare_times.append(sum(s for s, _ in bare) / sum(n for _, n in bare))
-    timings = strategy.replay_plugin.timings
-    update_ratio = [t["update_s"] / t["train_s"] for t in timings]
-    stats = strategy.buffer.stats()
-    results = {
-        "args": vars(args),
-        "strategy_step_s": strategy_times,
-        "bare_step_s": bare_times,
-        "step_time_ratio": statistics.median(strategy_times) / statistics.median(bare_times),
-        "update_over_train": update_ratio,
-        "update_over_train_first_experience": update_ratio[0],
-        "resident_nbytes": stats.resident_nbytes,
-        "accounted_nbytes": stats.accounted_nbytes,
-        "resident_over_accounted": stats.resident_nbytes / stats.accounted_nbytes,
-    }
+    results: dict[str, Any] = {"args": vars(args), "torch": torch.__version__, "geometries": {}}
+    with tempfile.TemporaryDirectory() as folder:
+        geometries = {
+            64: {"model": "exmask-tiny", "pretrained": "synthetic", "classes": 10, "per_class": 40, "batch_size": 32, "epochs": 5},
+            224: {"model": register_tiny_224(Path(folder)), "pretrained": None, "classes": 6, "per_class": 24, "batch_size": 16, "epochs": 3},
+        }
+        for size in args.geometries:
+            geometry = geometries[size]
+            geometry["epochs"] = args.epochs or geometry["epochs"]
+            benchmark = synthetic_multimodal(
+                n_classes=geometry["classes"], n_experiences=2, train_per_class=geometry["per_class"], test_per_class=2,
+                image_size=size, seed=0,
+            )
+            rows = measure_methods(list(dict.fromkeys(["raw", *args.methods])), geometry, benchmark, args)
+            for row in rows.values():
+                row["step_vs_raw"] = row["step_s"] / rows["raw"]["step_s"]
+                row["first_experience_step_vs_raw"] = row["first_experience_step_s"] / rows["raw"]["first_experience_step_s"]
+                print(size, row["method"], f"{1000 * row['step_s']:.1f} ms", f"x{row['step_vs_raw']:.2f}", flush=True)
+            results["geometries"][f"{size}px"] = {
+                "geometry": geometry, "methods": rows, "token_dropping": token_dropping(geometry, benchmark, args),
+                "through_codec_parts": through_codec_parts(geometry, benchmark, args),
+                "decode_records_per_s": codec_decode_rates(geometry, benchmark, args),
+            }
+    print_table(results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
-    print(json.dumps({k: v for k, v in results.items() if k != "args"}, indent=1))
 
 
 if __name__ == "__main__":

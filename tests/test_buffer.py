@@ -216,6 +216,38 @@ def test_update_scores_once_selects_by_herding_and_stores_compact_records():
     assert len(buffer.exemplars_per_class()) == 4 and buffer.accounted_nbytes <= budget
 
 
+def test_token_importance_is_computed_only_for_the_candidates_that_are_encoded():
+    from avalanche_exmask.masking.text_mask import TextMaskRule
+
+    class ImportanceModel(TinyMaskingModel):
+        def __init__(self):
+            super().__init__(4, PATCH)
+            self.asked = []
+
+        def token_importance(self, input_ids):
+            self.asked.append(input_ids.clone())
+            return (input_ids % 7).float()
+
+    encoded = []
+
+    class CountingCodec(MaskedCodec):
+        def encode(self, sample, scores, label):
+            assert torch.equal(scores.token_importance, (sample.input_ids % 7).float())
+            encoded.append(sample.input_ids)
+            return super().encode(sample, scores, label)
+
+    model = ImportanceModel()
+    rule = TextMaskRule(mode="both", context_source="text_embedding", class_source="attention")
+    codec = CountingCodec(image_rule=ImageMaskRule(kind="ratio", ratio=0.25), text_rule=rule)
+    bench = _benchmark()
+    buffer = ByteBudgetBuffer(max_size=2 * 1800, codec=codec, batch_size=4)  # 2 records (~850 bytes) per class
+    buffer.update(_strategy(model, bench.train_stream[0]))
+    assert list(buffer.exemplars_per_class().values()) == [2, 2]
+    # one text per encoded record (the two stored and the first that did not fit), not 6 per class
+    assert len(model.asked) == len(encoded) == 6
+    assert all(a.shape == (1, CONTEXT) and torch.equal(a[0], e) for a, e in zip(model.asked, encoded))
+
+
 def test_scores_of_a_class_are_freed_before_the_next_class_is_scored():
     bench = _benchmark()
     alive_when_scored = []

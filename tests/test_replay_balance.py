@@ -240,3 +240,20 @@ def test_per_class_replay_rate_is_refused_with_a_fixed_memory_batch():
         ByteBudgetReplayPlugin(mem_size=100, storage_policy=buffer, memory_batch="fixed", replay_rate="per_class")
     with pytest.raises(ValueError, match="replay_rate"):
         ByteBudgetReplayPlugin(mem_size=100, storage_policy=buffer, replay_rate="per_sample")
+
+
+def test_current_through_a_score_free_codec_runs_no_forward_pass_and_decodes_its_record():
+    from avalanche_exmask.storage.codecs import JpegCodec
+    from avalanche_exmask.training.codec_augmentation import through_codec
+
+    class NoScoring(torch.nn.Module):
+        def masking_scores(self, x, **kwargs):
+            raise AssertionError("JPEG records do not depend on scores")
+
+    benchmark = synthetic_multimodal(n_classes=2, n_experiences=1, train_per_class=2, test_per_class=1, seed=0)
+    x = torch.stack([benchmark.train_stream[0].dataset[i][0] for i in range(2)])
+    codec = JpegCodec(quality=20)
+    decoded = through_codec(NoScoring(), codec, x, torch.tensor([0, 1]))
+    for i in range(2):
+        expected = codec.decode(codec.encode(x[i], None, i))
+        assert torch.equal(decoded[i].image, expected.image) and not torch.equal(decoded[i].image, x[i].image)

@@ -66,17 +66,13 @@ Augmentation = Callable[[Record, Sequence[Record], Callable[[Record], Multimodal
 with other records of its class (``class_records`` includes ``record`` itself)."""
 
 
-def default_scorer(
-    model: torch.nn.Module, dataset: Dataset, device: Any, batch_size: int, *, token_importance: bool = False
-) -> tuple[MaskingScores, torch.Tensor]:
+def default_scorer(model: torch.nn.Module, dataset: Dataset, device: Any, batch_size: int) -> tuple[MaskingScores, torch.Tensor]:
     """Score ``dataset`` with ``model.masking_scores(x) -> MaskingScores [B]``.
 
     Runs in eval mode under ``torch.no_grad()`` and restores the model's train/eval mode.
 
-    :param token_importance: also compute the tokens' leave-one-out importance (for text rules
-        with ``context_source="text_embedding"``; the buffer asks for it when its codec needs it).
-
-    :return: ``(MaskingScores [n], labels long [n])`` on the CPU.
+    :return: ``(MaskingScores [n], labels long [n])`` on the CPU (without ``token_importance``:
+        the buffer computes it for the encoded candidates only).
     """
     was_training = model.training
     model.eval()
@@ -85,12 +81,27 @@ def default_scorer(
         with torch.no_grad():
             for x, y, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
                 x = x.to(device)
-                batch = model.masking_scores(x, token_importance=True) if token_importance else model.masking_scores(x)
-                scores.append(batch.cpu())
+                scores.append(model.masking_scores(x).cpu())
                 labels.append(torch.as_tensor(y))
     finally:
         model.train(was_training)
     return torch.cat(scores), torch.cat(labels).long()
+
+
+def _token_importance(model: torch.nn.Module, input_ids: torch.Tensor, device: Any) -> torch.Tensor:
+    """``model.token_importance`` (float ``[T]``, on the CPU) of one text, long ``[T]``, in eval mode.
+
+    Asked for lazily, record by record, as the buffer encodes in selection order: its cost (one
+    text-tower pass per content token) is paid only for candidates that are encoded.
+    """
+    model = unwrap_model(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model.token_importance(input_ids[None].to(device))[0].cpu()
+    finally:
+        model.train(was_training)
 
 
 def _as_is(item: Any) -> Any:
@@ -323,8 +334,12 @@ class ByteBudgetBuffer(ExemplarsBuffer):
                 f"the scorer returned labels {labels.tolist()[:8]}... for {len(indices)} candidates of class {label}"
             )
         order = self._order(strategy, candidates, scores)
+        needs_importance = getattr(self.codec, "needs_token_importance", False)
         for position in order.tolist():
-            yield self.codec.encode(candidates[position][0], scores[position], label)
+            sample, item_scores = candidates[position][0], scores[position]
+            if needs_importance:
+                item_scores.token_importance = _token_importance(model, sample.input_ids, device)
+            yield self.codec.encode(sample, item_scores, label)
 
     def _score(self, model: torch.nn.Module, candidates: list, device: Any) -> tuple[MaskingScores, torch.Tensor]:
         """The scorer's ``(MaskingScores [n], labels long [n])`` for ``candidates``, with the model
@@ -336,12 +351,11 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         from the same scores, bit-identical to a single-process run's (each batch is the same batch).
         """
         model = unwrap_model(model)
-        keyword = {"token_importance": True} if getattr(self.codec, "needs_token_importance", False) else {}
         if not is_distributed():
-            return self.scorer(model, candidates, device, self.batch_size, **keyword)
+            return self.scorer(model, candidates, device, self.batch_size)
         mine = batch_shard(len(candidates), self.batch_size)
         with rank_aligned_rng():
-            local = self.scorer(model, [candidates[i] for i in mine], device, self.batch_size, **keyword) if mine else None
+            local = self.scorer(model, [candidates[i] for i in mine], device, self.batch_size) if mine else None
         scores = gather_shards(None if local is None else local[0], mine, len(candidates))
         labels = gather_shards(None if local is None else local[1], mine, len(candidates))
         return scores, labels

@@ -8,8 +8,9 @@ newest ones (measured on the embedded benchmark with masked exemplars: 1% accura
 experience, 83% on the newest). :class:`CurrentThroughCodecPlugin` removes that shortcut: during
 training, each current-data sample (a label of the current experience) is replaced, with
 probability ``p``, by its own record as the codec would store and decode it (image and text),
-scored by the model being trained (one extra no-grad forward pass over the chosen samples). A codec
-that declares ``lossless = True`` (raw) is skipped: its records decode to the sample itself.
+scored by the model being trained (one extra no-grad forward pass over the chosen samples, skipped
+for a codec that declares ``uses_scores = False``, e.g. JPEG). A codec that declares
+``lossless = True`` (raw) is skipped: its records decode to the sample itself.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from typing import Any, Optional
 import torch
 from avalanche.training.plugins import SupervisedPlugin
 
-from avalanche_exmask.data.sample import MultimodalSample
+from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.distributed import unwrap_model
+from avalanche_exmask.models.outputs import MaskingScores
 
 __all__ = ["through_codec", "CurrentThroughCodecPlugin"]
 
@@ -28,23 +30,38 @@ __all__ = ["through_codec", "CurrentThroughCodecPlugin"]
 def through_codec(model: torch.nn.Module, codec: Any, x: MultimodalSample, labels: torch.Tensor) -> MultimodalSample:
     """``x`` as ``codec`` stores and decodes it: encode with the model's scores, then decode.
 
+    The model is not run for a codec that declares ``uses_scores = False`` (its records do not
+    depend on scores).
+
     :param x: a batch, ``image`` uint8 ``[B, 3, S, S]``, ``input_ids`` long ``[B, T]``.
     :param labels: long ``[B]``.
     :return: the decoded batch (on the CPU), same shapes.
     """
+    scores = _scores(model, codec, x) if getattr(codec, "uses_scores", True) else None
+    images, input_ids = x.image.cpu(), x.input_ids.cpu()
+    decoded = [
+        codec.decode(codec.encode(make_sample(images[i], input_ids[i]), None if scores is None else scores[i], int(label)))
+        for i, label in enumerate(labels.tolist())
+    ]
+    return MultimodalSample(
+        image=torch.stack([sample.image for sample in decoded]),
+        input_ids=torch.stack([sample.input_ids for sample in decoded]),
+        batch_size=[len(decoded)],
+    )
+
+
+def _scores(model: torch.nn.Module, codec: Any, x: MultimodalSample) -> MaskingScores:
+    """The model's batched ``MaskingScores [B]`` of ``x`` in eval mode (on the CPU), with the token
+    importance when ``codec`` needs it; the model's train/eval mode is restored."""
     model = unwrap_model(model)
     was_training = model.training
     model.eval()
     try:
         if getattr(codec, "needs_token_importance", False):
-            scores = model.masking_scores(x, token_importance=True).cpu()
-        else:
-            scores = model.masking_scores(x).cpu()
+            return model.masking_scores(x, token_importance=True).cpu()
+        return model.masking_scores(x).cpu()
     finally:
         model.train(was_training)
-    x = x.cpu()
-    decoded = [codec.decode(codec.encode(x[i], scores[i], int(labels[i]))) for i in range(len(labels))]
-    return torch.stack(decoded)
 
 
 class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):

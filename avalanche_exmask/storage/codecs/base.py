@@ -119,12 +119,12 @@ def pack_tokens(input_ids: torch.Tensor, keep: torch.Tensor | None = None) -> by
     :param keep: optional bool ``[T]``; padding is dropped in any case.
     :raises ValueError: if an id does not fit in ``uint16``.
     """
-    selected = input_ids != 0 if keep is None else keep & (input_ids != 0)
-    ids = input_ids[selected]
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) > np.iinfo(np.uint16).max):
+    ids = input_ids.numpy()
+    ids = ids[ids != 0] if keep is None else ids[keep.numpy() & (ids != 0)]
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) > np.iinfo(np.uint16).max):
         raise ValueError(f"token ids must be in [0, 65535] to be stored as uint16; got range "
                          f"[{int(ids.min())}, {int(ids.max())}]")
-    return ids.numpy().astype(np.uint16).tobytes()
+    return ids.astype(np.uint16).tobytes()
 
 
 def unpack_tokens(data: bytes | memoryview, context_length: int) -> torch.Tensor:
@@ -136,9 +136,9 @@ def unpack_tokens(data: bytes | memoryview, context_length: int) -> torch.Tensor
         raise RecordDecodeError(
             f"token section of {len(data)} bytes is not at most {context_length} uint16 token ids"
         )
-    ids = torch.zeros(context_length, dtype=torch.long)
-    ids[: len(data) // 2] = torch.from_numpy(np.frombuffer(data, dtype=np.uint16).astype(np.int64))
-    return ids
+    ids = np.zeros(context_length, dtype=np.int64)
+    ids[: len(data) // 2] = np.frombuffer(data, dtype=np.uint16)
+    return torch.from_numpy(ids)
 
 
 def patch_grid(height: int, width: int, n_patches: int, patch_size: int | None = None) -> tuple[int, int, int]:

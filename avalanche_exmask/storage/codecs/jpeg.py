@@ -42,6 +42,8 @@ class JpegCodec:
     """
 
     name: ClassVar[str] = "jpeg"
+    uses_scores: ClassVar[bool] = False
+    """:meth:`encode` ignores its ``scores`` (callers may pass ``None`` and skip the scoring pass)."""
     quality: int = 50
     chroma_subsampling: Literal["4:2:0", "4:4:4"] = "4:2:0"
 
@@ -98,7 +100,7 @@ def decode_jpeg(data: bytes, height: int, width: int, *, what: str) -> np.ndarra
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
-            pixels = np.asarray(image.convert("RGB"))
+            pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as error:
         raise RecordDecodeError(f"{what} does not decode: {error}") from error
     if pixels.shape[:2] != (height, width):

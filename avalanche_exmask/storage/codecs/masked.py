@@ -242,22 +242,25 @@ class MaskedCodec:
                 f"masked record of {len(record.data)} bytes cannot hold its discarded patches' background "
                 f"({background_nbytes} bytes)"
             )
-        patches = np.zeros((n, 3, patch, patch), dtype=np.uint8)
+        n_kept = int(np.count_nonzero(keep))
         if layout.patch_jpeg_quality:
-            patches[keep] = _read_jpeg_mosaic(record.data[head + 4 : head + patch_nbytes], int(keep.sum()), patch)
+            kept = _read_jpeg_mosaic(record.data[head + 4 : head + patch_nbytes], n_kept, patch)
         else:
-            kept = np.frombuffer(record.data, dtype=np.uint8, count=patch_nbytes, offset=head)
-            patches[keep] = kept.reshape(-1, 3, patch, patch)
+            kept = np.frombuffer(record.data, dtype=np.uint8, count=patch_nbytes, offset=head).reshape(-1, 3, patch, patch)
         if background_nbytes:
             low = patch // layout.background_downsample
             pooled = np.empty((n, 3, low, low), dtype=np.uint8)
             pooled[~keep] = np.frombuffer(
                 record.data, dtype=np.uint8, count=background_nbytes, offset=head + patch_nbytes
             ).reshape(-1, 3, low, low)
-            pooled[keep] = _pool_patches(patches[keep], layout.background_downsample)
-            background = _upsample(unpatchify(pooled, layout.rows, layout.cols), layout.background_downsample)
-            patches[~keep] = patchify(background, patch)[~keep]
-        image = unpatchify(patches, layout.rows, layout.cols)
+            pooled[keep] = _pool_patches(kept, layout.background_downsample)
+            image = _upsample(unpatchify(pooled, layout.rows, layout.cols), layout.background_downsample)
+        else:
+            image = np.zeros((3, layout.rows * patch, layout.cols * patch), dtype=np.uint8)
+        # the kept patches over the background, written through a [rows, cols, 3, P, P] view of the image
+        tiles = image.reshape(3, layout.rows, patch, layout.cols, patch).transpose(1, 3, 0, 2, 4)
+        kept_rows, kept_cols = np.divmod(np.flatnonzero(keep), layout.cols)
+        tiles[kept_rows, kept_cols] = kept
         ids = unpack_tokens(memoryview(record.data)[head + patch_nbytes + background_nbytes :], layout.context_length)
         return make_sample(torch.from_numpy(image), ids)
 
@@ -284,11 +287,42 @@ def _pool_patches(patches: np.ndarray, factor: int) -> np.ndarray:
     return np.rint(blocks.mean(axis=(3, 5))).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=None)
+def _interpolation_matrix(size: int, factor: int) -> np.ndarray:
+    """``float32 [k size, size]``: row ``o`` holds ``2 k`` times the weights with which output
+    sample ``o`` mixes the ``size`` source samples when they are upsampled ``k x`` linearly with
+    half-pixel centres (torch's ``align_corners=False``): it reads source ``s = (o + 1/2) / k - 1/2``
+    (0 below 0), so its two weights are integers summing to ``2 k``."""
+    outputs = np.arange(size * factor)
+    doubled = np.maximum(2 * outputs + 1 - factor, 0)  # 2 k s
+    first = np.minimum(doubled // (2 * factor), size - 1)
+    second_weight = np.clip(doubled - 2 * factor * first, 0, 2 * factor)
+    matrix = np.zeros((size * factor, size), dtype=np.float32)
+    np.add.at(matrix, (outputs, first), 2 * factor - second_weight)
+    np.add.at(matrix, (outputs, np.minimum(first + 1, size - 1)), second_weight)
+    matrix.flags.writeable = False
+    return matrix
+
+
 def _upsample(image: np.ndarray, factor: int) -> np.ndarray:
-    """``uint8 [3, h, w]`` -> ``uint8 [3, k h, k w]``, bilinear."""
-    tensor = torch.from_numpy(image).float().unsqueeze(0)
-    scaled = F.interpolate(tensor, scale_factor=factor, mode="bilinear", align_corners=False)
-    return scaled.squeeze(0).round().clamp(0, 255).to(torch.uint8).numpy()
+    """``uint8 [3, h, w]`` -> ``uint8 [3, k h, k w]``, bilinear (half-pixel centres), rounded half to even.
+
+    Equal, bit for bit, to ``F.interpolate(scale_factor=k, mode="bilinear", align_corners=False)``
+    on the float image followed by ``round()``: for a power-of-two ``k`` every weight is a multiple
+    of ``1 / (2k)``, so torch's float32 arithmetic is exact, and so is this one: two float32 matrix
+    products with integer weights (:func:`_interpolation_matrix`) whose sums stay below ``2^24``,
+    then one exact division by ``4 k^2``. Other factors (not a power of two, or above 64) use
+    torch's kernel itself.
+    """
+    if factor & (factor - 1) or factor > 64:
+        tensor = torch.from_numpy(image).float().unsqueeze(0)
+        scaled = F.interpolate(tensor, scale_factor=factor, mode="bilinear", align_corners=False)
+        return scaled.squeeze(0).round().clamp(0, 255).to(torch.uint8).numpy()
+    _, height, width = image.shape
+    across = image.astype(np.float32) @ _interpolation_matrix(width, factor).T  # [3, h, k w]
+    full = _interpolation_matrix(height, factor) @ across  # [3, k h, k w], 4 k^2 times the result
+    full *= np.float32(1 / (4 * factor * factor))
+    return np.rint(full, out=full).astype(np.uint8)
 
 
 def _bitmap_nbytes(n_patches: int) -> int:

@@ -43,6 +43,8 @@ class RawCodec:
     name: ClassVar[str] = "raw"
     lossless: ClassVar[bool] = True
     """Decoding gives back the encoded sample exactly (nothing to gain from training on decoded data)."""
+    uses_scores: ClassVar[bool] = False
+    """:meth:`encode` ignores its ``scores`` (callers may pass ``None`` and skip the scoring pass)."""
 
     def encode(self, sample: MultimodalSample, scores: MaskingScores, label: int) -> Record:
         """Pack the image and the real token ids (``scores`` are not used)."""
