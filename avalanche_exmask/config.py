@@ -632,6 +632,7 @@ def expand_runs(
     seeds = _as_list(values.pop("seeds", None), values.get("seed", RunConfig.seed), "seeds", source)
     values.pop("method", None)
     values.pop("seed", None)
+    _check_sections_and_seeds(values, seeds, source)
     for method in methods:
         if method not in METHODS:
             raise ConfigError(f"{source}: method {method!r} is not registered; registered: {METHODS.names()}")
@@ -652,6 +653,22 @@ def expand_runs(
 
     check_runnable(runs[0], source=source, on_this_machine=on_this_machine)  # the runs differ only in method, seed, adapter
     return runs
+
+
+def _check_sections_and_seeds(values: Mapping[str, Any], seeds: Sequence[Any], source: str) -> None:
+    """Build every section of ``values`` and check every seed before anything loads the registered
+    methods (which imports Avalanche, tens of seconds cold): a bad value is named at once.
+
+    :raises ConfigError: naming the field and ``source``.
+    """
+    hints = typing.get_type_hints(RunConfig)
+    for name, value in values.items():
+        if dataclasses.is_dataclass(hints.get(name)):
+            build_dataclass(hints[name], value, where=name, source=source)
+    for seed in seeds:
+        seed = convert_value(int, seed, "seed", source)
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"{source}: seed must be in [0, {MAX_SEED}]; got {seed}")
 
 
 def check_distinct(items: Sequence[Any], name: str, source: str) -> None:

@@ -180,3 +180,18 @@ def test_run_experiment_checks_the_machine_it_runs_on():
         run_experiment(RunConfig.from_dict({"method": "raw", "device": "quantum"}))
     with pytest.raises(ConfigError, match=r"model\.pretrained: weights /etc/passwd is neither"):
         run_experiment(RunConfig.from_dict({"method": "raw", "model": {"pretrained": "/etc/passwd"}}))
+
+
+def test_a_bad_section_value_or_seed_is_named_before_the_methods_are_loaded(monkeypatch):
+    """Section fields and seeds are checked before the registry imports the methods (and Avalanche)."""
+    from avalanche_exmask import registry
+    from avalanche_exmask.config import ConfigError, expand_runs
+
+    def no_methods_yet():
+        raise AssertionError("the registry was loaded before the config was checked")
+
+    monkeypatch.setattr(registry, "builtin_entries", no_methods_yet)
+    for values, field in (({"train": {"lr": float("inf")}}, "train.lr"), ({"seeds": [0, -1]}, "seed"),
+                          ({"storage": {"budget": {"samples_per_class": 0}}}, "samples_per_class")):
+        with pytest.raises(ConfigError, match=field):
+            expand_runs({"method": "raw", **values}, source="x.yaml")
