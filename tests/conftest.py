@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny randomly initialised model and random batches (no downloads)."""
 from __future__ import annotations
 
+import importlib.util
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,3 +30,15 @@ def random_batch(batch: int = 4, image_size: int = 64, context_length: int = 32,
 @pytest.fixture
 def batch() -> MultimodalSample:
     return random_batch()
+
+
+RUN_STUDY_SCRIPT = Path(__file__).parent.parent / "benchmarks" / "run_study.py"
+
+
+@pytest.fixture(scope="session")
+def run_study():
+    """``benchmarks/run_study.py`` imported as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("run_study", RUN_STUDY_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,7 +1,6 @@
 """benchmarks/run_study.py: study files, overrides, the run plan and checkpointed runs."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,14 +12,6 @@ from avalanche_exmask.study.runs import StudyRun, execute_run
 
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "run_study.py"
 TINY = {"n_classes": 4, "train_per_class": 6, "test_per_class": 2}
-
-
-@pytest.fixture(scope="module")
-def run_study():
-    spec = importlib.util.spec_from_file_location("run_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write(tmp_path: Path, study: dict) -> Path:

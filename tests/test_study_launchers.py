@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parent.parent / "benchmarks" / "run_study.py"
 VOLATILE = ("wall_seconds", "train_seconds", "timings")
 """Fields of a results file that are measured, not computed: the rest must be equal between launchers."""
 STUDY = {
@@ -31,14 +29,6 @@ STUDY = {
 """Two runs of 3 experiences (about 3 s each once imported), one that fails when it starts (its
 weights, ``WEIGHTS``, a readable file that fits no model: validation reads only its header); the
 launcher polls its jobs often (the study file's launcher options)."""
-
-
-@pytest.fixture(scope="module")
-def run_study():
-    spec = importlib.util.spec_from_file_location("run_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
