@@ -633,6 +633,10 @@ def expand_runs(
     values.pop("method", None)
     values.pop("seed", None)
     _check_sections_and_seeds(values, seeds, source)
+    if on_this_machine and isinstance(values.get("device"), str):
+        from avalanche_exmask.run_checks import check_device
+
+        check_device(values["device"], source=source)  # before the methods load, as the sections
     for method in methods:
         if method not in METHODS:
             raise ConfigError(f"{source}: method {method!r} is not registered; registered: {METHODS.names()}")
