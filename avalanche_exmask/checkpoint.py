@@ -63,8 +63,9 @@ import random
 import stat
 import tempfile
 import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 #: The ``format`` entry of a checkpoint's metadata.
 FORMAT = "avalanche_exmask.checkpoint"
@@ -115,7 +116,7 @@ class CheckpointError(ValueError):
     the message starts with the file."""
 
 
-def key_from_environment() -> Optional[bytes]:
+def key_from_environment() -> bytes | None:
     """The checkpoint key in :data:`KEY_VARIABLE` (its UTF-8 bytes), or ``None`` when unset or empty:
     with a key, checkpoints are signed with HMAC-SHA256 and only files signed with it load."""
     text = os.environ.get(KEY_VARIABLE, "")
@@ -168,14 +169,14 @@ def _decode(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
     raise ValueError(f"malformed value {json.dumps(value)[:80]}")
 
 
-def _digest(skeleton: str, tensors: Mapping[str, torch.Tensor], key: Optional[bytes] = None) -> str:
+def _digest(skeleton: str, tensors: Mapping[str, torch.Tensor], key: bytes | None = None) -> str:
     """SHA-256 (HMAC-SHA256 with ``key``) of the skeleton and of every tensor's name, dtype, shape
     and bytes, in name order, as hex."""
     digest = hmac.new(key, digestmod=hashlib.sha256) if key is not None else hashlib.sha256()
     digest.update(skeleton.encode("utf-8"))
     for name in sorted(tensors):
         tensor = tensors[name]
-        digest.update(f"\0{name}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode("utf-8"))
+        digest.update(f"\0{name}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
@@ -202,9 +203,9 @@ def _optimizer_section(
     state_dict = optimizer.state_dict()
     name_of_index: dict[int, str] = {}
     groups = []
-    for position, (saved, live) in enumerate(zip(state_dict["param_groups"], optimizer.param_groups)):
+    for position, (saved, live) in enumerate(zip(state_dict["param_groups"], optimizer.param_groups, strict=True)):
         group_names = []
-        for index, parameter in zip(saved["params"], live["params"]):
+        for index, parameter in zip(saved["params"], live["params"], strict=True):
             if id(parameter) not in names:
                 raise TypeError(
                     f"the optimizer holds a parameter of shape {list(parameter.shape)} that is not in the model"
@@ -331,12 +332,12 @@ def _save(
     path: PathLike,
     *,
     model: torch.nn.Module,
-    optimizer: Optional[torch.optim.Optimizer],
-    buffer: Optional[ByteBudgetBuffer],
+    optimizer: torch.optim.Optimizer | None,
+    buffer: ByteBudgetBuffer | None,
     scheduler: Any,
-    extra: Optional[Mapping[str, Any]],
+    extra: Mapping[str, Any] | None,
     strategy: Any,
-    key: Optional[bytes],
+    key: bytes | None,
 ) -> None:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = {
@@ -363,11 +364,11 @@ def save_checkpoint(
     path: PathLike,
     *,
     model: torch.nn.Module,
-    optimizer: Optional[torch.optim.Optimizer],
-    buffer: Optional[ByteBudgetBuffer] = None,
+    optimizer: torch.optim.Optimizer | None,
+    buffer: ByteBudgetBuffer | None = None,
     scheduler: Any = None,
-    extra: Optional[Mapping[str, Any]] = None,
-    key: Optional[bytes] = None,
+    extra: Mapping[str, Any] | None = None,
+    key: bytes | None = None,
 ) -> None:
     """Write a checkpoint to ``path`` atomically (see the module docstring for what it holds).
 
@@ -415,7 +416,7 @@ def _check_regular_file(path: Path) -> None:
 
 
 def _read(
-    path: Path, *, key: Optional[bytes], check_header: Callable[[Header], None]
+    path: Path, *, key: bytes | None, check_header: Callable[[Header], None]
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The skeleton and tensors of a checkpoint file, after the format, header and digest checks.
 
@@ -462,7 +463,7 @@ def _parse_skeleton(path: Path, text: str) -> dict[str, Any]:
     return skeleton
 
 
-def _check_digest(path: Path, metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor], key: Optional[bytes]) -> None:
+def _check_digest(path: Path, metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor], key: bytes | None) -> None:
     """The file's digest: ``hmac_sha256`` when a key is given (a file without one is refused),
     else ``sha256`` (a keyed file is refused: its key is needed)."""
     text = metadata.get("skeleton", "")
@@ -514,7 +515,7 @@ def _head_names(model: torch.nn.Module) -> set[str]:
     return names
 
 
-def _check_header(header: Header, *, model: torch.nn.Module, buffer: Optional[ByteBudgetBuffer]) -> None:
+def _check_header(header: Header, *, model: torch.nn.Module, buffer: ByteBudgetBuffer | None) -> None:
     """Check the tensors a file declares, from its header alone, before any is read.
 
     Every tensor needs a known dtype; ``model/<key>`` the model's dtype and shape (a head's row
@@ -778,13 +779,13 @@ def _load(
     path: PathLike,
     *,
     model: torch.nn.Module,
-    optimizer: Optional[torch.optim.Optimizer],
-    buffer: Optional[ByteBudgetBuffer],
+    optimizer: torch.optim.Optimizer | None,
+    buffer: ByteBudgetBuffer | None,
     scheduler: Any,
     strategy: Any,
     restore_rng: bool,
-    key: Optional[bytes],
-    check_extra: Optional[Callable[[dict[str, Any]], None]],
+    key: bytes | None,
+    check_extra: Callable[[dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
     path = Path(path)
     skeleton, tensors = _read(
@@ -832,7 +833,7 @@ def _load(
     if optimizer_plan is not None:
         names, optimizer_state = optimizer_plan
         parameters = dict(model.named_parameters())
-        for group, group_names in zip(optimizer.param_groups, names):
+        for group, group_names in zip(optimizer.param_groups, names, strict=True):
             group["params"] = [parameters[name] for name in group_names]
         optimizer.load_state_dict(optimizer_state)
     if scheduler_state is not None:
@@ -864,12 +865,12 @@ def load_checkpoint(
     path: PathLike,
     *,
     model: torch.nn.Module,
-    optimizer: Optional[torch.optim.Optimizer] = None,
-    buffer: Optional[ByteBudgetBuffer] = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    buffer: ByteBudgetBuffer | None = None,
     scheduler: Any = None,
     restore_rng: bool = True,
-    key: Optional[bytes] = None,
-    check_extra: Optional[Callable[[dict[str, Any]], None]] = None,
+    key: bytes | None = None,
+    check_extra: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint of :func:`save_checkpoint` into fresh objects built like the saved ones.
 
@@ -924,7 +925,7 @@ def _strategy_parts(strategy: Any) -> dict[str, Any]:
 
 
 def save_strategy_checkpoint(
-    path: PathLike, strategy: Any, *, extra: Optional[Mapping[str, Any]] = None, key: Optional[bytes] = None
+    path: PathLike, strategy: Any, *, extra: Mapping[str, Any] | None = None, key: bytes | None = None
 ) -> None:
     """:func:`save_checkpoint` of an Avalanche strategy between experiences.
 
@@ -944,8 +945,8 @@ def load_strategy_checkpoint(
     strategy: Any,
     *,
     restore_rng: bool = True,
-    key: Optional[bytes] = None,
-    check_extra: Optional[Callable[[dict[str, Any]], None]] = None,
+    key: bytes | None = None,
+    check_extra: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Load a :func:`save_strategy_checkpoint` file into a strategy built like the saved one.
 

@@ -34,8 +34,9 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Literal, Union
 
 from avalanche_exmask.benchmarks.generators import GENERATORS
 
@@ -68,7 +69,7 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the field (dotted path) and the file."""
 
 
-def _positive(section: Any, name: str, high: Optional[int] = None) -> None:
+def _positive(section: Any, name: str, high: int | None = None) -> None:
     value = getattr(section, name)
     if value < 1 or (high is not None and value > high):
         raise ValueError(f"{name} must be >= 1" + (f" and <= {high}" if high is not None else "") + f"; got {value}")
@@ -123,10 +124,10 @@ class ModelSection:
     """
 
     name: str = "exmask-tiny"
-    pretrained: Optional[str] = "synthetic"
+    pretrained: str | None = "synthetic"
     adapter: str = "ssf"
-    image_attention: Union[str, int] = "last"
-    skip_empty_patches: Union[bool, Literal["attention_mask", "drop"]] = False
+    image_attention: str | int = "last"
+    skip_empty_patches: bool | Literal["attention_mask", "drop"] = False
     mask_scores_from: Literal["adapted", "pretrained"] = "adapted"
 
 
@@ -240,9 +241,9 @@ class LoggingSection:
     """
 
     progress: bool = True
-    csv: Optional[str] = None
-    tensorboard: Optional[str] = None
-    wandb_project: Optional[str] = None
+    csv: str | None = None
+    tensorboard: str | None = None
+    wandb_project: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -263,7 +264,7 @@ class LoaderSection:
     """
 
     num_workers: int = 0
-    pin_memory: Optional[bool] = None
+    pin_memory: bool | None = None
     persistent_workers: bool = False
 
     def __post_init__(self) -> None:
@@ -346,11 +347,11 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> "RunConfig":
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> RunConfig:
         """Build and validate from a nested dict; errors name the field and ``source``."""
         return build_dataclass(cls, values, where="", source=source)
 
-    def replace(self, **changes: Any) -> "RunConfig":
+    def replace(self, **changes: Any) -> RunConfig:
         """A copy with top-level fields replaced (sections as objects)."""
         return dataclasses.replace(self, **changes)
 
@@ -391,7 +392,7 @@ def _join(where: str, name: str) -> str:
 def convert_value(hint: Any, value: Any, where: str, source: str) -> Any:
     """``value`` checked (and, for dataclasses, built) against the type ``hint``."""
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return build_dataclass(hint, value, where=where, source=source)
     if hint is Any:
         return value
@@ -607,7 +608,7 @@ def expand_runs(
     values: Mapping[str, Any],
     *,
     source: str = "config",
-    applicable_to: Optional[Sequence[str]] = None,
+    applicable_to: Sequence[str] | None = None,
     on_this_machine: bool = True,
 ) -> list[RunConfig]:
     """One validated :class:`RunConfig` per (method, seed) of ``values`` (nested or flat format).
@@ -736,7 +737,8 @@ def _as_list(listed: Any, single: Any, name: str, source: str) -> list[Any]:
 def _check_applicable(values: Mapping[str, Any], specs: Mapping[str, Any], source: str) -> None:
     buffered = [name for name, spec in specs.items() if spec.codec is not None]
     if not buffered:
-        for section, keys in (("storage", None), ("train", ("memory_batch", "replay_rate", "weight_aligning", "augmentation", "current_through_codec"))):
+        replay_keys = ("memory_batch", "replay_rate", "weight_aligning", "augmentation", "current_through_codec")
+        for section, keys in (("storage", None), ("train", replay_keys)):
             given = values.get(section) or {}
             for key in given if keys is None else [k for k in keys if k in given]:
                 raise ConfigError(
@@ -745,7 +747,9 @@ def _check_applicable(values: Mapping[str, Any], specs: Mapping[str, Any], sourc
     for method in (values.get("method_options") or {}):
         if method not in specs or getattr(specs[method], "options", None) is None:
             with_options = [name for name, spec in specs.items() if getattr(spec, "options", None) is not None]
-            raise ConfigError(f"{source}: method_options.{method} applies to none of the methods {list(specs)} (methods with options: {with_options})")
+            raise ConfigError(
+                f"{source}: method_options.{method} applies to none of the methods {list(specs)} (methods with options: {with_options})"
+            )
     codecs_used = {specs[name].codec for name in buffered}
     options = (values.get("storage") or {}).get("options") or {}
     from avalanche_exmask.registry import CODECS

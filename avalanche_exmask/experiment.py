@@ -22,14 +22,18 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 import torch
 
 from avalanche_exmask.config import ConfigError, RunConfig, resolve_run
 
-__all__ = ["run_experiment", "load_trained_model", "per_rank_batch_sizes", "build_benchmark", "summarise_accuracy", "save_results", "format_table", "environment"]
+__all__ = [
+    "run_experiment", "load_trained_model", "per_rank_batch_sizes", "build_benchmark", "summarise_accuracy", "save_results",
+    "format_table", "environment",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ def summarise_accuracy(matrix: list[list[float]], sizes: list[int]) -> dict[str,
     seen = []
     for t, row in enumerate(matrix):
         weights = sizes[: t + 1]
-        seen.append(sum(a * w for a, w in zip(row[: t + 1], weights)) / sum(weights))
+        seen.append(sum(a * w for a, w in zip(row[: t + 1], weights, strict=True)) / sum(weights))
     last = len(matrix) - 1
     drops = [max(matrix[t][j] for t in range(j, last)) - matrix[last][j] for j in range(last)]
     return {
@@ -105,11 +109,11 @@ def _loggers(config: RunConfig) -> list:
 
 
 def run_experiment(
-    config: Union[RunConfig, Mapping[str, Any]],
+    config: RunConfig | Mapping[str, Any],
     *,
     benchmark=None,
-    checkpoint: Optional[Union[str, Path]] = None,
-    checkpoint_key: Optional[bytes] = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_key: bytes | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one method; return the results dict (see the module docstring).
 
@@ -213,7 +217,7 @@ def run_experiment(
         accuracy = {
             "accuracy_matrix": [row],
             "class_accuracy_matrix": [per_class],
-            "final_accuracy": sum(a * w for a, w in zip(row, sizes)) / sum(sizes),
+            "final_accuracy": sum(a * w for a, w in zip(row, sizes, strict=True)) / sum(sizes),
             "average_incremental_accuracy": None,
             "forgetting": None,
         }
@@ -267,7 +271,7 @@ def run_experiment(
     }
 
 
-def load_trained_model(results: Union[str, Path], *, image_attention: Union[str, int, None] = None):
+def load_trained_model(results: str | Path, *, image_attention: str | int | None = None):
     """The trained model of a finished run: built from its results file's ``config.model`` and
     loaded with the weights of the final checkpoint beside it (``<results>.ckpt.safetensors``, kept
     by ``run --keep-checkpoint`` or ``run_study.py --keep-checkpoints``), in eval mode.
@@ -311,7 +315,7 @@ def environment() -> dict[str, Any]:
     import subprocess
     from importlib import metadata
 
-    versions = {"python": platform.python_version()}
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for package in ("avalanche-exmask", "torch", "avalanche-lib", "open_clip_torch", "peft", "transformers", "numpy"):
         try:
             versions[package] = metadata.version(package)
@@ -348,7 +352,7 @@ def _accelerate(model, config: RunConfig) -> None:
 
 
 def _evaluate(
-    strategy, test_stream, upto: int, loader_kwargs: Optional[Mapping[str, Any]] = None
+    strategy, test_stream, upto: int, loader_kwargs: Mapping[str, Any] | None = None
 ) -> tuple[list[float], dict[str, float]]:
     """Accuracies (%) on test experiences ``0..upto``, and on each class seen so far (from
     Avalanche's ``Top1_ClassAcc_Stream`` metric; keys are class ids as strings)."""

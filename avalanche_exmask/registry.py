@@ -20,7 +20,8 @@ lookup), so importing this module stays cheap.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 __all__ = ["Registry", "METHODS", "CODECS", "builtin_entries"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Hashable, Optional, Sequence, Union
+from collections.abc import Callable, Hashable, Sequence
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 from torch.utils.data import Dataset
@@ -46,12 +46,12 @@ def build_benchmark(
     make_dataset: Callable[[str, Records, list[int]], Dataset],
     encoder: SampleEncoder,
     issues: InputIssues,
-    class_keys: Optional[Sequence[Hashable]] = None,
-    class_names: Optional[Sequence[str]] = None,
-    n_experiences: Optional[int] = None,
-    classes_per_experience: Optional[Union[int, Sequence[int]]] = None,
-    seed: Optional[int] = 0,
-    class_order: Optional[Sequence[int]] = None,
+    class_keys: Sequence[Hashable] | None = None,
+    class_names: Sequence[str] | None = None,
+    n_experiences: int | None = None,
+    classes_per_experience: int | Sequence[int] | None = None,
+    seed: int | None = 0,
+    class_order: Sequence[int] | None = None,
 ) -> CLScenario:
     """Assemble a class-incremental Avalanche benchmark from split records.
 
@@ -81,7 +81,7 @@ def build_benchmark(
     names = list(class_names) if class_names is not None else [str(k) for k in keys]
     if len(names) != len(keys):
         raise ValueError(f"got {len(names)} class names for {len(keys)} classes")
-    name_of = dict(zip(keys, names))
+    name_of = dict(zip(keys, names, strict=True))
     complete = _drop_incomplete_classes(splits, keys, issues)
     if not complete:
         raise BadInputError("no class has samples in every split; nothing to build a benchmark from")

@@ -8,7 +8,7 @@ signature (:func:`avalanche_exmask.run_checks.check_benchmark_args`) and the run
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["GENERATORS", "generator"]
 

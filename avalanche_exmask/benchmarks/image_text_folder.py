@@ -19,7 +19,7 @@ reports every problem in ``benchmark.info.skipped``.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
@@ -35,24 +35,24 @@ __all__ = ["image_text_folder"]
 
 
 def image_text_folder(
-    root: Optional[PathLike] = None,
-    captions: Optional[Union[PathLike, Mapping[str, str]]] = None,
+    root: PathLike | None = None,
+    captions: PathLike | Mapping[str, str] | None = None,
     *,
-    n_experiences: Optional[int] = 10,
-    classes_per_experience: Optional[Union[int, Sequence[int]]] = None,
+    n_experiences: int | None = 10,
+    classes_per_experience: int | Sequence[int] | None = None,
     seed: int = 0,
-    class_order: Optional[Sequence[int]] = None,
+    class_order: Sequence[int] | None = None,
     validation_fraction: float = 0.0,
     model_name: str = "exmask-tiny",
-    encoder: Optional[SampleEncoder] = None,
+    encoder: SampleEncoder | None = None,
     verify_images: bool = True,
     on_error: OnError = "raise",
     dataset=None,
-    train_files: Optional[Union[PathLike, Sequence[str]]] = None,
-    test_files: Optional[Union[PathLike, Sequence[str]]] = None,
+    train_files: PathLike | Sequence[str] | None = None,
+    test_files: PathLike | Sequence[str] | None = None,
     test_fraction: float = 0.2,
     image_limits: ImageLimits = ImageLimits(),
-    classes: Optional[Sequence[str]] = None,
+    classes: Sequence[str] | None = None,
 ) -> CLScenario:
     """A class-incremental benchmark from a folder of images per class and their captions.
 

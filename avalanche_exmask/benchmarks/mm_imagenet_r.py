@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
@@ -77,21 +77,21 @@ def _resolve_root(root: PathLike) -> Path:
 
 
 def mm_imagenet_r(
-    root: Optional[PathLike] = None,
-    captions: Optional[Union[PathLike, Mapping[str, str]]] = None,
+    root: PathLike | None = None,
+    captions: PathLike | Mapping[str, str] | None = None,
     *,
-    n_experiences: Optional[int] = 10,
-    classes_per_experience: Optional[Union[int, Sequence[int]]] = None,
+    n_experiences: int | None = 10,
+    classes_per_experience: int | Sequence[int] | None = None,
     seed: int = 0,
-    class_order: Optional[Sequence[int]] = None,
+    class_order: Sequence[int] | None = None,
     validation_fraction: float = 0.0,
     model_name: str = "exmask-tiny",
-    encoder: Optional[SampleEncoder] = None,
+    encoder: SampleEncoder | None = None,
     verify_images: bool = True,
     on_error: OnError = "raise",
     dataset=None,
-    train_files: Optional[Union[PathLike, Sequence[str]]] = None,
-    test_files: Optional[Union[PathLike, Sequence[str]]] = None,
+    train_files: PathLike | Sequence[str] | None = None,
+    test_files: PathLike | Sequence[str] | None = None,
     image_limits: ImageLimits = ImageLimits(),
 ) -> CLScenario:
     """MM-ImageNet-R as a class-incremental benchmark (the paper uses ``n_experiences`` 5, 10, 20).

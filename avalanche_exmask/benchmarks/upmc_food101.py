@@ -14,8 +14,8 @@ the model's context length are truncated when encoded; their number is ``benchma
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
@@ -82,15 +82,15 @@ def read_titles(root: PathLike, split: str, *, issues: InputIssues) -> Records:
 
 
 def upmc_food101(
-    root: Optional[PathLike] = None,
+    root: PathLike | None = None,
     *,
-    n_experiences: Optional[int] = 10,
-    classes_per_experience: Optional[Union[int, Sequence[int]]] = None,
+    n_experiences: int | None = 10,
+    classes_per_experience: int | Sequence[int] | None = None,
     seed: int = 0,
-    class_order: Optional[Sequence[int]] = None,
+    class_order: Sequence[int] | None = None,
     validation_fraction: float = 0.0,
     model_name: str = "exmask-tiny",
-    encoder: Optional[SampleEncoder] = None,
+    encoder: SampleEncoder | None = None,
     verify_images: bool = True,
     on_error: OnError = "raise",
     dataset=None,

@@ -20,7 +20,8 @@ against its fields and completed with its defaults before any run starts.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from avalanche_exmask.config import RunConfig
 
@@ -57,7 +58,7 @@ class BuildContext:
 
         return resolve_codec_options(codec, self.config.storage.options.get(codec, {}))
 
-    def class_token_ids(self) -> Optional[dict[int, Any]]:
+    def class_token_ids(self) -> dict[int, Any] | None:
         """Label -> class-name token ids, from the benchmark's ``class_names`` (``None`` if it has none)."""
         names = getattr(self.benchmark, "class_names", None)
         if names is None:
@@ -98,8 +99,8 @@ class MethodSpec:
 
     build: Callable[[BuildContext], Any]
     description: str
-    codec: Optional[str] = None
+    codec: str | None = None
     joint: bool = False
-    report: Optional[Callable[[Any, BuildContext], dict[str, Any]]] = None
-    options: Optional[type] = None
-    backbone_adapter: Optional[str] = None
+    report: Callable[[Any, BuildContext], dict[str, Any]] | None = None
+    options: type | None = None
+    backbone_adapter: str | None = None

@@ -3,7 +3,8 @@ exemplars), ``mrdc`` (JPEG, MRDC-style) and ``cim`` (CIM-style); and the figures
 method reports."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from avalanche.training import Naive
 

@@ -16,7 +16,7 @@ at zero (the frozen model) and use ``train.lr``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from avalanche_exmask.methods.base import BuildContext, MethodSpec
 from avalanche_exmask.registry import METHODS
@@ -64,7 +64,7 @@ class L2POptions:
     prompt_init: Literal["uniform", "zero"] = "uniform"
     key_coefficient: float = 0.1
     mask_old_logits: bool = True
-    lr: Optional[float] = 0.03
+    lr: float | None = 0.03
 
     def __post_init__(self) -> None:
         _positive_lr(self)
@@ -96,10 +96,10 @@ class DualPromptOptions:
     e_depth: int = 2
     g_length: int = 5
     e_length: int = 5
-    n_tasks: Optional[int] = None
+    n_tasks: int | None = None
     key_coefficient: float = 1.0
     mask_old_logits: bool = True
-    lr: Optional[float] = 0.03
+    lr: float | None = 0.03
 
     def __post_init__(self) -> None:
         _positive_lr(self)
@@ -126,7 +126,7 @@ class EASEOptions:
     temperature: float = 0.1
     completed_weight: float = 1.0
     mask_old_logits: bool = True
-    lr: Optional[float] = None
+    lr: float | None = None
 
     def __post_init__(self) -> None:
         _positive_lr(self)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -54,12 +55,13 @@ def resolve_codec_options(name: str, options: Mapping[str, Any], *, source: str 
             from avalanche_exmask.masking.text_mask import TextMaskRule
 
             value = TextMaskRule(mode="none")
-        resolved[field_name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        resolved[field_name] = dataclasses.asdict(value) if is_instance else value
     return resolved
 
 
 def build_codec(
-    name: str, options: Mapping[str, Any], *, patch_size: int, class_token_ids: Optional[Mapping[int, torch.Tensor]] = None
+    name: str, options: Mapping[str, Any], *, patch_size: int, class_token_ids: Mapping[int, torch.Tensor] | None = None
 ) -> Any:
     """An instance of codec ``name`` with resolved ``options`` and the runtime fields it has.
 

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Optional
-
-from torch.nn import CrossEntropyLoss, Module
-from torch.optim import Optimizer
+from typing import Any, Literal
 
 from avalanche.training.templates import SupervisedTemplate
+from torch.nn import CrossEntropyLoss, Module
+from torch.optim import Optimizer
 
 from avalanche_exmask.distributed import unwrap_model
 from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
@@ -79,13 +78,13 @@ class ExemplarMasking(SupervisedTemplate):
         model: Module,
         optimizer: Optimizer,
         mem_size: int,
-        criterion: Any = CrossEntropyLoss(),
-        total_num_classes: Optional[int] = None,
-        codec: Optional[MaskedCodec] = None,
-        augmentation: Optional[MultimodalAugmentation] = None,
+        criterion: Any = CrossEntropyLoss(),  # noqa: B008 -- Avalanche's templates' default; the loss holds no state
+        total_num_classes: int | None = None,
+        codec: MaskedCodec | None = None,
+        augmentation: MultimodalAugmentation | None = None,
         selection: Literal["herding", "random"] = "herding",
         memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_share",
-        batch_size_mem: Optional[int] = None,
+        batch_size_mem: int | None = None,
         replay_rate: Literal["per_record", "per_class"] = "per_record",
         weight_aligning: bool = False,
         current_through_codec: float = 1.0,

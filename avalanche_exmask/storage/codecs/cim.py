@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar, Literal, NamedTuple, Optional
+from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.registry import CODECS
 from avalanche_exmask.storage.codecs.base import (
     Record,
     RecordDecodeError,
@@ -38,7 +39,6 @@ from avalanche_exmask.storage.codecs.base import (
     patch_grid,
     unpack_tokens,
 )
-from avalanche_exmask.registry import CODECS
 
 __all__ = ["CimCodec", "CimLayout", "salient_box"]
 
@@ -59,7 +59,7 @@ class CimLayout(NamedTuple):
         return -(-self.height // self.downsample), -(-self.width // self.downsample)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layout(height: int, width: int, downsample: int, context_length: int, pixels_once: bool) -> CimLayout:
     return CimLayout(height, width, downsample, context_length, pixels_once)
 
@@ -120,7 +120,7 @@ class CimCodec:
     name: ClassVar[str] = "cim"
     threshold: float = 0.6
     downsample: int = 2
-    patch_size: Optional[int] = None
+    patch_size: int | None = None
     saliency: Literal["attention", "class_activation"] = "attention"
     pixels_once: bool = False
 

@@ -17,9 +17,9 @@ from PIL import Image
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.registry import CODECS
 from avalanche_exmask.storage.codecs.base import Record, RecordDecodeError, as_uint8_array, pack_tokens, unpack_tokens
 from avalanche_exmask.storage.codecs.raw import ImageLayout, image_layout
-from avalanche_exmask.registry import CODECS
 
 __all__ = ["JpegCodec", "JpegRecord", "encode_jpeg", "decode_jpeg"]
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import ClassVar, Mapping, NamedTuple, Optional, Union
+from collections.abc import Mapping
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.masking.text_mask import TextMaskRule
 from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.registry import CODECS
 from avalanche_exmask.storage.codecs.base import (
     Record,
     RecordDecodeError,
@@ -39,7 +41,6 @@ from avalanche_exmask.storage.codecs.base import (
     patch_grid,
     unpack_tokens,
 )
-from avalanche_exmask.registry import CODECS
 from avalanche_exmask.storage.codecs.jpeg import decode_jpeg, encode_jpeg
 
 __all__ = ["MaskedCodec", "MaskedRecord", "MaskedLayout", "patchify", "unpatchify"]
@@ -68,7 +69,7 @@ class MaskedLayout(NamedTuple):
         return self.rows * self.cols
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layout(
     rows: int, cols: int, patch_size: int, context_length: int, background_downsample: int, patch_jpeg_quality: int
 ) -> MaskedLayout:
@@ -147,11 +148,11 @@ class MaskedCodec:
 
     name: ClassVar[str] = "masked"
     image_rule: ImageMaskRule = ImageMaskRule()
-    text_rule: Optional[TextMaskRule] = None
-    class_token_ids: Optional[Mapping[int, torch.Tensor]] = dataclasses.field(default=None, repr=False)
-    patch_size: Optional[int] = None
-    background_downsample: Optional[Union[int, str]] = "patch"
-    patch_jpeg_quality: Optional[int] = None
+    text_rule: TextMaskRule | None = None
+    class_token_ids: Mapping[int, torch.Tensor] | None = dataclasses.field(default=None, repr=False)
+    patch_size: int | None = None
+    background_downsample: int | str | None = "patch"
+    patch_jpeg_quality: int | None = None
 
     def __post_init__(self) -> None:
         if self.patch_jpeg_quality is not None and not 1 <= self.patch_jpeg_quality <= 95:
@@ -204,11 +205,13 @@ class MaskedCodec:
         """Whether the scores given to :meth:`encode` must carry ``token_importance``."""
         return self.text_rule.needs_token_importance
 
-    def _class_token_ids(self, label: int) -> Optional[torch.Tensor]:
+    def _class_token_ids(self, label: int) -> torch.Tensor | None:
         if not self.text_rule.needs_class_names:
             return None
         if label not in self.class_token_ids:
-            raise ValueError(f"MaskedCodec: no class-name tokens for label {label} (class_token_ids has {len(self.class_token_ids)} labels)")
+            raise ValueError(
+                f"MaskedCodec: no class-name tokens for label {label} (class_token_ids has {len(self.class_token_ids)} labels)"
+            )
         return self.class_token_ids[label]
 
     def decode(self, record: Record) -> MultimodalSample:
@@ -287,7 +290,7 @@ def _pool_patches(patches: np.ndarray, factor: int) -> np.ndarray:
     return np.rint(blocks.mean(axis=(3, 5))).astype(np.uint8)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _interpolation_matrix(size: int, factor: int) -> np.ndarray:
     """``float32 [k size, size]``: row ``o`` holds ``2 k`` times the weights with which output
     sample ``o`` mixes the ``size`` source samples when they are upsampled ``k x`` linearly with

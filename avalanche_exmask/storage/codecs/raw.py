@@ -15,8 +15,8 @@ import torch
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.models.outputs import MaskingScores
-from avalanche_exmask.storage.codecs.base import Record, RecordDecodeError, as_uint8_array, pack_tokens, unpack_tokens
 from avalanche_exmask.registry import CODECS
+from avalanche_exmask.storage.codecs.base import Record, RecordDecodeError, as_uint8_array, pack_tokens, unpack_tokens
 
 __all__ = ["RawCodec", "ImageLayout"]
 
@@ -29,7 +29,7 @@ class ImageLayout(NamedTuple):
     context_length: int
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def image_layout(height: int, width: int, context_length: int) -> ImageLayout:
     """The shared :class:`ImageLayout` instance for these sizes."""
     return ImageLayout(height, width, context_length)
