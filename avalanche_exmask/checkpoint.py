@@ -74,12 +74,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from avalanche_exmask.distributed import unwrap_model
+from avalanche_exmask.registry import CODECS
 from avalanche_exmask.storage.buffer import ByteBudgetBuffer
 from avalanche_exmask.storage.codecs.base import Record
-from avalanche_exmask.storage.codecs.cim import CimLayout
-from avalanche_exmask.storage.codecs.jpeg import JpegRecord
-from avalanche_exmask.storage.codecs.masked import MaskedLayout, MaskedRecord
-from avalanche_exmask.storage.codecs.raw import ImageLayout
 
 __all__ = [
     "FORMAT",
@@ -105,10 +102,17 @@ VERSION = "1"
 #: The environment variable holding the runner's checkpoint key (see :func:`key_from_environment`).
 KEY_VARIABLE = "EXMASK_CHECKPOINT_KEY"
 
-#: The record types a checkpoint may name (a fixed allow-list: nothing else is ever built).
-_RECORD_TYPES: dict[str, type[Record]] = {cls.__name__: cls for cls in (Record, MaskedRecord, JpegRecord)}
-#: The layout types a checkpoint may name.
-_LAYOUT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (ImageLayout, MaskedLayout, CimLayout)}
+
+
+def _record_types() -> dict[str, type[Record]]:
+    """The record types a checkpoint may name: ``Record`` and those the registered codecs' specs
+    list (an allow-list: nothing else is ever built)."""
+    return {Record.__name__: Record, **CODECS.record_types()}
+
+
+def _layout_types() -> dict[str, type]:
+    """The layout types a checkpoint may name: those the registered codecs' specs list."""
+    return CODECS.layout_types()
 
 
 class CheckpointError(ValueError):
@@ -233,6 +237,7 @@ def _buffer_generators(buffer: ByteBudgetBuffer) -> dict[str, torch.Generator]:
 def _buffer_section(buffer: ByteBudgetBuffer, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The buffer's records (payloads into one tensor), layouts and generator states."""
     layouts: dict[Any, int] = {}
+    record_types, layout_types = _record_types(), _layout_types()
     payloads: list[bytes] = []
     offset = 0
     classes = []
@@ -240,9 +245,9 @@ def _buffer_section(buffer: ByteBudgetBuffer, tensors: dict[str, torch.Tensor]) 
         entries = []
         for record in group:
             kind = type(record).__name__
-            if _RECORD_TYPES.get(kind) is not type(record):
-                raise TypeError(f"cannot checkpoint a {kind}: record types are {sorted(_RECORD_TYPES)}")
-            if type(record.layout).__name__ not in _LAYOUT_TYPES:
+            if record_types.get(kind) is not type(record):
+                raise TypeError(f"cannot checkpoint a {kind}: record types are {sorted(record_types)}")
+            if layout_types.get(type(record.layout).__name__) is not type(record.layout):
                 raise TypeError(f"cannot checkpoint a record with a {type(record.layout).__name__} layout")
             layout = layouts.setdefault(record.layout, len(layouts))
             entries.append(
@@ -660,9 +665,10 @@ def _plan_buffer(
         f"{skeleton.get('max_size')} bytes ({skeleton.get('mode')!r})",
     )
     layouts = []
+    record_types, layout_types = _record_types(), _layout_types()
     for entry in skeleton.get("layouts") or []:
-        _require(isinstance(entry, dict) and entry.get("type") in _LAYOUT_TYPES, f"unknown layout {str(entry)[:80]}")
-        layout_type = _LAYOUT_TYPES[entry["type"]]
+        _require(isinstance(entry, dict) and entry.get("type") in layout_types, f"unknown layout {str(entry)[:80]}")
+        layout_type = layout_types[entry["type"]]
         fields = entry.get("fields")
         _require(
             isinstance(fields, dict)
@@ -685,7 +691,7 @@ def _plan_buffer(
         for entry in group.get("records") or []:
             _require(isinstance(entry, dict), "malformed buffer record")
             kind, layout, offset, nbytes = (entry.get(key) for key in ("type", "layout", "offset", "nbytes"))
-            _require(kind in _RECORD_TYPES, f"record type {str(kind)[:40]!r} is not one of {sorted(_RECORD_TYPES)}")
+            _require(kind in record_types, f"record type {str(kind)[:40]!r} is not one of {sorted(record_types)}")
             _require(_is_count(layout) and layout < len(layouts), f"record layout {layout!r} out of range")
             _require(
                 offset == end and _is_count(nbytes) and offset + nbytes <= len(data),
@@ -697,7 +703,7 @@ def _plan_buffer(
                 f"malformed record state {str(state)[:80]}",
             )
             try:
-                record = _RECORD_TYPES[kind].from_state(
+                record = record_types[kind].from_state(
                     state, data=data[offset : offset + nbytes], layout=layouts[layout]
                 )
                 buffer.codec.decode(record)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.models.outputs import MaskingScores
-from avalanche_exmask.registry import CODECS
+from avalanche_exmask.registry import CODECS, CodecSpec
 from avalanche_exmask.storage.codecs.base import (
     Record,
     RecordDecodeError,
@@ -103,7 +103,6 @@ def salient_box(
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
-@CODECS.register("cim")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CimCodec:
     """Keeps the attention box at full resolution and the image downsampled.
@@ -201,3 +200,6 @@ def _downsample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """uint8 ``[3, H, W]`` area-averaged (adaptive average pooling) to uint8 ``[3, *size]``."""
     low = F.interpolate(image[None].float(), size=size, mode="area")[0]
     return low.round().clamp(0, 255).to(torch.uint8)
+
+
+CODECS.register("cim")(CodecSpec(codec=CimCodec, record_types=(), layout_types=(CimLayout,)))

@@ -22,7 +22,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Mapping
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.masking.text_mask import TextMaskRule
 from avalanche_exmask.models.outputs import MaskingScores
-from avalanche_exmask.registry import CODECS
+from avalanche_exmask.registry import CODECS, CodecSpec
 from avalanche_exmask.storage.codecs.base import (
     Record,
     RecordDecodeError,
@@ -119,7 +119,6 @@ class MaskedRecord(Record):
         return n_kept / self.n_tokens if self.n_tokens else 1.0
 
 
-@CODECS.register("masked")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MaskedCodec:
     """Stores the patches kept by ``image_rule`` and the tokens kept by ``text_rule``.
@@ -368,3 +367,40 @@ def _kept_patches_nbytes(data: bytes, layout: MaskedLayout, n_kept: int) -> int:
     if len(data) < start + 4:
         raise RecordDecodeError(f"masked record of {len(data)} bytes is shorter than its JPEG length field")
     return 4 + int(np.frombuffer(data, dtype=np.uint32, count=1, offset=start)[0])
+
+
+def _complete_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A ``text_rule`` left unset (``None``) stands for ``TextMaskRule(mode="none")``: stored as its fields."""
+    if options.get("text_rule") is None:
+        return {**options, "text_rule": dataclasses.asdict(TextMaskRule(mode="none"))}
+    return options
+
+
+def _needs_class_names(values: Mapping[str, Any]) -> str | None:
+    """What needs class names, if the text rule keeps class-name words (then ``class_token_ids``
+    must be given); ``None`` otherwise."""
+    text_rule = values.get("text_rule")
+    if text_rule is None or not text_rule.needs_class_names:
+        return None
+    return "text_rule.class_source='names' needs class names, and the benchmark has none; set it to 'attention'"
+
+
+def _check_run(config: Any, options: Mapping[str, Any]) -> None:
+    """Token-dropping replay (``model.skip_empty_patches='drop'``) needs black discarded patches.
+
+    :raises ValueError: if the config keeps a background (``background_downsample`` not null).
+    """
+    background = options.get("background_downsample", "patch")
+    if config.model.skip_empty_patches == "drop" and background is not None:
+        raise ValueError(
+            "model.skip_empty_patches='drop' drops the black patches of masked exemplars, and with "
+            f"storage.options.masked.background_downsample={background!r} they have none; set it to null"
+        )
+
+
+CODECS.register("masked")(
+    CodecSpec(
+        codec=MaskedCodec, record_types=(MaskedRecord,), layout_types=(MaskedLayout,),
+        complete_options=_complete_options, needs_class_names=_needs_class_names, check_run=_check_run,
+    )
+)
