@@ -141,10 +141,10 @@ def test_an_unregistered_benchmark_is_refused_naming_the_registered_ones(tmp_pat
 
 
 def test_checkpoint_refuses_a_record_type_no_codec_registered(tmp_path):
-    from avalanche_exmask.checkpoint import _record_types
+    from avalanche_exmask.storage.buffer_state import record_types
 
-    assert {"Record", "MaskedRecord", "JpegRecord"} <= set(_record_types())
-    assert "StrideRecord" not in _record_types()
+    assert {"Record", "MaskedRecord", "JpegRecord"} <= set(record_types())
+    assert "StrideRecord" not in record_types()
 
 
 def _code_words(module: str) -> set[str]:

@@ -449,6 +449,23 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         """Stored records per class, in selection order (a shallow copy)."""
         return {label: list(group) for label, group in self._records.items()}
 
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """``(JSON-ready state, tensors)``: the records (payload bytes in one ``uint8`` tensor) and
+        the private generators' states (:mod:`~avalanche_exmask.storage.buffer_state`)."""
+        from avalanche_exmask.storage.buffer_state import buffer_state_dict
+
+        return buffer_state_dict(self)
+
+    def load_state_dict(self, state: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict`'s output: everything is checked first (same codec, budget and
+        mode; every record decodes), then applied; on failure the buffer is left as it was.
+
+        :raises ValueError: naming what does not fit.
+        """
+        from avalanche_exmask.storage.buffer_state import apply_buffer_state, check_buffer_state
+
+        apply_buffer_state(self, check_buffer_state(self, state, tensors))
+
     def exemplars_per_class(self) -> dict[int, int]:
         """Number of stored exemplars per class."""
         return {label: len(group) for label, group in self._records.items()}

@@ -17,7 +17,7 @@ With no partner (a class with one exemplar) the exemplar is returned as decoded.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -112,6 +112,21 @@ class MultimodalAugmentation:
     def generator(self) -> torch.Generator | None:
         """The private generator (``None`` when drawing from torch's global RNG)."""
         return self._generator
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``{"generator": uint8 state}`` of the private generator; empty when drawing from torch's global RNG."""
+        return {} if self._generator is None else {"generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict`'s output.
+
+        :raises ValueError: if ``state`` has a generator state and this augmentation has no
+            private generator, or the other way round.
+        """
+        if set(state) != set(self.state_dict()):
+            raise ValueError(f"augmentation state has {sorted(state)}; this augmentation {sorted(self.state_dict())}")
+        if self._generator is not None:
+            self._generator.set_state(state["generator"])
 
     def _draw(self, probability: float) -> bool:
         return probability > 0 and bool(torch.rand(1, generator=self._generator) < probability)
