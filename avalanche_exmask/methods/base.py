@@ -95,6 +95,8 @@ class MethodSpec:
         ``method_options.<name>`` is validated against it and completed with its defaults.
     :param backbone_adapter: the ``model.adapter`` the method needs (e.g. ``"none"`` for methods on a
         frozen backbone): filled in where a config does not name one, an error where it names another.
+    :param learning_rate: ``resolved run config -> float or None``: the learning rate the runner
+        builds the optimizer with, where the method sets its own (``None``: ``train.lr``).
     """
 
     build: Callable[[BuildContext], Any]
@@ -104,3 +106,9 @@ class MethodSpec:
     report: Callable[[Any, BuildContext], dict[str, Any]] | None = None
     options: type | None = None
     backbone_adapter: str | None = None
+    learning_rate: Callable[[RunConfig], float | None] | None = None
+
+    def optimizer_lr(self, config: RunConfig) -> float:
+        """The learning rate of the run's optimizer: the method's own, else ``train.lr``."""
+        own = self.learning_rate(config) if self.learning_rate is not None else None
+        return config.train.lr if own is None else own
