@@ -23,10 +23,10 @@ from collections.abc import Mapping, Sequence
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
-from avalanche_exmask.benchmarks.assemble import build_benchmark, folder_dataset_maker
+from avalanche_exmask.benchmarks.assemble import build_folder_benchmark
 from avalanche_exmask.benchmarks.hf import from_hf_dataset
-from avalanche_exmask.benchmarks.records import PathLike, check_images, folder_records, read_file_list
-from avalanche_exmask.benchmarks.splits import carve_validation, split_by_file_lists, stratified_split
+from avalanche_exmask.benchmarks.records import PathLike, folder_records, read_file_list
+from avalanche_exmask.benchmarks.splits import split_by_file_lists, stratified_split
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import InputIssues, OnError
 from avalanche_exmask.data.images import ImageLimits
@@ -134,15 +134,7 @@ def image_text_folder(
     else:
         train, test = stratified_split(records.classes, fraction=test_fraction, seed=seed)
         splits = {"train": records.select(train), "test": records.select(test)}
-    if validation_fraction > 0:
-        splits = carve_validation(splits, fraction=validation_fraction, seed=seed)
-    return build_benchmark(
-        {
-            name: check_images(r, root=root, issues=issues, verify=verify_images, limits=image_limits)
-            for name, r in splits.items()
-        },
-        make_dataset=folder_dataset_maker(root, encoder, image_limits),
-        encoder=encoder,
-        issues=issues,
-        **experiences,
+    return build_folder_benchmark(
+        splits, root=root, encoder=encoder, issues=issues, verify_images=verify_images, image_limits=image_limits,
+        validation_fraction=validation_fraction, **experiences,
     )

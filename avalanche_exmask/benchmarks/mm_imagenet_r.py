@@ -20,10 +20,10 @@ from pathlib import Path
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
-from avalanche_exmask.benchmarks.assemble import build_benchmark, folder_dataset_maker
+from avalanche_exmask.benchmarks.assemble import build_folder_benchmark
 from avalanche_exmask.benchmarks.hf import from_hf_dataset
-from avalanche_exmask.benchmarks.records import PathLike, Records, check_images, folder_records
-from avalanche_exmask.benchmarks.splits import carve_validation, split_by_file_lists
+from avalanche_exmask.benchmarks.records import PathLike, Records, folder_records
+from avalanche_exmask.benchmarks.splits import split_by_file_lists
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import InputIssues, OnError
 from avalanche_exmask.data.images import ImageLimits
@@ -161,18 +161,8 @@ def mm_imagenet_r(
         splits = split_by_file_lists(records, train_files=train_files, test_files=test_files, issues=issues)
     else:
         splits = fixed_split(records)
-    if validation_fraction > 0:
-        splits = carve_validation(splits, fraction=validation_fraction, seed=seed)
     wnids = sorted(set(records.classes))
-    return build_benchmark(
-        {
-            name: check_images(r, root=root, issues=issues, verify=verify_images, limits=image_limits)
-            for name, r in splits.items()
-        },
-        make_dataset=folder_dataset_maker(root, encoder, image_limits),
-        encoder=encoder,
-        issues=issues,
-        class_keys=wnids,
-        class_names=[names.get(w, w) for w in wnids],
-        **experiences,
+    return build_folder_benchmark(
+        splits, root=root, encoder=encoder, issues=issues, verify_images=verify_images, image_limits=image_limits,
+        validation_fraction=validation_fraction, class_keys=wnids, class_names=[names.get(w, w) for w in wnids], **experiences,
     )

@@ -19,10 +19,9 @@ from pathlib import Path
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
-from avalanche_exmask.benchmarks.assemble import build_benchmark, folder_dataset_maker
+from avalanche_exmask.benchmarks.assemble import build_folder_benchmark
 from avalanche_exmask.benchmarks.hf import from_hf_dataset
-from avalanche_exmask.benchmarks.records import PathLike, Records, check_images, list_class_images
-from avalanche_exmask.benchmarks.splits import carve_validation
+from avalanche_exmask.benchmarks.records import PathLike, Records, list_class_images
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import BadInputError, InputIssues, OnError
 from avalanche_exmask.data.images import ImageLimits
@@ -147,15 +146,7 @@ def upmc_food101(
         raise ValueError("give `root` or a Hugging Face `dataset`")
     issues = InputIssues(on_error)
     splits = {split: read_titles(root, split, issues=issues) for split in _SPLITS}
-    if validation_fraction > 0:
-        splits = carve_validation(splits, fraction=validation_fraction, seed=seed)
-    return build_benchmark(
-        {
-            name: check_images(r, root=root, issues=issues, verify=verify_images, limits=image_limits)
-            for name, r in splits.items()
-        },
-        make_dataset=folder_dataset_maker(root, encoder, image_limits),
-        encoder=encoder,
-        issues=issues,
-        **experiences,
+    return build_folder_benchmark(
+        splits, root=root, encoder=encoder, issues=issues, verify_images=verify_images, image_limits=image_limits,
+        validation_fraction=validation_fraction, **experiences,
     )
