@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test notebooks real-weights clean-venv
+.PHONY: venv demo test lint typecheck notebooks real-weights clean-venv
 BENCHMARK ?= synthetic
 # Maintainer step only (root, network to the Debian and npm registries): the real material, outside the repository.
 MAINTAINER_DIR ?= $(HOME)/.cache/avalanche-exmask-real
@@ -31,7 +31,14 @@ real-weights: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/pretrain_tiny_clip_real.py --emoji $(MAINTAINER_DIR)/npm/node_modules --cache $(MAINTAINER_DIR)/clipart-material.npz
 	$(PY) benchmarks/transfer_eval.py --out results/transfer/clipart_transfer.json
 
-test: $(STAMP)
+# Lint (ruff, a few seconds) and type check (mypy, about a minute cold, seconds with its cache) before the tests.
+lint: $(STAMP)
+	$(PY) -m ruff check avalanche_exmask benchmarks/identity_check.py
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+test: lint typecheck
 	$(PY) -m pytest -q
 
 notebooks: $(STAMP)

@@ -19,7 +19,8 @@ Public API (named like Avalanche's):
 * several processes (``torchrun``): :class:`DistributedTrainingPlugin`, :func:`gathered_accuracy_metrics`,
   :func:`unwrap_model` (the model behind a DDP wrapper); :mod:`avalanche_exmask.distributed`
 * experiments: :class:`RunConfig`, :func:`load_runs`, :func:`run_experiment`; registries
-  :data:`METHODS`, :data:`CODECS`, :class:`MethodSpec`
+  :data:`METHODS`, :data:`CODECS`, :data:`BENCHMARKS`, :class:`MethodSpec`, :class:`CodecSpec`,
+  :class:`BenchmarkSpec`
 
 The names are imported lazily (PEP 562): ``import avalanche_exmask`` loads no submodule, and
 each name's module (with torch, Avalanche, open_clip, ...) is imported on first access.
@@ -76,6 +77,9 @@ _EXPORTS: dict[str, str] = {
     "run_experiment": "avalanche_exmask.experiment",
     "METHODS": "avalanche_exmask.registry",
     "CODECS": "avalanche_exmask.registry",
+    "BENCHMARKS": "avalanche_exmask.registry",
+    "CodecSpec": "avalanche_exmask.registry",
+    "BenchmarkSpec": "avalanche_exmask.registry",
     "MethodSpec": "avalanche_exmask.methods.base",
 }
 

@@ -21,8 +21,9 @@ import argparse
 import gc
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any
 
 DEMO_METHODS = ("naive", "replay", "masking")
 #: Set (to anything but ``0``) for tracebacks instead of one ``error:`` line.
@@ -45,13 +46,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     from avalanche_exmask.config import expand_runs
     from avalanche_exmask.experiment import build_benchmark, format_table, run_experiment, save_results
-
     from avalanche_exmask.registry import METHODS
 
     torch.set_num_threads(args.threads)
     methods = [m for m in METHODS.names() if not METHODS.get(m).joint] if args.all else list(args.methods)
     if args.benchmark == "clipart":
-        benchmark_args = {} if args.classes is None else {"classes": _clipart_classes(args.classes)}
+        benchmark_args: dict[str, Any] = {} if args.classes is None else {"classes": _clipart_classes(args.classes)}
     else:
         benchmark_args = {
             "n_classes": args.classes or 10, "train_per_class": args.train_per_class, "test_per_class": args.test_per_class
@@ -158,9 +158,12 @@ def _refuse_existing(args: argparse.Namespace, outputs: list[Path], main: bool) 
     existing = [str(out) for out in outputs if out.exists()]
     if existing and not (args.overwrite or args.resume):
         raise SystemExit(f"error: results exist (pass --overwrite to replace them, --resume to keep them): {existing}")
-    interrupted = [str(out.with_suffix(".ckpt.safetensors")) for out in outputs if os.path.lexists(out.with_suffix(".ckpt.safetensors"))]
+    checkpoints = [out.with_suffix(".ckpt.safetensors") for out in outputs]
+    interrupted = [str(checkpoint) for checkpoint in checkpoints if os.path.lexists(checkpoint)]
     if interrupted and not (args.overwrite or args.resume):
-        raise SystemExit(f"error: checkpoints of interrupted runs exist (pass --resume to continue them, --overwrite to start over): {interrupted}")
+        raise SystemExit(
+            f"error: checkpoints of interrupted runs exist (pass --resume to continue them, --overwrite to start over): {interrupted}"
+        )
     for out in outputs if main else []:
         for stale in remove_stale_temporaries(out, out.with_suffix(".ckpt.safetensors")):
             print(f"removed {stale} (left by an interrupted run)", flush=True)
@@ -180,7 +183,7 @@ def _run_all(args: argparse.Namespace, runs: list, outputs: list[Path], main: bo
 
     key = key_from_environment()
     results = []
-    for config, out in zip(runs, outputs):
+    for config, out in zip(runs, outputs, strict=True):
         if args.resume and out.exists():
             results.append(json.loads(out.read_text()))
             if main:
@@ -272,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; a failure prints one ``error: ...`` line (naming the file or field) to stderr
     and returns 1. With ``--debug`` or :data:`DEBUG_VARIABLE` set (not ``0``), errors propagate
     with their traceback."""

@@ -7,7 +7,6 @@ naming the function is checked before the function runs.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 __all__ = ["Bounds"]
 
@@ -16,8 +15,8 @@ __all__ = ["Bounds"]
 class Bounds:
     """The closed interval ``[low, high]`` (``None``: unbounded on that side)."""
 
-    low: Optional[float] = None
-    high: Optional[float] = None
+    low: float | None = None
+    high: float | None = None
 
     def __contains__(self, value: float) -> bool:
         return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)

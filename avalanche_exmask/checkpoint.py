@@ -23,7 +23,7 @@ file, read without pickle, holding tensors and a JSON description of everything 
 The safetensors header's metadata holds ``format`` (``avalanche_exmask.checkpoint``),
 ``version``, ``skeleton`` (JSON: the model's keys; the optimizer's class, parameter groups (names
 and options) and non-tensor state; the buffer's codec, budget, record layouts and, per record, its
-type from a fixed allow-list, layout, payload offset and length and extra slots; the strategy's
+type from the registered codecs' record types, layout, payload offset and length and extra slots; the strategy's
 optimized parameter names and clock; the Python and NumPy RNG states; ``extra``) and a digest of
 the skeleton and of every tensor's name, dtype, shape and bytes: ``sha256``, or, when saved with a
 key, ``hmac_sha256`` (HMAC-SHA256 under the key: a file on shared storage cannot be forged with a
@@ -47,9 +47,12 @@ fits, that every record decodes with the buffer's codec and the caller's check o
 modifies nothing until all checks pass; any problem raises :class:`CheckpointError` naming the
 file. Nothing in the file is ever executed.
 
-The buffer's records are put back with :meth:`ByteBudgetBuffer.load_records` (which refits them
-to the budget and rebuilds the replay dataset, atomically), its generators through their
-``generator`` properties.
+This module is the container: the buffer's section and its ``buffer/...`` tensors are what
+:meth:`ByteBudgetBuffer.state_dict` returns (records, selection generator, the augmentation's own
+``state_dict``), checked with the rest before anything changes and put back with
+:mod:`~avalanche_exmask.storage.buffer_state` (records through :meth:`ByteBudgetBuffer.load_records`,
+which refits them to the budget and rebuilds the replay dataset, atomically). The file format is
+that of earlier versions: their checkpoints load.
 """
 from __future__ import annotations
 
@@ -62,9 +65,9 @@ import os
 import random
 import stat
 import tempfile
-import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,11 +77,7 @@ from safetensors.torch import save_file
 
 from avalanche_exmask.distributed import unwrap_model
 from avalanche_exmask.storage.buffer import ByteBudgetBuffer
-from avalanche_exmask.storage.codecs.base import Record
-from avalanche_exmask.storage.codecs.cim import CimLayout
-from avalanche_exmask.storage.codecs.jpeg import JpegRecord
-from avalanche_exmask.storage.codecs.masked import MaskedLayout, MaskedRecord
-from avalanche_exmask.storage.codecs.raw import ImageLayout
+from avalanche_exmask.storage.buffer_state import apply_buffer_state, check_buffer_state
 
 __all__ = [
     "FORMAT",
@@ -94,7 +93,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 #: The ``format`` entry of a checkpoint's metadata.
 FORMAT = "avalanche_exmask.checkpoint"
@@ -104,10 +103,6 @@ VERSION = "1"
 #: The environment variable holding the runner's checkpoint key (see :func:`key_from_environment`).
 KEY_VARIABLE = "EXMASK_CHECKPOINT_KEY"
 
-#: The record types a checkpoint may name (a fixed allow-list: nothing else is ever built).
-_RECORD_TYPES: dict[str, type[Record]] = {cls.__name__: cls for cls in (Record, MaskedRecord, JpegRecord)}
-#: The layout types a checkpoint may name.
-_LAYOUT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (ImageLayout, MaskedLayout, CimLayout)}
 
 
 class CheckpointError(ValueError):
@@ -115,7 +110,7 @@ class CheckpointError(ValueError):
     the message starts with the file."""
 
 
-def key_from_environment() -> Optional[bytes]:
+def key_from_environment() -> bytes | None:
     """The checkpoint key in :data:`KEY_VARIABLE` (its UTF-8 bytes), or ``None`` when unset or empty:
     with a key, checkpoints are signed with HMAC-SHA256 and only files signed with it load."""
     text = os.environ.get(KEY_VARIABLE, "")
@@ -168,14 +163,14 @@ def _decode(value: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
     raise ValueError(f"malformed value {json.dumps(value)[:80]}")
 
 
-def _digest(skeleton: str, tensors: Mapping[str, torch.Tensor], key: Optional[bytes] = None) -> str:
+def _digest(skeleton: str, tensors: Mapping[str, torch.Tensor], key: bytes | None = None) -> str:
     """SHA-256 (HMAC-SHA256 with ``key``) of the skeleton and of every tensor's name, dtype, shape
     and bytes, in name order, as hex."""
     digest = hmac.new(key, digestmod=hashlib.sha256) if key is not None else hashlib.sha256()
     digest.update(skeleton.encode("utf-8"))
     for name in sorted(tensors):
         tensor = tensors[name]
-        digest.update(f"\0{name}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode("utf-8"))
+        digest.update(f"\0{name}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
@@ -202,9 +197,9 @@ def _optimizer_section(
     state_dict = optimizer.state_dict()
     name_of_index: dict[int, str] = {}
     groups = []
-    for position, (saved, live) in enumerate(zip(state_dict["param_groups"], optimizer.param_groups)):
+    for position, (saved, live) in enumerate(zip(state_dict["param_groups"], optimizer.param_groups, strict=True)):
         group_names = []
-        for index, parameter in zip(saved["params"], live["params"]):
+        for index, parameter in zip(saved["params"], live["params"], strict=True):
             if id(parameter) not in names:
                 raise TypeError(
                     f"the optimizer holds a parameter of shape {list(parameter.shape)} that is not in the model"
@@ -220,48 +215,11 @@ def _optimizer_section(
     return {"type": type(optimizer).__name__, "param_groups": groups, "state": state}
 
 
-def _buffer_generators(buffer: ByteBudgetBuffer) -> dict[str, torch.Generator]:
-    """The buffer's private generators: selection, and its augmentation's when seeded."""
-    generators = {"selection": buffer.generator}
-    augmentation_generator = getattr(buffer.augmentation, "generator", None)
-    if isinstance(augmentation_generator, torch.Generator):
-        generators["augmentation"] = augmentation_generator
-    return generators
-
-
 def _buffer_section(buffer: ByteBudgetBuffer, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The buffer's records (payloads into one tensor), layouts and generator states."""
-    layouts: dict[Any, int] = {}
-    payloads: list[bytes] = []
-    offset = 0
-    classes = []
-    for label, group in buffer.records.items():
-        entries = []
-        for record in group:
-            kind = type(record).__name__
-            if _RECORD_TYPES.get(kind) is not type(record):
-                raise TypeError(f"cannot checkpoint a {kind}: record types are {sorted(_RECORD_TYPES)}")
-            if type(record.layout).__name__ not in _LAYOUT_TYPES:
-                raise TypeError(f"cannot checkpoint a record with a {type(record.layout).__name__} layout")
-            layout = layouts.setdefault(record.layout, len(layouts))
-            entries.append(
-                {"type": kind, "layout": layout, "offset": offset, "nbytes": record.nbytes, "state": record.to_state()}
-            )
-            payloads.append(record.data)
-            offset += record.nbytes
-        classes.append({"label": int(label), "records": entries})
-    tensors["buffer/payload"] = torch.from_numpy(np.frombuffer(b"".join(payloads), dtype=np.uint8).copy())
-    generators = _buffer_generators(buffer)
-    for name, generator in generators.items():
-        tensors[f"buffer/generator/{name}"] = generator.get_state()
-    return {
-        "codec": buffer.codec.name,
-        "max_size": int(buffer.max_size),
-        "mode": buffer.mode,
-        "layouts": [{"type": type(layout).__name__, "fields": dict(layout._asdict())} for layout in layouts],
-        "classes": classes,
-        "generators": sorted(generators),
-    }
+    """The buffer's own state (:meth:`ByteBudgetBuffer.state_dict`), its tensors under ``buffer/``."""
+    state, buffer_tensors = buffer.state_dict()
+    tensors.update({f"buffer/{name}": tensor for name, tensor in buffer_tensors.items()})
+    return state
 
 
 def _rng_section(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -331,12 +289,12 @@ def _save(
     path: PathLike,
     *,
     model: torch.nn.Module,
-    optimizer: Optional[torch.optim.Optimizer],
-    buffer: Optional[ByteBudgetBuffer],
+    optimizer: torch.optim.Optimizer | None,
+    buffer: ByteBudgetBuffer | None,
     scheduler: Any,
-    extra: Optional[Mapping[str, Any]],
+    extra: Mapping[str, Any] | None,
     strategy: Any,
-    key: Optional[bytes],
+    key: bytes | None,
 ) -> None:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = {
@@ -363,11 +321,11 @@ def save_checkpoint(
     path: PathLike,
     *,
     model: torch.nn.Module,
-    optimizer: Optional[torch.optim.Optimizer],
-    buffer: Optional[ByteBudgetBuffer] = None,
+    optimizer: torch.optim.Optimizer | None,
+    buffer: ByteBudgetBuffer | None = None,
     scheduler: Any = None,
-    extra: Optional[Mapping[str, Any]] = None,
-    key: Optional[bytes] = None,
+    extra: Mapping[str, Any] | None = None,
+    key: bytes | None = None,
 ) -> None:
     """Write a checkpoint to ``path`` atomically (see the module docstring for what it holds).
 
@@ -415,7 +373,7 @@ def _check_regular_file(path: Path) -> None:
 
 
 def _read(
-    path: Path, *, key: Optional[bytes], check_header: Callable[[Header], None]
+    path: Path, *, key: bytes | None, check_header: Callable[[Header], None]
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The skeleton and tensors of a checkpoint file, after the format, header and digest checks.
 
@@ -462,7 +420,7 @@ def _parse_skeleton(path: Path, text: str) -> dict[str, Any]:
     return skeleton
 
 
-def _check_digest(path: Path, metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor], key: Optional[bytes]) -> None:
+def _check_digest(path: Path, metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor], key: bytes | None) -> None:
     """The file's digest: ``hmac_sha256`` when a key is given (a file without one is refused),
     else ``sha256`` (a keyed file is refused: its key is needed)."""
     text = metadata.get("skeleton", "")
@@ -488,12 +446,6 @@ def _is_count(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
-def _fits_layout_field(layout_type: type, name: str, value: Any) -> bool:
-    """Whether ``value`` fits field ``name`` of a layout: a bool for a ``bool`` field (such as
-    ``CimLayout.pixels_once``), a non-negative int for every other."""
-    return type(value) is bool if typing.get_type_hints(layout_type).get(name) is bool else _is_count(value)
-
-
 def _safetensors_dtype(dtype: torch.dtype) -> str:
     """The safetensors name of a torch dtype (``torch.float32`` -> ``F32``)."""
     names = {
@@ -514,7 +466,7 @@ def _head_names(model: torch.nn.Module) -> set[str]:
     return names
 
 
-def _check_header(header: Header, *, model: torch.nn.Module, buffer: Optional[ByteBudgetBuffer]) -> None:
+def _check_header(header: Header, *, model: torch.nn.Module, buffer: ByteBudgetBuffer | None) -> None:
     """Check the tensors a file declares, from its header alone, before any is read.
 
     Every tensor needs a known dtype; ``model/<key>`` the model's dtype and shape (a head's row
@@ -644,79 +596,6 @@ def _plan_optimizer(
     return names, {"state": decoded_state, "param_groups": saved_groups}
 
 
-def _plan_buffer(
-    skeleton: Any, tensors: Mapping[str, torch.Tensor], buffer: ByteBudgetBuffer
-) -> tuple[dict[int, list[Record]], dict[str, torch.Tensor]]:
-    """The records to put back (each decoded once as a check) and the generator states."""
-    _require(isinstance(skeleton, dict), "no buffer in the file")
-    _require(
-        skeleton.get("codec") == buffer.codec.name,
-        f"buffer codec is {buffer.codec.name!r}; the checkpoint's records are {skeleton.get('codec')!r}",
-    )
-    _require(
-        skeleton.get("max_size") == buffer.max_size and skeleton.get("mode") == buffer.mode,
-        f"buffer budget is {buffer.max_size} bytes ({buffer.mode!r}); the checkpoint's "
-        f"{skeleton.get('max_size')} bytes ({skeleton.get('mode')!r})",
-    )
-    layouts = []
-    for entry in skeleton.get("layouts") or []:
-        _require(isinstance(entry, dict) and entry.get("type") in _LAYOUT_TYPES, f"unknown layout {str(entry)[:80]}")
-        layout_type = _LAYOUT_TYPES[entry["type"]]
-        fields = entry.get("fields")
-        _require(
-            isinstance(fields, dict)
-            and list(fields) == list(layout_type._fields)[: len(fields)]
-            and set(layout_type._fields[len(fields) :]) <= set(layout_type._field_defaults)
-            and all(_fits_layout_field(layout_type, name, value) for name, value in fields.items()),
-            f"malformed {entry['type']} fields {str(fields)[:80]}",
-        )
-        layouts.append(layout_type(**fields))  # fields added since a file was written take their defaults
-    payload = tensors.get("buffer/payload")
-    _require(payload is not None and payload.dtype == torch.uint8 and payload.ndim == 1, "malformed buffer payload")
-    data = payload.numpy().tobytes()
-    records: dict[int, list[Record]] = {}
-    end = 0
-    for group in skeleton.get("classes") or []:
-        _require(isinstance(group, dict) and _is_count(group.get("label")), "malformed buffer class")
-        label = group["label"]
-        _require(label not in records, f"buffer class {label} listed twice")
-        records[label] = []
-        for entry in group.get("records") or []:
-            _require(isinstance(entry, dict), "malformed buffer record")
-            kind, layout, offset, nbytes = (entry.get(key) for key in ("type", "layout", "offset", "nbytes"))
-            _require(kind in _RECORD_TYPES, f"record type {str(kind)[:40]!r} is not one of {sorted(_RECORD_TYPES)}")
-            _require(_is_count(layout) and layout < len(layouts), f"record layout {layout!r} out of range")
-            _require(
-                offset == end and _is_count(nbytes) and offset + nbytes <= len(data),
-                f"record bytes [{offset}, {offset}+{nbytes}) do not follow on at {end} in a {len(data)}-byte payload",
-            )
-            state = entry.get("state")
-            _require(
-                isinstance(state, dict) and all(map(_is_count, state.values())) and state.get("label") == label,
-                f"malformed record state {str(state)[:80]}",
-            )
-            try:
-                record = _RECORD_TYPES[kind].from_state(
-                    state, data=data[offset : offset + nbytes], layout=layouts[layout]
-                )
-                buffer.codec.decode(record)
-            except (TypeError, ValueError, ArithmeticError, RuntimeError) as error:  # RecordDecodeError is a ValueError
-                raise ValueError(f"class {label}, record {len(records[label])} does not decode ({error})") from error
-            records[label].append(record)
-            end = offset + nbytes
-    _require(end == len(data), f"buffer payload has {len(data) - end} bytes no record uses")
-    generators = _buffer_generators(buffer)
-    _require(
-        skeleton.get("generators") == sorted(generators),
-        f"buffer generators {sorted(generators)}; the checkpoint's {skeleton.get('generators')}",
-    )
-    states = {name: tensors.get(f"buffer/generator/{name}") for name in generators}
-    for name, state in states.items():
-        _require(state is not None, f"buffer generator {name!r} state missing")
-        _check_generator_state(state, f"buffer generator {name!r}")
-    return records, states
-
-
 def _check_generator_state(state: torch.Tensor, what: str) -> None:
     """Try ``state`` on a scratch generator."""
     try:
@@ -762,29 +641,17 @@ def _apply_rng(states: Mapping[str, Any]) -> None:
         logger.warning("checkpoint holds %d CUDA RNG state(s) that this machine cannot take; not restored", len(cuda))
 
 
-def _restore_buffer(
-    buffer: ByteBudgetBuffer, records: dict[int, list[Record]], states: Mapping[str, torch.Tensor]
-) -> None:
-    """Put ``records`` back in ``buffer``; on failure the buffer is left as it was.
-
-    :raises ValueError: if the buffer would not keep every record.
-    """
-    buffer.load_records(records)
-    for name, generator in _buffer_generators(buffer).items():
-        generator.set_state(states[name])
-
-
 def _load(
     path: PathLike,
     *,
     model: torch.nn.Module,
-    optimizer: Optional[torch.optim.Optimizer],
-    buffer: Optional[ByteBudgetBuffer],
+    optimizer: torch.optim.Optimizer | None,
+    buffer: ByteBudgetBuffer | None,
     scheduler: Any,
     strategy: Any,
     restore_rng: bool,
-    key: Optional[bytes],
-    check_extra: Optional[Callable[[dict[str, Any]], None]],
+    key: bytes | None,
+    check_extra: Callable[[dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
     path = Path(path)
     skeleton, tensors = _read(
@@ -804,7 +671,8 @@ def _load(
             )
             scheduler_state = _decode(section.get("state"), tensors)
             _require(isinstance(scheduler_state, dict), "malformed scheduler state")
-        buffer_plan = _plan_buffer(skeleton.get("buffer"), tensors, buffer) if buffer is not None else None
+        buffer_tensors = {name.removeprefix("buffer/"): tensor for name, tensor in tensors.items() if name.startswith("buffer/")}
+        buffer_plan = check_buffer_state(buffer, skeleton.get("buffer"), buffer_tensors) if buffer is not None else None
         strategy_section = skeleton.get("strategy") if strategy is not None else None
         if strategy is not None:
             _require(isinstance(strategy_section, dict), "no strategy state in the file")
@@ -821,8 +689,8 @@ def _load(
         _require(isinstance(extra, dict), "malformed extra state")
         if check_extra is not None:
             check_extra(extra)
-        if buffer_plan is not None:
-            _restore_buffer(buffer, *buffer_plan)
+        if buffer is not None and buffer_plan is not None:
+            apply_buffer_state(buffer, buffer_plan)
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from error
     # Everything was checked (and the buffer restored): nothing below reads the file's structure.
@@ -832,7 +700,7 @@ def _load(
     if optimizer_plan is not None:
         names, optimizer_state = optimizer_plan
         parameters = dict(model.named_parameters())
-        for group, group_names in zip(optimizer.param_groups, names):
+        for group, group_names in zip(optimizer.param_groups, names, strict=True):
             group["params"] = [parameters[name] for name in group_names]
         optimizer.load_state_dict(optimizer_state)
     if scheduler_state is not None:
@@ -864,12 +732,12 @@ def load_checkpoint(
     path: PathLike,
     *,
     model: torch.nn.Module,
-    optimizer: Optional[torch.optim.Optimizer] = None,
-    buffer: Optional[ByteBudgetBuffer] = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    buffer: ByteBudgetBuffer | None = None,
     scheduler: Any = None,
     restore_rng: bool = True,
-    key: Optional[bytes] = None,
-    check_extra: Optional[Callable[[dict[str, Any]], None]] = None,
+    key: bytes | None = None,
+    check_extra: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Load a checkpoint of :func:`save_checkpoint` into fresh objects built like the saved ones.
 
@@ -924,7 +792,7 @@ def _strategy_parts(strategy: Any) -> dict[str, Any]:
 
 
 def save_strategy_checkpoint(
-    path: PathLike, strategy: Any, *, extra: Optional[Mapping[str, Any]] = None, key: Optional[bytes] = None
+    path: PathLike, strategy: Any, *, extra: Mapping[str, Any] | None = None, key: bytes | None = None
 ) -> None:
     """:func:`save_checkpoint` of an Avalanche strategy between experiences.
 
@@ -944,8 +812,8 @@ def load_strategy_checkpoint(
     strategy: Any,
     *,
     restore_rng: bool = True,
-    key: Optional[bytes] = None,
-    check_extra: Optional[Callable[[dict[str, Any]], None]] = None,
+    key: bytes | None = None,
+    check_extra: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Load a :func:`save_strategy_checkpoint` file into a strategy built like the saved one.
 

@@ -30,14 +30,15 @@ versions (``samples_per_class: 5``, ``text_mode: none``, ...) are converted by :
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
-import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, ClassVar, Literal
 
-from avalanche_exmask.benchmarks.generators import GENERATORS
+from avalanche_exmask.config_flat import FLAT_FIELDS, from_flat, is_flat
+from avalanche_exmask.config_values import ConfigError, build_dataclass, convert_value, set_path
+from avalanche_exmask.registry import BENCHMARKS
 
 __all__ = [
     "ConfigError",
@@ -64,11 +65,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A configuration problem; the message names the field (dotted path) and the file."""
-
-
-def _positive(section: Any, name: str, high: Optional[int] = None) -> None:
+def _positive(section: Any, name: str, high: int | None = None) -> None:
     value = getattr(section, name)
     if value < 1 or (high is not None and value > high):
         raise ValueError(f"{name} must be >= 1" + (f" and <= {high}" if high is not None else "") + f"; got {value}")
@@ -89,11 +86,9 @@ class BenchmarkSection:
 
     def __post_init__(self) -> None:
         if self.name not in BENCHMARKS:
-            raise ValueError(f"name must be one of {BENCHMARKS}; got {self.name!r}")
+            raise ValueError(f"name must be one of {tuple(BENCHMARKS.names())}; got {self.name!r}")
         _positive(self, "n_experiences")
 
-
-BENCHMARKS = tuple(GENERATORS)
 
 #: Seeds are in ``[0, MAX_SEED]`` (what NumPy's and torch's generators take alike).
 MAX_SEED = 2**32 - 1
@@ -101,8 +96,6 @@ MAX_SEED = 2**32 - 1
 MAX_BATCH_SIZE = 2**20
 #: The deepest nesting a config file may have (the schema is 5 levels deep).
 MAX_DEPTH = 32
-#: A number as a person types it, which YAML 1.1 reads as a string when it has no dot (``1e-3``).
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 #: Quoted YAML scalars and comments (where brackets do not nest).
 _QUOTED_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"\\]|\\.)*\"|#[^\n]*")
 
@@ -123,10 +116,10 @@ class ModelSection:
     """
 
     name: str = "exmask-tiny"
-    pretrained: Optional[str] = "synthetic"
+    pretrained: str | None = "synthetic"
     adapter: str = "ssf"
-    image_attention: Union[str, int] = "last"
-    skip_empty_patches: Union[bool, Literal["attention_mask", "drop"]] = False
+    image_attention: str | int = "last"
+    skip_empty_patches: bool | Literal["attention_mask", "drop"] = False
     mask_scores_from: Literal["adapted", "pretrained"] = "adapted"
 
 
@@ -195,6 +188,11 @@ class TrainSection:
         replay methods).
     """
 
+    #: The fields that apply only to methods with an exemplar buffer.
+    replay_fields: ClassVar[tuple[str, ...]] = (
+        "memory_batch", "replay_rate", "weight_aligning", "augmentation", "current_through_codec"
+    )
+
     epochs: int = 5
     batch_size: int = 32
     lr: float = 3e-3
@@ -240,9 +238,9 @@ class LoggingSection:
     """
 
     progress: bool = True
-    csv: Optional[str] = None
-    tensorboard: Optional[str] = None
-    wandb_project: Optional[str] = None
+    csv: str | None = None
+    tensorboard: str | None = None
+    wandb_project: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -263,7 +261,7 @@ class LoaderSection:
     """
 
     num_workers: int = 0
-    pin_memory: Optional[bool] = None
+    pin_memory: bool | None = None
     persistent_workers: bool = False
 
     def __post_init__(self) -> None:
@@ -327,182 +325,29 @@ class RunConfig:
     method_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from avalanche_exmask.registry import METHODS
+        from avalanche_exmask.registry import CODECS, METHODS
 
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS.names()}; got {self.method!r}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be in [0, {MAX_SEED}]; got {self.seed}")
-        if self.model.skip_empty_patches == "drop" and METHODS.get(self.method).codec == "masked":
-            background = self.storage.options.get("masked", {}).get("background_downsample", "patch")
-            if background is not None:
-                raise ValueError(
-                    "model.skip_empty_patches='drop' drops the black patches of masked exemplars, and with "
-                    f"storage.options.masked.background_downsample={background!r} they have none; set it to null"
-                )
+        codec = METHODS.get(self.method).codec
+        check_run = CODECS.get(codec).check_run if codec is not None and codec in CODECS else None
+        if check_run is not None:
+            check_run(self, self.storage.options.get(codec, {}))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready nested dict (what the results file stores)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> "RunConfig":
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> RunConfig:
         """Build and validate from a nested dict; errors name the field and ``source``."""
         return build_dataclass(cls, values, where="", source=source)
 
-    def replace(self, **changes: Any) -> "RunConfig":
+    def replace(self, **changes: Any) -> RunConfig:
         """A copy with top-level fields replaced (sections as objects)."""
         return dataclasses.replace(self, **changes)
-
-
-# --------------------------------------------------------------------------- typed building
-def build_dataclass(cls: type, values: Any, *, where: str, source: str) -> Any:
-    """Build the (frozen) dataclass ``cls`` from a dict, recursively, checking every field's type.
-
-    :param where: the dotted path of ``values`` (``""`` at the top), for messages.
-    :param source: the file (or ``"config"``) the values came from, for messages.
-    :raises ConfigError: naming ``where.field`` and ``source`` for an unknown field, a value of the
-        wrong type, or a value the dataclass's own checks reject.
-    """
-    if isinstance(values, cls):
-        return values
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{source}: {where or 'the config'} must be a mapping; got {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown field(s) {[_join(where, k) for k in unknown]}; {where or 'the config'} has {sorted(fields)}"
-        )
-    hints = typing.get_type_hints(cls)
-    converted = {name: convert_value(hints[name], value, _join(where, name), source) for name, value in values.items()}
-    try:
-        return cls(**converted)
-    except (ValueError, TypeError) as error:
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(f"{source}: {where + ': ' if where else ''}{error}") from None
-
-
-def _join(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
-
-
-def convert_value(hint: Any, value: Any, where: str, source: str) -> Any:
-    """``value`` checked (and, for dataclasses, built) against the type ``hint``."""
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return build_dataclass(hint, value, where=where, source=source)
-    if hint is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(hint):
-            try:
-                return convert_value(option, value, where, source)
-            except ConfigError as error:
-                errors.append(error)
-        raise ConfigError(f"{source}: {where} must be {_describe(hint)}; got {value!r}")
-    if origin is Literal:
-        if value not in typing.get_args(hint):
-            raise ConfigError(f"{source}: {where} must be one of {list(typing.get_args(hint))}; got {value!r}")
-        return value
-    if hint is type(None):
-        if value is not None:
-            raise ConfigError(f"{source}: {where} must be null; got {value!r}")
-        return None
-    if hint is float:
-        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-            value = float(value)  # "1e-3": YAML 1.1 reads exponents without a dot as strings
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{source}: {where} must be a finite number; got {value!r}")
-        return float(value)
-    if hint in (int, bool, str):
-        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise ConfigError(f"{source}: {where} must be {hint.__name__}; got {value!r}")
-        return value
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{source}: {where} must be a mapping; got {value!r}")
-        _, value_hint = typing.get_args(hint)
-        return {str(k): convert_value(value_hint, v, _join(where, str(k)), source) for k, v in value.items()}
-    raise TypeError(f"unsupported config type {hint!r} at {where}")
-
-
-def _describe(hint: Any) -> str:
-    args = [a for a in typing.get_args(hint)]
-    return " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
-
-
-# --------------------------------------------------------------------------- flat (legacy) format
-#: Fields of the flat format of earlier versions -> dotted path in :class:`RunConfig`.
-FLAT_FIELDS: dict[str, str] = {
-    "method": "method",
-    "seed": "seed",
-    "device": "device",
-    "benchmark": "benchmark.name",
-    "benchmark_args": "benchmark.args",
-    "n_experiences": "benchmark.n_experiences",
-    "model_name": "model.name",
-    "pretrained": "model.pretrained",
-    "adapter": "model.adapter",
-    "image_attention": "model.image_attention",
-    "skip_empty_patches": "model.skip_empty_patches",
-    "samples_per_class": "storage.budget.samples_per_class",
-    "budget_mode": "storage.budget.mode",
-    "image_rule": "storage.options.masked.image_rule.kind",
-    "tau": "storage.options.masked.image_rule.tau",
-    "keep_ratio": "storage.options.masked.image_rule.ratio",
-    "background_downsample": "storage.options.masked.background_downsample",
-    "text_mode": "storage.options.masked.text_rule.mode",
-    "text_class_source": "storage.options.masked.text_rule.class_source",
-    "context_ratio": "storage.options.masked.text_rule.context_ratio",
-    "jpeg_quality": "storage.options.jpeg.quality",
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "lr": "train.lr",
-    "lr_schedule": "train.lr_schedule",
-    "memory_batch": "train.memory_batch",
-    "weight_aligning": "train.weight_aligning",
-    "current_through_codec": "train.current_through_codec",
-    "p_fill": "train.augmentation.p_fill",
-    "p_token_mix": "train.augmentation.p_token_mix",
-    "p_swap_text": "train.augmentation.p_swap_text",
-    "progress": "logging.progress",
-}
-
-
-def from_flat(values: Mapping[str, Any], *, source: str = "config") -> dict[str, Any]:
-    """A flat config of earlier versions as a nested dict (``methods`` / ``seeds`` lists kept).
-
-    :raises ConfigError: naming an unknown flat field.
-    """
-    nested: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in ("methods", "seeds"):
-            nested[key] = value
-            continue
-        if key not in FLAT_FIELDS:
-            raise ConfigError(f"{source}: unknown field {key!r} (flat format); known: {sorted(FLAT_FIELDS)}")
-        _set_path(nested, FLAT_FIELDS[key], value)
-    return nested
-
-
-def _is_flat(values: Mapping[str, Any]) -> bool:
-    """Whether ``values`` is in the flat format (a flat-only field, or ``benchmark`` given as a name)."""
-    shared = {"method", "seed", "device", "benchmark"}
-    return isinstance(values.get("benchmark"), str) or any(k in FLAT_FIELDS and k not in shared for k in values)
-
-
-def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
-    *parents, leaf = path.split(".")
-    node = tree
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {path}: {part} is not a section")
-        node = child
-    node[leaf] = value
 
 
 # --------------------------------------------------------------------------- files and overrides
@@ -528,7 +373,7 @@ def apply_override(values: dict[str, Any], override: str, *, source: str = "--se
         values.pop(path[:-1], None)
     if "." not in path and path in FLAT_FIELDS and FLAT_FIELDS[path] != path:
         path = FLAT_FIELDS[path]
-    _set_path(values, path, value)
+    set_path(values, path, value)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -607,7 +452,7 @@ def expand_runs(
     values: Mapping[str, Any],
     *,
     source: str = "config",
-    applicable_to: Optional[Sequence[str]] = None,
+    applicable_to: Sequence[str] | None = None,
     on_this_machine: bool = True,
 ) -> list[RunConfig]:
     """One validated :class:`RunConfig` per (method, seed) of ``values`` (nested or flat format).
@@ -627,7 +472,7 @@ def expand_runs(
     """
     from avalanche_exmask.registry import METHODS
 
-    values = from_flat(values, source=source) if _is_flat(values) else dict(values)
+    values = from_flat(values, source=source) if is_flat(values) else dict(values)
     methods = _as_list(values.pop("methods", None), values.get("method", RunConfig.method), "methods", source)
     seeds = _as_list(values.pop("seeds", None), values.get("seed", RunConfig.seed), "seeds", source)
     values.pop("method", None)
@@ -736,7 +581,7 @@ def _as_list(listed: Any, single: Any, name: str, source: str) -> list[Any]:
 def _check_applicable(values: Mapping[str, Any], specs: Mapping[str, Any], source: str) -> None:
     buffered = [name for name, spec in specs.items() if spec.codec is not None]
     if not buffered:
-        for section, keys in (("storage", None), ("train", ("memory_batch", "replay_rate", "weight_aligning", "augmentation", "current_through_codec"))):
+        for section, keys in (("storage", None), ("train", TrainSection.replay_fields)):
             given = values.get(section) or {}
             for key in given if keys is None else [k for k in keys if k in given]:
                 raise ConfigError(
@@ -745,7 +590,9 @@ def _check_applicable(values: Mapping[str, Any], specs: Mapping[str, Any], sourc
     for method in (values.get("method_options") or {}):
         if method not in specs or getattr(specs[method], "options", None) is None:
             with_options = [name for name, spec in specs.items() if getattr(spec, "options", None) is not None]
-            raise ConfigError(f"{source}: method_options.{method} applies to none of the methods {list(specs)} (methods with options: {with_options})")
+            raise ConfigError(
+                f"{source}: method_options.{method} applies to none of the methods {list(specs)} (methods with options: {with_options})"
+            )
     codecs_used = {specs[name].codec for name in buffered}
     options = (values.get("storage") or {}).get("options") or {}
     from avalanche_exmask.registry import CODECS
@@ -771,7 +618,7 @@ def _resolve_codec_options(run: RunConfig, spec: Any, source: str) -> RunConfig:
 def load_runs(path: str | Path, overrides: Sequence[str] = ()) -> list[RunConfig]:
     """The validated runs of a config file with ``a.b=value`` overrides applied (see the module docstring)."""
     values = read_config_file(path)
-    if _is_flat(values):
+    if is_flat(values):
         values = from_flat(values, source=str(path))
     for override in overrides:
         apply_override(values, override)

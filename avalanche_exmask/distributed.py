@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from avalanche.distributed import DistributedHelper
@@ -97,7 +98,7 @@ def local_device(device: str) -> torch.device:
     return parsed
 
 
-def init_distributed(seed: int, *, device: str = "cpu", backend: Optional[str] = None) -> torch.device:
+def init_distributed(seed: int, *, device: str = "cpu", backend: str | None = None) -> torch.device:
     """Start the process group from the launcher's environment with Avalanche's helper (a group
     already started is kept: only the device is returned).
 

@@ -22,14 +22,18 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 import torch
 
 from avalanche_exmask.config import ConfigError, RunConfig, resolve_run
 
-__all__ = ["run_experiment", "load_trained_model", "per_rank_batch_sizes", "build_benchmark", "summarise_accuracy", "save_results", "format_table", "environment"]
+__all__ = [
+    "run_experiment", "build_model", "load_trained_model", "per_rank_batch_sizes", "build_benchmark", "summarise_accuracy", "save_results",
+    "format_table", "environment",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ def summarise_accuracy(matrix: list[list[float]], sizes: list[int]) -> dict[str,
     seen = []
     for t, row in enumerate(matrix):
         weights = sizes[: t + 1]
-        seen.append(sum(a * w for a, w in zip(row[: t + 1], weights)) / sum(weights))
+        seen.append(sum(a * w for a, w in zip(row[: t + 1], weights, strict=True)) / sum(weights))
     last = len(matrix) - 1
     drops = [max(matrix[t][j] for t in range(j, last)) - matrix[last][j] for j in range(last)]
     return {
@@ -105,11 +109,11 @@ def _loggers(config: RunConfig) -> list:
 
 
 def run_experiment(
-    config: Union[RunConfig, Mapping[str, Any]],
+    config: RunConfig | Mapping[str, Any],
     *,
     benchmark=None,
-    checkpoint: Optional[Union[str, Path]] = None,
-    checkpoint_key: Optional[bytes] = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_key: bytes | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one method; return the results dict (see the module docstring).
 
@@ -140,17 +144,9 @@ def run_experiment(
     :raises CheckpointError: naming the checkpoint, if it cannot be resumed from.
     :raises OutputFolderError: naming the folder, if the checkpoint cannot be written there.
     """
-    from avalanche.evaluation.metrics import accuracy_metrics, class_accuracy_metrics
-    from avalanche.training.plugins import EvaluationPlugin
-
     from avalanche_exmask import distributed
-    from avalanche_exmask.methods.base import BuildContext
-    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
     from avalanche_exmask.registry import METHODS
     from avalanche_exmask.run_checks import check_machine
-    from avalanche_exmask.storage.budget import budget_from_samples_per_class
-    from avalanche_exmask.training.distributed_metrics import gathered_accuracy_metrics, gathered_class_accuracy_metrics
-    from avalanche_exmask.training.distributed_plugin import DistributedTrainingPlugin
 
     if not isinstance(config, RunConfig):
         config = RunConfig.from_dict(config)
@@ -159,96 +155,19 @@ def run_experiment(
     spec = METHODS.get(config.method)
     start = time.perf_counter()
     benchmark = benchmark if benchmark is not None else build_benchmark(config)
-    train_stream, test_stream = benchmark.train_stream, benchmark.test_stream
-    n_classes = sum(len(exp.classes_in_this_experience) for exp in train_stream)
-    torch.manual_seed(config.seed)
-    model = MultimodalCLIPClassifier(
-        config.model.name, config.model.pretrained, adapter=config.model.adapter,
-        image_attention=config.model.image_attention, skip_empty_patches=config.model.skip_empty_patches,
-        mask_scores_from=config.model.mask_scores_from,
-    )
-    _accelerate(model, config)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.train.lr, weight_decay=0.0)
-    train_batch, eval_batch = per_rank_batch_sizes(config)
-    runner_plugins: list = []
-    if distributed.is_distributed():
-        runner_plugins.append(DistributedTrainingPlugin())
-        metrics = [gathered_accuracy_metrics(experience=True, stream=True), gathered_class_accuracy_metrics()]
-    else:
-        metrics = [accuracy_metrics(experience=True, stream=True), class_accuracy_metrics(stream=True)]
-    if config.train.lr_schedule == "cosine":
-        from avalanche_exmask.training.lr_schedule import CosineLRPlugin
-
-        runner_plugins.append(CosineLRPlugin())
-    if config.accelerator.precision != "fp32":
-        from avalanche_exmask.training.mixed_precision import MixedPrecisionPlugin
-
-        runner_plugins.append(MixedPrecisionPlugin(config.accelerator.precision, torch.device(config.device).type))
-    budget = budget_from_samples_per_class(
-        config.storage.budget.samples_per_class, n_classes, model.image_size, model.context_length
-    )
-    context = BuildContext(
-        config=config, model=model, optimizer=optimizer, benchmark=benchmark, n_classes=n_classes, budget_nbytes=budget,
-        template_kwargs=dict(
-            model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(), train_mb_size=train_batch,
-            train_epochs=config.train.epochs, eval_mb_size=eval_batch, device=distributed.local_device(config.device),
-            evaluator=EvaluationPlugin(*metrics, loggers=_loggers(config)),
-            **({"plugins": runner_plugins} if runner_plugins else {}),
-        ),
-    )
+    context = _build_context(config, spec, benchmark)
     strategy = spec.build(context)
-    loader_kwargs = config.loader.template_kwargs()
     if checkpoint is not None and not spec.joint and distributed.is_main_process():
         from avalanche_exmask.output_folder import check_output_folder
 
-        check_output_folder(Path(checkpoint).parent, 2 * _checkpoint_nbytes(model, budget))
-
-    sizes = [len(exp.dataset) for exp in test_stream]
-    train_seconds: list[float] = []
+        check_output_folder(Path(checkpoint).parent, 2 * _checkpoint_nbytes(context.model, context.budget_nbytes))
+    sizes = [len(exp.dataset) for exp in benchmark.test_stream]
     if spec.joint:
-        t0 = time.perf_counter()
-        strategy.train(train_stream, **loader_kwargs)
-        train_seconds.append(time.perf_counter() - t0)
-        row, per_class = _evaluate(strategy, test_stream, len(test_stream) - 1, loader_kwargs)
-        accuracy = {
-            "accuracy_matrix": [row],
-            "class_accuracy_matrix": [per_class],
-            "final_accuracy": sum(a * w for a, w in zip(row, sizes)) / sum(sizes),
-            "average_incremental_accuracy": None,
-            "forgetting": None,
-        }
+        accuracy, train_seconds = _train_joint(strategy, benchmark, config, sizes)
     else:
-        matrix: list[list[float]] = []
-        class_matrix: list[dict[str, float]] = []
-        first = 0
-        if checkpoint is not None and os.path.lexists(checkpoint):
-            from avalanche_exmask.checkpoint import load_strategy_checkpoint
-            from avalanche_exmask.resume import check_run_state
-
-            saved = load_strategy_checkpoint(
-                checkpoint, strategy, key=checkpoint_key,
-                check_extra=lambda extra: check_run_state(extra, config, len(train_stream)),
-            )
-            first, matrix, train_seconds = saved["next_experience"], saved["accuracy_matrix"], saved["train_seconds"]
-            class_matrix = saved["class_accuracy_matrix"]
-            log.info("resuming %s after experience %d from %s", config.method, first - 1, checkpoint)
-        for t in range(first, len(train_stream)):
-            t0 = time.perf_counter()
-            strategy.train(train_stream[t], **loader_kwargs)
-            train_seconds.append(time.perf_counter() - t0)
-            row, per_class = _evaluate(strategy, test_stream, t, loader_kwargs)
-            matrix.append(row)
-            class_matrix.append(per_class)
-            if checkpoint is not None and distributed.is_main_process():
-                from avalanche_exmask.checkpoint import save_strategy_checkpoint
-                from avalanche_exmask.resume import run_state
-
-                save_strategy_checkpoint(
-                    checkpoint, strategy, key=checkpoint_key,
-                    extra=run_state(config, t + 1, matrix, class_matrix, train_seconds),
-                )
-        accuracy = {"accuracy_matrix": matrix, "class_accuracy_matrix": class_matrix, **summarise_accuracy(matrix, sizes)}
+        accuracy, train_seconds = _train_incrementally(strategy, benchmark, config, sizes, checkpoint, checkpoint_key)
     figures = spec.report(strategy, context) if spec.report is not None else {}
+    model, n_classes, budget = context.model, context.n_classes, context.budget_nbytes
     return {
         "config": config.to_dict(),
         "n_classes": n_classes,
@@ -267,7 +186,128 @@ def run_experiment(
     }
 
 
-def load_trained_model(results: Union[str, Path], *, image_attention: Union[str, int, None] = None):
+def build_model(config: RunConfig, *, image_attention: str | int | None = None) -> Any:
+    """The :class:`~avalanche_exmask.models.classifier.MultimodalCLIPClassifier` of ``config.model``
+    (``image_attention`` overrides ``config.model.image_attention``)."""
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+
+    model = config.model
+    return MultimodalCLIPClassifier(
+        model.name, model.pretrained, adapter=model.adapter,
+        image_attention=model.image_attention if image_attention is None else image_attention,
+        skip_empty_patches=model.skip_empty_patches, mask_scores_from=model.mask_scores_from,
+    )
+
+
+def _build_context(config: RunConfig, spec: Any, benchmark: Any) -> Any:
+    """The method builder's :class:`~avalanche_exmask.methods.base.BuildContext`: the model (seeded
+    by ``config.seed``, accelerated), AdamW at the method's learning rate
+    (:meth:`~avalanche_exmask.methods.base.MethodSpec.optimizer_lr`), the budget in bytes and the
+    template arguments (per-process batch sizes, device, evaluator, the runner's plugins)."""
+    from avalanche.evaluation.metrics import accuracy_metrics, class_accuracy_metrics
+    from avalanche.training.plugins import EvaluationPlugin
+
+    from avalanche_exmask import distributed
+    from avalanche_exmask.methods.base import BuildContext
+    from avalanche_exmask.storage.budget import budget_from_samples_per_class
+    from avalanche_exmask.training.distributed_metrics import gathered_accuracy_metrics, gathered_class_accuracy_metrics
+    from avalanche_exmask.training.distributed_plugin import DistributedTrainingPlugin
+
+    n_classes = sum(len(exp.classes_in_this_experience) for exp in benchmark.train_stream)
+    torch.manual_seed(config.seed)
+    model = build_model(config)
+    _accelerate(model, config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=spec.optimizer_lr(config), weight_decay=0.0)
+    train_batch, eval_batch = per_rank_batch_sizes(config)
+    runner_plugins: list = []
+    if distributed.is_distributed():
+        runner_plugins.append(DistributedTrainingPlugin())
+        metrics = [gathered_accuracy_metrics(experience=True, stream=True), gathered_class_accuracy_metrics()]
+    else:
+        metrics = [accuracy_metrics(experience=True, stream=True), class_accuracy_metrics(stream=True)]
+    if config.train.lr_schedule == "cosine":
+        from avalanche_exmask.training.lr_schedule import CosineLRPlugin
+
+        runner_plugins.append(CosineLRPlugin())
+    if config.accelerator.precision != "fp32":
+        from avalanche_exmask.training.mixed_precision import MixedPrecisionPlugin
+
+        runner_plugins.append(MixedPrecisionPlugin(config.accelerator.precision, torch.device(config.device).type))
+    budget = budget_from_samples_per_class(config.storage.budget.samples_per_class, n_classes, model.image_size, model.context_length)
+    return BuildContext(
+        config=config, model=model, optimizer=optimizer, benchmark=benchmark, n_classes=n_classes, budget_nbytes=budget,
+        template_kwargs=dict(
+            model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(), train_mb_size=train_batch,
+            train_epochs=config.train.epochs, eval_mb_size=eval_batch, device=distributed.local_device(config.device),
+            evaluator=EvaluationPlugin(*metrics, loggers=_loggers(config)),
+            **({"plugins": runner_plugins} if runner_plugins else {}),
+        ),
+    )
+
+
+def _train_joint(strategy: Any, benchmark: Any, config: RunConfig, sizes: list[int]) -> tuple[dict[str, Any], list[float]]:
+    """Train a joint method once on the whole stream and evaluate once: its accuracies (one row)
+    and its training time in seconds."""
+    loader_kwargs = config.loader.template_kwargs()
+    t0 = time.perf_counter()
+    strategy.train(benchmark.train_stream, **loader_kwargs)
+    train_seconds = [time.perf_counter() - t0]
+    row, per_class = _evaluate(strategy, benchmark.test_stream, len(benchmark.test_stream) - 1, loader_kwargs)
+    accuracy = {
+        "accuracy_matrix": [row],
+        "class_accuracy_matrix": [per_class],
+        "final_accuracy": sum(a * w for a, w in zip(row, sizes, strict=True)) / sum(sizes),
+        "average_incremental_accuracy": None,
+        "forgetting": None,
+    }
+    return accuracy, train_seconds
+
+
+def _train_incrementally(
+    strategy: Any, benchmark: Any, config: RunConfig, sizes: list[int], checkpoint: str | Path | None, checkpoint_key: bytes | None
+) -> tuple[dict[str, Any], list[float]]:
+    """Train experience by experience, evaluating on every experience seen after each (and, with
+    ``checkpoint``, resuming from it and writing it after each): the accuracies and the training
+    time of each experience in seconds."""
+    from avalanche_exmask import distributed
+
+    train_stream, test_stream = benchmark.train_stream, benchmark.test_stream
+    loader_kwargs = config.loader.template_kwargs()
+    matrix: list[list[float]] = []
+    class_matrix: list[dict[str, float]] = []
+    train_seconds: list[float] = []
+    first = 0
+    if checkpoint is not None and os.path.lexists(checkpoint):
+        from avalanche_exmask.checkpoint import load_strategy_checkpoint
+        from avalanche_exmask.resume import check_run_state
+
+        saved = load_strategy_checkpoint(
+            checkpoint, strategy, key=checkpoint_key,
+            check_extra=lambda extra: check_run_state(extra, config, len(train_stream)),
+        )
+        first, matrix, train_seconds = saved["next_experience"], saved["accuracy_matrix"], saved["train_seconds"]
+        class_matrix = saved["class_accuracy_matrix"]
+        log.info("resuming %s after experience %d from %s", config.method, first - 1, checkpoint)
+    for t in range(first, len(train_stream)):
+        t0 = time.perf_counter()
+        strategy.train(train_stream[t], **loader_kwargs)
+        train_seconds.append(time.perf_counter() - t0)
+        row, per_class = _evaluate(strategy, test_stream, t, loader_kwargs)
+        matrix.append(row)
+        class_matrix.append(per_class)
+        if checkpoint is not None and distributed.is_main_process():
+            from avalanche_exmask.checkpoint import save_strategy_checkpoint
+            from avalanche_exmask.resume import run_state
+
+            save_strategy_checkpoint(
+                checkpoint, strategy, key=checkpoint_key, extra=run_state(config, t + 1, matrix, class_matrix, train_seconds)
+            )
+    accuracy = {"accuracy_matrix": matrix, "class_accuracy_matrix": class_matrix, **summarise_accuracy(matrix, sizes)}
+    return accuracy, train_seconds
+
+
+def load_trained_model(results: str | Path, *, image_attention: str | int | None = None):
     """The trained model of a finished run: built from its results file's ``config.model`` and
     loaded with the weights of the final checkpoint beside it (``<results>.ckpt.safetensors``, kept
     by ``run --keep-checkpoint`` or ``run_study.py --keep-checkpoints``), in eval mode.
@@ -280,7 +320,6 @@ def load_trained_model(results: Union[str, Path], *, image_attention: Union[str,
         results file, or does not fit the model.
     """
     from avalanche_exmask.checkpoint import CheckpointError, key_from_environment, load_checkpoint
-    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 
     results = Path(results)
     checkpoint = results.with_suffix(".ckpt.safetensors")
@@ -288,15 +327,10 @@ def load_trained_model(results: Union[str, Path], *, image_attention: Union[str,
         if not path.is_file():
             raise ConfigError(f"{path} does not exist (a run keeps its final checkpoint with --keep-checkpoint)")
     try:
-        model_config = RunConfig.from_dict(json.loads(results.read_text())["config"]).model
+        run_config = RunConfig.from_dict(json.loads(results.read_text())["config"])
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ConfigError(f"{results} is not a results file with a config: {error!r}") from None
-    model = MultimodalCLIPClassifier(
-        model_config.name, model_config.pretrained, adapter=model_config.adapter,
-        image_attention=model_config.image_attention if image_attention is None else image_attention,
-        skip_empty_patches=model_config.skip_empty_patches,
-        mask_scores_from=model_config.mask_scores_from,
-    )
+    model = build_model(run_config, image_attention=image_attention)
     try:
         load_checkpoint(checkpoint, model=model, restore_rng=False, key=key_from_environment())
     except CheckpointError as error:
@@ -311,7 +345,7 @@ def environment() -> dict[str, Any]:
     import subprocess
     from importlib import metadata
 
-    versions = {"python": platform.python_version()}
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for package in ("avalanche-exmask", "torch", "avalanche-lib", "open_clip_torch", "peft", "transformers", "numpy"):
         try:
             versions[package] = metadata.version(package)
@@ -348,7 +382,7 @@ def _accelerate(model, config: RunConfig) -> None:
 
 
 def _evaluate(
-    strategy, test_stream, upto: int, loader_kwargs: Optional[Mapping[str, Any]] = None
+    strategy, test_stream, upto: int, loader_kwargs: Mapping[str, Any] | None = None
 ) -> tuple[list[float], dict[str, float]]:
     """Accuracies (%) on test experiences ``0..upto``, and on each class seen so far (from
     Avalanche's ``Top1_ClassAcc_Stream`` metric; keys are class ids as strings)."""

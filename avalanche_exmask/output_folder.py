@@ -13,7 +13,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 __all__ = ["OutputFolderError", "RESULTS_RESERVE_NBYTES", "check_output_folder", "remove_stale_temporaries"]
 
@@ -47,7 +46,7 @@ def check_output_folder(folder: str | os.PathLike, need_nbytes: int = RESULTS_RE
     return folder
 
 
-def remove_stale_temporaries(results: str | os.PathLike, checkpoint: Optional[str | os.PathLike] = None) -> list[Path]:
+def remove_stale_temporaries(results: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> list[Path]:
     """Remove the temporary files an interrupted run left beside its results file
     (``<results>.tmp``) and checkpoint (``.<checkpoint name>.<random>.tmp``).
 

@@ -12,8 +12,9 @@ import functools
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 __all__ = ["load_results", "aggregate", "markdown_table", "paired_differences", "t_interval", "class_forgetting"]
 
@@ -136,7 +137,7 @@ def _short(key: str) -> str:
 
 def _groups(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for name, run in zip(variant_names(runs), runs):
+    for name, run in zip(variant_names(runs), runs, strict=True):
         groups[name].append(run)
     return groups
 
@@ -158,7 +159,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown_table(rows: list[dict[str, Any]], columns: Optional[list[str]] = None) -> str:
+def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     """A markdown table of :func:`aggregate`'s rows, ``mean ± std``.
 
     :param columns: figure keys to show (default: every figure some row has).
@@ -172,7 +173,8 @@ def markdown_table(rows: list[dict[str, Any]], columns: Optional[list[str]] = No
         cells = []
         for column in columns:
             value = row.get(column)
-            cells.append("-" if value is None else f"{value[0]:.2f} ± {value[1]:.2f}" if value[0] < 10 else f"{value[0]:.1f} ± {value[1]:.1f}")
+            digits = 2 if value is not None and value[0] < 10 else 1
+            cells.append("-" if value is None else f"{value[0]:.{digits}f} ± {value[1]:.{digits}f}")
         lines.append(f"| {row['name']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

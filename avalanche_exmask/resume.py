@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from avalanche_exmask.config import RunConfig, resolve_run
 

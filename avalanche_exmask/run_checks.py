@@ -16,7 +16,7 @@ import math
 import os
 import types
 import typing
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 from avalanche_exmask.bounds import Bounds
 from avalanche_exmask.config import ConfigError, RunConfig
@@ -52,7 +52,7 @@ def check_device(device: str, *, source: str = "config") -> None:
     raise ConfigError(f"{source}: device {device!r}: runs use cpu, cuda[:index] or mps")
 
 
-def type_mismatch(hint: Any, value: Any) -> Optional[str]:
+def type_mismatch(hint: Any, value: Any) -> str | None:
     """``None`` if ``value`` (a plain YAML value) fits the annotation ``hint``, else what it should be.
 
     Understands ``Annotated`` with :class:`Bounds`, ``Any``, ``None``, ``Union`` / ``Optional``,
@@ -75,7 +75,7 @@ def type_mismatch(hint: Any, value: Any) -> Optional[str]:
         return None if value is None else "null"
     if origin in (Union, types.UnionType):
         problems = [type_mismatch(option, value) for option in typing.get_args(hint)]
-        return None if None in problems else " or ".join(problems)
+        return None if None in problems else " or ".join(str(problem) for problem in problems)
     if origin is Literal:
         options = list(typing.get_args(hint))
         return None if value in options else f"one of {options}"

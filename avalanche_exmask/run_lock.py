@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Optional
 
 __all__ = ["RunLockedError", "RunLock", "lock_path"]
 
@@ -42,7 +42,7 @@ class RunLock:
         self.paths = [lock_path(path) for path in results]
         self._held: list[tuple[Path, int]] = []
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take every lock, or none.
 
         :raises RunLockedError: naming the first lock held elsewhere and its holder's pid.
@@ -66,7 +66,7 @@ class RunLock:
             finally:
                 os.close(descriptor)
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -83,7 +83,7 @@ def _same_file(path: Path, descriptor: int) -> bool:
     return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
 
-def _holder(descriptor: int) -> Optional[str]:
+def _holder(descriptor: int) -> str | None:
     """The pid written in an open lock file, if any."""
     text = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip()
     return text or None

@@ -276,7 +276,7 @@ def main() -> None:
         share = budget // args.classes
         per_codec = {}
         for name in CODECS.names():
-            options = {"patch_size": 16} if "patch_size" in CODECS.get(name).__dataclass_fields__ else {}
+            options = {"patch_size": 16} if "patch_size" in CODECS.get(name).codec.__dataclass_fields__ else {}
             codec = CODECS.get(name)(**options)
             sizes, decode_times = [], []
             for i in range(len(y0)):

@@ -581,3 +581,29 @@ def test_keyed_checkpoints_load_only_with_their_key_and_cannot_be_re_signed(tmp_
     save_file(tensors, path, metadata=metadata)
     with pytest.raises(CheckpointError, match="not signed with a key"):
         load_checkpoint(path, model=torch.nn.Linear(2, 2), restore_rng=False, key=b"secret")
+
+
+def test_buffer_and_augmentation_own_their_state_dicts():
+    """The buffer's state_dict (records, selection and augmentation generators) restores into a
+    fresh buffer; a state of another codec leaves the target buffer unchanged."""
+    from avalanche_exmask.training.augmentation import MultimodalAugmentation
+
+    codec = MaskedCodec(patch_size=8)
+    buffer = _filled_buffer(codec)
+    buffer.augmentation = MultimodalAugmentation(p_fill=0.5, seed=3)
+    torch.rand(4, generator=buffer.augmentation.generator)  # advance it: the state must travel
+    state, tensors = buffer.state_dict()
+    assert set(tensors) == {"payload", "generator/selection", "generator/augmentation"}
+    assert tensors["payload"].dtype == torch.uint8 and tensors["payload"].numel() == buffer.accounted_nbytes
+    restored = ByteBudgetBuffer(max_size=buffer.max_size, codec=codec, selection="random", seed=0,
+                                augmentation=MultimodalAugmentation(p_fill=0.5, seed=0))
+    restored.load_state_dict(state, tensors)
+    assert _records(restored) == _records(buffer)
+    assert torch.equal(restored.augmentation.generator.get_state(), buffer.augmentation.generator.get_state())
+    other = ByteBudgetBuffer(max_size=buffer.max_size, codec=RawCodec(), selection="random", seed=0,
+                             augmentation=MultimodalAugmentation(p_fill=0.5, seed=0))
+    with pytest.raises(ValueError, match="buffer codec is 'raw'"):
+        other.load_state_dict(state, tensors)
+    assert other.records == {}
+    with pytest.raises(ValueError, match="augmentation state has"):
+        MultimodalAugmentation(p_fill=0.5).load_state_dict(buffer.augmentation.state_dict())

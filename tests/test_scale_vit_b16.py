@@ -71,7 +71,7 @@ def test_vit_b16_scores_codecs_budget_buffer_and_a_token_dropping_step(vit_b16, 
     n_tokens = int((x.input_ids[0] != 0).sum())
     sizes = {}
     for name in CODECS.names():
-        options = {"patch_size": 16} if "patch_size" in CODECS.get(name).__dataclass_fields__ else {}
+        options = {"patch_size": 16} if "patch_size" in CODECS.get(name).codec.__dataclass_fields__ else {}
         codec = CODECS.get(name)(**options)
         record = codec.encode(x[0], scores[0], int(labels[0]))
         decoded = codec.decode(record)

@@ -140,3 +140,23 @@ def test_cli_run_writes_results(tmp_path, capsys):
     assert files == ["tiny_naive_seed0.json", "tiny_raw_seed0.json"]
     table = capsys.readouterr().out
     assert "naive" in table and "raw" in table and "final acc" in table
+
+
+def test_the_replay_stack_is_one_ordered_list_for_every_buffered_method():
+    """The buffered methods and ExemplarMasking share one builder: replay plugin (over the buffer),
+    weight aligning, current-through-codec, then the caller's plugins, in that order."""
+    from avalanche_exmask.storage.buffer import ByteBudgetBuffer
+    from avalanche_exmask.storage.codecs import RawCodec
+    from avalanche_exmask.training.codec_augmentation import CurrentThroughCodecPlugin
+    from avalanche_exmask.training.plugin import ByteBudgetReplayPlugin
+    from avalanche_exmask.training.replay_stack import byte_budget_replay_plugins
+    from avalanche_exmask.training.weight_aligning import WeightAligningPlugin
+
+    mine = object()
+    stack = byte_budget_replay_plugins(codec=RawCodec(), mem_size=1000, total_num_classes=4, weight_aligning=True, plugins=[mine])
+    assert [type(p) for p in stack[:3]] == [ByteBudgetReplayPlugin, WeightAligningPlugin, CurrentThroughCodecPlugin]
+    assert stack[3] is mine
+    buffer = stack[0].storage_policy
+    assert type(buffer) is ByteBudgetBuffer and buffer.mode == "per_class" and buffer.max_size == 1000
+    plain = byte_budget_replay_plugins(codec=RawCodec(), mem_size=1000, current_through_codec=0.0)
+    assert len(plain) == 1 and plain[0].storage_policy.mode == "total"

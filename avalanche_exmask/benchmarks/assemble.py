@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Hashable, Optional, Sequence, Union
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 from torch.utils.data import Dataset
 
 from avalanche_exmask.benchmarks.common import build_class_incremental
-from avalanche_exmask.benchmarks.records import PathLike, Records
+from avalanche_exmask.benchmarks.records import PathLike, Records, check_images
+from avalanche_exmask.benchmarks.splits import carve_validation
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import BadInputError, ImageTextDataset, InputIssues
 from avalanche_exmask.data.images import ImageLimits
 
-__all__ = ["build_benchmark", "folder_dataset_maker"]
+__all__ = ["build_benchmark", "build_folder_benchmark", "folder_dataset_maker"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +48,12 @@ def build_benchmark(
     make_dataset: Callable[[str, Records, list[int]], Dataset],
     encoder: SampleEncoder,
     issues: InputIssues,
-    class_keys: Optional[Sequence[Hashable]] = None,
-    class_names: Optional[Sequence[str]] = None,
-    n_experiences: Optional[int] = None,
-    classes_per_experience: Optional[Union[int, Sequence[int]]] = None,
-    seed: Optional[int] = 0,
-    class_order: Optional[Sequence[int]] = None,
+    class_keys: Sequence[Hashable] | None = None,
+    class_names: Sequence[str] | None = None,
+    n_experiences: int | None = None,
+    classes_per_experience: int | Sequence[int] | None = None,
+    seed: int | None = 0,
+    class_order: Sequence[int] | None = None,
 ) -> CLScenario:
     """Assemble a class-incremental Avalanche benchmark from split records.
 
@@ -81,7 +83,7 @@ def build_benchmark(
     names = list(class_names) if class_names is not None else [str(k) for k in keys]
     if len(names) != len(keys):
         raise ValueError(f"got {len(names)} class names for {len(keys)} classes")
-    name_of = dict(zip(keys, names))
+    name_of = dict(zip(keys, names, strict=True))
     complete = _drop_incomplete_classes(splits, keys, issues)
     if not complete:
         raise BadInputError("no class has samples in every split; nothing to build a benchmark from")
@@ -136,3 +138,37 @@ def folder_dataset_maker(
         )
 
     return make
+
+
+def build_folder_benchmark(
+    splits: dict[str, Records],
+    *,
+    root: PathLike,
+    encoder: SampleEncoder,
+    issues: InputIssues,
+    verify_images: bool,
+    image_limits: ImageLimits,
+    validation_fraction: float,
+    seed: int,
+    **experiences_and_names: Any,
+) -> CLScenario:
+    """The shared end of the on-disk benchmarks (image-text folders, MM-ImageNet-R, UPMC-Food101):
+    a seeded, stratified ``validation_fraction`` of each train class carved off (if positive), every
+    record's image checked (:func:`~avalanche_exmask.benchmarks.records.check_images`), then
+    :func:`build_benchmark` over datasets that read the images under ``root`` when indexed.
+
+    :param splits: ``{"train": ..., "test": ...}`` records, image paths relative to ``root``.
+    :param seed: seeds the validation split and the class order.
+    :param experiences_and_names: ``n_experiences``, ``classes_per_experience``, ``class_order``,
+        ``class_keys``, ``class_names``: passed to :func:`build_benchmark`.
+    """
+    if validation_fraction > 0:
+        splits = carve_validation(splits, fraction=validation_fraction, seed=seed)
+    return build_benchmark(
+        {name: check_images(r, root=root, issues=issues, verify=verify_images, limits=image_limits) for name, r in splits.items()},
+        make_dataset=folder_dataset_maker(root, encoder, image_limits),
+        encoder=encoder,
+        issues=issues,
+        seed=seed,
+        **experiences_and_names,
+    )

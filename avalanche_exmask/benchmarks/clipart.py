@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -84,11 +84,11 @@ HELD_OUT: tuple[HeldOutCategory, ...] = (
 
 
 def clipart(
-    n_experiences: Optional[int] = 5,
+    n_experiences: int | None = 5,
     *,
     seed: int = 0,
     model_name: str = "exmask-tiny",
-    classes: Optional[Sequence[str]] = None,
+    classes: Sequence[str] | None = None,
     root: Path = CLIPART_ROOT,
     **kwargs,
 ):

@@ -10,14 +10,14 @@ per-experience class counts are computed so that every class lands in some exper
 """
 from __future__ import annotations
 
-from typing import Any, Hashable, Mapping, Optional, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset
-
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark
 from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
+from torch.utils.data import Dataset
 
 from avalanche_exmask.benchmarks.info import BenchmarkInfo
 
@@ -26,8 +26,8 @@ __all__ = ["split_classes", "draw_class_order", "as_classification_dataset", "bu
 
 def split_classes(
     n_classes: int,
-    n_experiences: Optional[int] = None,
-    classes_per_experience: Optional[int | Sequence[int]] = None,
+    n_experiences: int | None = None,
+    classes_per_experience: int | Sequence[int] | None = None,
 ) -> list[int]:
     """Number of classes in each experience; the counts always sum to ``n_classes``.
 
@@ -61,7 +61,7 @@ def split_classes(
 
 
 def draw_class_order(
-    n_classes: int, seed: Optional[int] = None, class_order: Optional[Sequence[int]] = None
+    n_classes: int, seed: int | None = None, class_order: Sequence[int] | None = None
 ) -> list[int]:
     """A class order: ``class_order`` checked as a permutation, else a seeded random one.
 
@@ -94,17 +94,17 @@ def build_class_incremental(
     train_targets: Sequence[int],
     test_targets: Sequence[int],
     *,
-    valid: Optional[Dataset] = None,
-    valid_targets: Optional[Sequence[int]] = None,
-    n_experiences: Optional[int] = None,
-    classes_per_experience: Optional[int | Sequence[int]] = None,
-    seed: Optional[int] = None,
-    class_order: Optional[Sequence[int]] = None,
-    class_names: Optional[Sequence[str]] = None,
-    class_keys: Optional[Sequence[Hashable]] = None,
+    valid: Dataset | None = None,
+    valid_targets: Sequence[int] | None = None,
+    n_experiences: int | None = None,
+    classes_per_experience: int | Sequence[int] | None = None,
+    seed: int | None = None,
+    class_order: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+    class_keys: Sequence[Hashable] | None = None,
     skipped: Sequence[tuple[str, str]] = (),
     n_truncated: int = 0,
-    extras: Optional[Mapping[str, Any]] = None,
+    extras: Mapping[str, Any] | None = None,
 ) -> CLScenario:
     """An Avalanche class-incremental benchmark with train and test streams, and its info.
 

@@ -1,31 +1,35 @@
-"""The benchmark generators a run config can name, looked up by name and imported on first use.
+"""The built-in benchmarks a run config can name, registered in
+:data:`~avalanche_exmask.registry.BENCHMARKS` by where their generators live (imported on first use).
 
-``benchmark.name`` in a :class:`~avalanche_exmask.config.RunConfig` is a key of
-:data:`GENERATORS`; the config validation checks ``benchmark.args`` against the generator's
-signature (:func:`avalanche_exmask.run_checks.check_benchmark_args`) and the runner calls it
-(:func:`avalanche_exmask.experiment.build_benchmark`).
+``benchmark.name`` in a :class:`~avalanche_exmask.config.RunConfig` is a registered name; the config
+validation checks ``benchmark.args`` against the generator's signature
+(:func:`avalanche_exmask.run_checks.check_benchmark_args`) and the runner calls it
+(:func:`avalanche_exmask.experiment.build_benchmark`). A new benchmark is one registration::
+
+    BENCHMARKS.register("mine")(BenchmarkSpec.of(my_generator))
 """
 from __future__ import annotations
 
-import importlib
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["GENERATORS", "generator"]
+from avalanche_exmask.registry import BENCHMARKS, BenchmarkSpec
 
-#: Benchmark name -> (module, function) of its generator.
-GENERATORS: dict[str, tuple[str, str]] = {
-    "synthetic": ("avalanche_exmask.benchmarks.synthetic", "synthetic_multimodal"),
-    "clipart": ("avalanche_exmask.benchmarks.clipart", "clipart"),
-    "image_text_folder": ("avalanche_exmask.benchmarks.image_text_folder", "image_text_folder"),
-    "mm_imagenet_r": ("avalanche_exmask.benchmarks.mm_imagenet_r", "mm_imagenet_r"),
-    "upmc_food101": ("avalanche_exmask.benchmarks.upmc_food101", "upmc_food101"),
-}
+__all__ = ["generator"]
+
+for _name, _module, _function in (
+    ("synthetic", "avalanche_exmask.benchmarks.synthetic", "synthetic_multimodal"),
+    ("clipart", "avalanche_exmask.benchmarks.clipart", "clipart"),
+    ("image_text_folder", "avalanche_exmask.benchmarks.image_text_folder", "image_text_folder"),
+    ("mm_imagenet_r", "avalanche_exmask.benchmarks.mm_imagenet_r", "mm_imagenet_r"),
+    ("upmc_food101", "avalanche_exmask.benchmarks.upmc_food101", "upmc_food101"),
+):
+    BENCHMARKS.register(_name)(BenchmarkSpec(_module, _function))
 
 
-def generator(name: str) -> Callable:
+def generator(name: str) -> Callable[..., Any]:
     """The generator function of benchmark ``name`` (its module imported now).
 
-    :raises KeyError: for a name not in :data:`GENERATORS`.
+    :raises KeyError: naming the registered benchmarks, for an unknown name.
     """
-    module, function = GENERATORS[name]
-    return getattr(importlib.import_module(module), function)
+    return BENCHMARKS.get(name).generator()

@@ -7,7 +7,7 @@ is imported only when a dataset is read.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
@@ -21,7 +21,7 @@ from avalanche_exmask.data.images import ImageLimits, UnusableImage, open_image
 __all__ = ["from_hf_dataset"]
 
 
-def _image_problem(value: Optional[dict], *, verify: bool, limits: ImageLimits) -> Optional[str]:
+def _image_problem(value: dict | None, *, verify: bool, limits: ImageLimits) -> str | None:
     """What is wrong with one undecoded image value (``{"bytes", "path"}``), or ``None``.
 
     :param verify: open it, check its size against ``limits`` and decode all of its pixels;
@@ -47,7 +47,7 @@ def _hf_records(
     split: str,
     verify: bool,
     limits: ImageLimits,
-) -> tuple[Records, Optional[list[str]]]:
+) -> tuple[Records, list[str] | None]:
     """Records of one Hugging Face split, plus the label feature's class names if any.
 
     :param dataset: a ``datasets.Dataset``.
@@ -94,17 +94,17 @@ def from_hf_dataset(
     dataset,
     *,
     encoder: SampleEncoder,
-    n_experiences: Optional[int] = None,
-    classes_per_experience: Optional[Union[int, Sequence[int]]] = None,
+    n_experiences: int | None = None,
+    classes_per_experience: int | Sequence[int] | None = None,
     seed: int = 0,
-    class_order: Optional[Sequence[int]] = None,
+    class_order: Sequence[int] | None = None,
     validation_fraction: float = 0.0,
     on_error: OnError = "raise",
     test_fraction: float = 0.2,
     image_column: str = "image",
     text_column: str = "text",
     label_column: str = "label",
-    rename_class: Optional[Callable[[str], str]] = None,
+    rename_class: Callable[[str], str] | None = None,
     verify_images: bool = True,
     image_limits: ImageLimits = ImageLimits(),
 ) -> CLScenario:

@@ -19,14 +19,14 @@ reports every problem in ``benchmark.info.skipped``.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
-from avalanche_exmask.benchmarks.assemble import build_benchmark, folder_dataset_maker
+from avalanche_exmask.benchmarks.assemble import build_folder_benchmark
 from avalanche_exmask.benchmarks.hf import from_hf_dataset
-from avalanche_exmask.benchmarks.records import PathLike, check_images, folder_records, read_file_list
-from avalanche_exmask.benchmarks.splits import carve_validation, split_by_file_lists, stratified_split
+from avalanche_exmask.benchmarks.records import PathLike, folder_records, read_file_list
+from avalanche_exmask.benchmarks.splits import split_by_file_lists, stratified_split
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import InputIssues, OnError
 from avalanche_exmask.data.images import ImageLimits
@@ -35,24 +35,24 @@ __all__ = ["image_text_folder"]
 
 
 def image_text_folder(
-    root: Optional[PathLike] = None,
-    captions: Optional[Union[PathLike, Mapping[str, str]]] = None,
+    root: PathLike | None = None,
+    captions: PathLike | Mapping[str, str] | None = None,
     *,
-    n_experiences: Optional[int] = 10,
-    classes_per_experience: Optional[Union[int, Sequence[int]]] = None,
+    n_experiences: int | None = 10,
+    classes_per_experience: int | Sequence[int] | None = None,
     seed: int = 0,
-    class_order: Optional[Sequence[int]] = None,
+    class_order: Sequence[int] | None = None,
     validation_fraction: float = 0.0,
     model_name: str = "exmask-tiny",
-    encoder: Optional[SampleEncoder] = None,
+    encoder: SampleEncoder | None = None,
     verify_images: bool = True,
     on_error: OnError = "raise",
     dataset=None,
-    train_files: Optional[Union[PathLike, Sequence[str]]] = None,
-    test_files: Optional[Union[PathLike, Sequence[str]]] = None,
+    train_files: PathLike | Sequence[str] | None = None,
+    test_files: PathLike | Sequence[str] | None = None,
     test_fraction: float = 0.2,
     image_limits: ImageLimits = ImageLimits(),
-    classes: Optional[Sequence[str]] = None,
+    classes: Sequence[str] | None = None,
 ) -> CLScenario:
     """A class-incremental benchmark from a folder of images per class and their captions.
 
@@ -134,15 +134,7 @@ def image_text_folder(
     else:
         train, test = stratified_split(records.classes, fraction=test_fraction, seed=seed)
         splits = {"train": records.select(train), "test": records.select(test)}
-    if validation_fraction > 0:
-        splits = carve_validation(splits, fraction=validation_fraction, seed=seed)
-    return build_benchmark(
-        {
-            name: check_images(r, root=root, issues=issues, verify=verify_images, limits=image_limits)
-            for name, r in splits.items()
-        },
-        make_dataset=folder_dataset_maker(root, encoder, image_limits),
-        encoder=encoder,
-        issues=issues,
-        **experiences,
+    return build_folder_benchmark(
+        splits, root=root, encoder=encoder, issues=issues, verify_images=verify_images, image_limits=image_limits,
+        validation_fraction=validation_fraction, **experiences,
     )

@@ -9,8 +9,9 @@ same name: ``scenario.class_order is scenario.info.class_order``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Optional
+from typing import Any
 
 __all__ = ["BenchmarkInfo"]
 
@@ -34,8 +35,8 @@ class BenchmarkInfo:
 
     class_order: list[int]
     classes_per_experience: list[int]
-    class_names: Optional[list[str]] = None
-    class_keys: Optional[list[Hashable]] = None
+    class_names: list[str] | None = None
+    class_keys: list[Hashable] | None = None
     split_sizes: dict[str, int] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     n_truncated: int = 0

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
-from avalanche_exmask.benchmarks.assemble import build_benchmark, folder_dataset_maker
+from avalanche_exmask.benchmarks.assemble import build_folder_benchmark
 from avalanche_exmask.benchmarks.hf import from_hf_dataset
-from avalanche_exmask.benchmarks.records import PathLike, Records, check_images, folder_records
-from avalanche_exmask.benchmarks.splits import carve_validation, split_by_file_lists
+from avalanche_exmask.benchmarks.records import PathLike, Records, folder_records
+from avalanche_exmask.benchmarks.splits import split_by_file_lists
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import InputIssues, OnError
 from avalanche_exmask.data.images import ImageLimits
@@ -77,21 +77,21 @@ def _resolve_root(root: PathLike) -> Path:
 
 
 def mm_imagenet_r(
-    root: Optional[PathLike] = None,
-    captions: Optional[Union[PathLike, Mapping[str, str]]] = None,
+    root: PathLike | None = None,
+    captions: PathLike | Mapping[str, str] | None = None,
     *,
-    n_experiences: Optional[int] = 10,
-    classes_per_experience: Optional[Union[int, Sequence[int]]] = None,
+    n_experiences: int | None = 10,
+    classes_per_experience: int | Sequence[int] | None = None,
     seed: int = 0,
-    class_order: Optional[Sequence[int]] = None,
+    class_order: Sequence[int] | None = None,
     validation_fraction: float = 0.0,
     model_name: str = "exmask-tiny",
-    encoder: Optional[SampleEncoder] = None,
+    encoder: SampleEncoder | None = None,
     verify_images: bool = True,
     on_error: OnError = "raise",
     dataset=None,
-    train_files: Optional[Union[PathLike, Sequence[str]]] = None,
-    test_files: Optional[Union[PathLike, Sequence[str]]] = None,
+    train_files: PathLike | Sequence[str] | None = None,
+    test_files: PathLike | Sequence[str] | None = None,
     image_limits: ImageLimits = ImageLimits(),
 ) -> CLScenario:
     """MM-ImageNet-R as a class-incremental benchmark (the paper uses ``n_experiences`` 5, 10, 20).
@@ -161,18 +161,8 @@ def mm_imagenet_r(
         splits = split_by_file_lists(records, train_files=train_files, test_files=test_files, issues=issues)
     else:
         splits = fixed_split(records)
-    if validation_fraction > 0:
-        splits = carve_validation(splits, fraction=validation_fraction, seed=seed)
     wnids = sorted(set(records.classes))
-    return build_benchmark(
-        {
-            name: check_images(r, root=root, issues=issues, verify=verify_images, limits=image_limits)
-            for name, r in splits.items()
-        },
-        make_dataset=folder_dataset_maker(root, encoder, image_limits),
-        encoder=encoder,
-        issues=issues,
-        class_keys=wnids,
-        class_names=[names.get(w, w) for w in wnids],
-        **experiences,
+    return build_folder_benchmark(
+        splits, root=root, encoder=encoder, issues=issues, verify_images=verify_images, image_limits=image_limits,
+        validation_fraction=validation_fraction, class_keys=wnids, class_names=[names.get(w, w) for w in wnids], **experiences,
     )

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Hashable, Mapping, NamedTuple, Sequence, Union
+from typing import NamedTuple
 
 from avalanche_exmask.data.image_text import BadInputError, InputIssues, check_image_file
 from avalanche_exmask.data.images import ImageLimits
@@ -35,7 +36,7 @@ __all__ = [
     "check_images",
 ]
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 #: File name endings (lower case) taken as images in class folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -65,13 +66,13 @@ class Records:
     def __len__(self) -> int:
         return len(self.sources)
 
-    def append(self, source: Union[str, int], text: str, cls: Hashable) -> None:
+    def append(self, source: str | int, text: str, cls: Hashable) -> None:
         """Add one pair."""
         self.sources.append(source)
         self.texts.append(text)
         self.classes.append(cls)
 
-    def select(self, indices: Sequence[int]) -> "Records":
+    def select(self, indices: Sequence[int]) -> Records:
         """The pairs at ``indices``, in that order."""
         return Records(
             [self.sources[i] for i in indices],
@@ -176,7 +177,7 @@ def read_captions(path: PathLike, *, issues: InputIssues) -> dict[str, Caption]:
     return captions
 
 
-def read_file_list(files: Union[PathLike, Sequence[str]]) -> list[str]:
+def read_file_list(files: PathLike | Sequence[str]) -> list[str]:
     """Relative image paths from a sequence, or from a UTF-8 text file with one path per line.
 
     :raises BadInputError: naming the file and line of a line that is not UTF-8.
@@ -259,7 +260,7 @@ def list_class_images(root: PathLike, *, issues: InputIssues) -> dict[str, list[
 
 
 def folder_records(
-    root: PathLike, captions: Union[PathLike, Mapping[str, str]], *, issues: InputIssues
+    root: PathLike, captions: PathLike | Mapping[str, str], *, issues: InputIssues
 ) -> Records:
     """Every (image, caption, class folder) pair of a ``root/<class>/<file>`` layout.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Hashable, Sequence, Union
+from collections.abc import Hashable, Sequence
 
 from avalanche_exmask.benchmarks.records import PathLike, Records, read_file_list
 from avalanche_exmask.data.image_text import BadInputError, InputIssues
@@ -49,8 +49,8 @@ def stratified_split(
 def split_by_file_lists(
     records: Records,
     *,
-    train_files: Union[PathLike, Sequence[str]],
-    test_files: Union[PathLike, Sequence[str]],
+    train_files: PathLike | Sequence[str],
+    test_files: PathLike | Sequence[str],
     issues: InputIssues,
 ) -> dict[str, Records]:
     """Split file records by explicit lists of relative image paths.

@@ -20,15 +20,15 @@ is kept beside the samples, not inside :class:`~avalanche_exmask.data.sample.Mul
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Optional, Sequence
+from typing import Annotated
 
 import numpy as np
 import open_clip
 import torch
-from torch.utils.data import Dataset
-
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
+from torch.utils.data import Dataset
 
 from avalanche_exmask.benchmarks.common import build_class_incremental
 from avalanche_exmask.bounds import Bounds
@@ -458,15 +458,15 @@ class SyntheticMultimodalDataset(Dataset):
 def synthetic_multimodal(
     *,
     n_classes: Annotated[int, Bounds(low=1)] = 20,
-    n_experiences: Optional[int] = 5,
-    classes_per_experience: Optional[int | Sequence[int]] = None,
+    n_experiences: int | None = 5,
+    classes_per_experience: int | Sequence[int] | None = None,
     train_per_class: Annotated[int, Bounds(low=1)] = 100,
     test_per_class: Annotated[int, Bounds(low=1)] = 30,
     model_name: str = "exmask-tiny",
-    image_size: Optional[Annotated[int, Bounds(low=1)]] = None,
+    image_size: Annotated[int, Bounds(low=1)] | None = None,
     attribute_prob: Annotated[float, Bounds(0, 1)] = 0.5,
     seed: int = 0,
-    class_order: Optional[Sequence[int]] = None,
+    class_order: Sequence[int] | None = None,
 ) -> CLScenario:
     """Class-incremental benchmark of synthetic image+caption samples, built in memory.
 

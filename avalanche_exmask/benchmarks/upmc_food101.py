@@ -14,15 +14,14 @@ the model's context length are truncated when encoded; their number is ``benchma
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
-from avalanche_exmask.benchmarks.assemble import build_benchmark, folder_dataset_maker
+from avalanche_exmask.benchmarks.assemble import build_folder_benchmark
 from avalanche_exmask.benchmarks.hf import from_hf_dataset
-from avalanche_exmask.benchmarks.records import PathLike, Records, check_images, list_class_images
-from avalanche_exmask.benchmarks.splits import carve_validation
+from avalanche_exmask.benchmarks.records import PathLike, Records, list_class_images
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import BadInputError, InputIssues, OnError
 from avalanche_exmask.data.images import ImageLimits
@@ -82,15 +81,15 @@ def read_titles(root: PathLike, split: str, *, issues: InputIssues) -> Records:
 
 
 def upmc_food101(
-    root: Optional[PathLike] = None,
+    root: PathLike | None = None,
     *,
-    n_experiences: Optional[int] = 10,
-    classes_per_experience: Optional[Union[int, Sequence[int]]] = None,
+    n_experiences: int | None = 10,
+    classes_per_experience: int | Sequence[int] | None = None,
     seed: int = 0,
-    class_order: Optional[Sequence[int]] = None,
+    class_order: Sequence[int] | None = None,
     validation_fraction: float = 0.0,
     model_name: str = "exmask-tiny",
-    encoder: Optional[SampleEncoder] = None,
+    encoder: SampleEncoder | None = None,
     verify_images: bool = True,
     on_error: OnError = "raise",
     dataset=None,
@@ -147,15 +146,7 @@ def upmc_food101(
         raise ValueError("give `root` or a Hugging Face `dataset`")
     issues = InputIssues(on_error)
     splits = {split: read_titles(root, split, issues=issues) for split in _SPLITS}
-    if validation_fraction > 0:
-        splits = carve_validation(splits, fraction=validation_fraction, seed=seed)
-    return build_benchmark(
-        {
-            name: check_images(r, root=root, issues=issues, verify=verify_images, limits=image_limits)
-            for name, r in splits.items()
-        },
-        make_dataset=folder_dataset_maker(root, encoder, image_limits),
-        encoder=encoder,
-        issues=issues,
-        **experiences,
+    return build_folder_benchmark(
+        splits, root=root, encoder=encoder, issues=issues, verify_images=verify_images, image_limits=image_limits,
+        validation_fraction=validation_fraction, **experiences,
     )

@@ -22,7 +22,7 @@ __all__ = ["add_caption_parser", "run_caption"]
 _DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
-def add_caption_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+def add_caption_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``caption`` subcommand to ``subparsers`` and return its parser."""
     parser = subparsers.add_parser(
         "caption",

@@ -30,9 +30,10 @@ import glob
 import json
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any
 
 import torch
 from PIL import Image
@@ -59,7 +60,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 @dataclass
@@ -89,7 +90,7 @@ def list_images(root: PathLike) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
-    found = []
+    found: list[str] = []
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = [s for s in subfolders if not s.startswith(".")]
         relative = Path(folder).relative_to(root)
@@ -101,7 +102,7 @@ def list_images(root: PathLike) -> list[str]:
     return sorted(found)
 
 
-def read_done(out_path: PathLike, *, model_name: str, prompt: Optional[str]) -> set[str]:
+def read_done(out_path: PathLike, *, model_name: str, prompt: str | None) -> set[str]:
     """Images already captioned in ``out_path``; repairs an interrupted last line.
 
     An incomplete last line (no final newline, or not valid JSON) is cut off the file, with a
@@ -121,9 +122,9 @@ def read_done(out_path: PathLike, *, model_name: str, prompt: Optional[str]) -> 
     try:
         lines = data[:keep].decode("utf-8").split("\n")[:-1]
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
+        line_number = data.count(b"\n", 0, error.start) + 1
         raise BadInputError(
-            f"{out_path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x}: {error.reason})"
+            f"{out_path}:{line_number}: not UTF-8 text (byte 0x{data[error.start]:02x}: {error.reason})"
         ) from error
     if lines and lines[-1].strip() and not _is_json(lines[-1]):  # a torn write that ends in a newline
         keep -= len(lines.pop().encode("utf-8")) + 1
@@ -165,7 +166,7 @@ def part_paths(out_path: PathLike) -> list[Path]:
     return sorted(out_path.parent.glob(f"{glob.escape(out_path.name)}.rank*-of-*.part"))
 
 
-def merge_caption_parts(out_path: PathLike, *, model_name: str, prompt: Optional[str]) -> int:
+def merge_caption_parts(out_path: PathLike, *, model_name: str, prompt: str | None) -> int:
     """Append the part files' captions to ``out_path`` in image order, then remove the parts.
 
     Every file is read with :func:`read_done` first (torn last lines dropped, model and prompt
@@ -206,7 +207,7 @@ def _is_json(line: str) -> bool:
     return True
 
 
-def load_captioner(model_name: str = DEFAULT_MODEL, *, device: str = "cpu", dtype: Optional[torch.dtype] = None):
+def load_captioner(model_name: str = DEFAULT_MODEL, *, device: str = "cpu", dtype: torch.dtype | None = None):
     """Load an image-to-text model and its processor through transformers' auto classes.
 
     Any model of ``AutoModelForImageTextToText`` works (InstructBLIP, BLIP-2, BLIP, GIT, ...).
@@ -229,7 +230,7 @@ def caption_images(
     *,
     model: Any,
     processor: Any,
-    prompt: Optional[str] = DEFAULT_PROMPT,
+    prompt: str | None = DEFAULT_PROMPT,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Caption a batch of PIL images (on the model's device).
@@ -289,7 +290,7 @@ def _caption_or_retry(images: Sequence[Image.Image], *, model: Any, processor: A
             min_new_tokens=1,
             suppress_tokens=_special_ids_but_end(model, processor) or None,
         )
-        for index, caption in zip(retry, again):
+        for index, caption in zip(retry, again, strict=True):
             captions[index] = caption
     return captions
 
@@ -301,15 +302,15 @@ def generate_captions(
     model: Any,
     processor: Any,
     model_name: str,
-    prompt: Optional[str] = DEFAULT_PROMPT,
+    prompt: str | None = DEFAULT_PROMPT,
     batch_size: int = 8,
     max_new_tokens: int = 60,
     num_beams: int = 1,
     on_error: OnError = "raise",
     progress: bool = True,
     image_limits: ImageLimits = ImageLimits(),
-    rank: Optional[int] = None,
-    world_size: Optional[int] = None,
+    rank: int | None = None,
+    world_size: int | None = None,
 ) -> CaptionRun:
     """Caption every image under ``images_root`` into the JSON Lines file ``out_path``, resumably.
 
@@ -380,8 +381,8 @@ def generate_captions(
                 if loaded
                 else []
             )
-            run.empty.extend(str(images_root / n) for n, c in zip(names, captions) if not c)
-            written = [(n, c) for n, c in zip(names, captions) if c]
+            run.empty.extend(str(images_root / n) for n, c in zip(names, captions, strict=True) if not c)
+            written = [(n, c) for n, c in zip(names, captions, strict=True) if c]
             out.writelines(
                 json.dumps({"image": n, "text": c, "model": model_name, "prompt": prompt}, ensure_ascii=False) + "\n"
                 for n, c in written

@@ -7,7 +7,7 @@ tokenizer for the model (padded / truncated to its context length).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from PIL import Image
@@ -40,7 +40,7 @@ class SampleEncoder:
         )
 
     @classmethod
-    def for_model(cls, model_name: str) -> "SampleEncoder":
+    def for_model(cls, model_name: str) -> SampleEncoder:
         """The encoder for an open_clip model name (including this package's tiny configs).
 
         open_clip is imported here, on first use, not when this module is imported.

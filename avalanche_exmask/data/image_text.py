@@ -17,7 +17,8 @@ from __future__ import annotations
 import io
 import logging
 import os
-from typing import Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from torch.utils.data import Dataset
 
@@ -81,7 +82,7 @@ class InputIssues:
 
 def check_image_file(
     path: str | os.PathLike, *, verify: bool = True, limits: ImageLimits = ImageLimits()
-) -> Optional[str]:
+) -> str | None:
     """Check that an image file can be used; return what is wrong, or ``None``.
 
     :param path: the image file.

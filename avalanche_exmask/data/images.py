@@ -21,7 +21,8 @@ import contextlib
 import dataclasses
 import os
 import warnings
-from typing import BinaryIO, Iterator, Optional, Union
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -38,7 +39,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 #: Default :attr:`ImageLimits.min_side`, in pixels.
 DEFAULT_MIN_SIDE = 8
 
-ImageSource = Union[str, os.PathLike, BinaryIO]
+ImageSource = str | os.PathLike | BinaryIO
 
 
 class UnusableImage(ValueError):
@@ -54,7 +55,7 @@ class ImageLimits:
     :param min_side: the fewest pixels its shorter side may have (``1`` accepts any image).
     """
 
-    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
     min_side: int = DEFAULT_MIN_SIDE
 
     def __post_init__(self) -> None:
@@ -63,7 +64,7 @@ class ImageLimits:
         if self.min_side < 1:
             raise ValueError(f"ImageLimits.min_side must be at least 1; got {self.min_side}")
 
-    def problem(self, width: int, height: int) -> Optional[str]:
+    def problem(self, width: int, height: int) -> str | None:
         """What is wrong with a ``width x height`` image (pixels), or ``None`` if it is within the limits."""
         if self.max_pixels is not None and width * height > self.max_pixels:
             return (

@@ -9,8 +9,8 @@ first lookup, so that their names resolve for the data pipeline and for
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import open_clip
 

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Literal, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 import torch
 
@@ -248,7 +249,7 @@ class TextMaskRule:
         input_ids: torch.Tensor,
         scores: MaskingScores,
         patch_keep: torch.Tensor,
-        class_token_ids: Optional[torch.Tensor] = None,
+        class_token_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Bool keep-mask over token positions.
 

@@ -24,8 +24,13 @@ def _replay_report(strategy: Any, context: BuildContext) -> dict[str, Any]:
 
 METHODS.register("naive")(MethodSpec(build=lambda c: Naive(**c.template_kwargs), description="Avalanche's Naive: fine-tuning, no replay"))
 METHODS.register("replay")(
-    MethodSpec(build=_replay, report=_replay_report, description="Avalanche's Replay: plain samples, experience-balanced, fixed memory batch")
+    MethodSpec(
+        build=_replay, report=_replay_report, description="Avalanche's Replay: plain samples, experience-balanced, fixed memory batch"
+    )
 )
 METHODS.register("joint")(
-    MethodSpec(build=lambda c: JointTraining(**c.template_kwargs), joint=True, description="Avalanche's JointTraining on the whole stream (upper bound)")
+    MethodSpec(
+        build=lambda c: JointTraining(**c.template_kwargs), joint=True,
+        description="Avalanche's JointTraining on the whole stream (upper bound)",
+    )
 )

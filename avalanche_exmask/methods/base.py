@@ -20,7 +20,8 @@ against its fields and completed with its defaults before any run starts.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from avalanche_exmask.config import RunConfig
 
@@ -57,7 +58,7 @@ class BuildContext:
 
         return resolve_codec_options(codec, self.config.storage.options.get(codec, {}))
 
-    def class_token_ids(self) -> Optional[dict[int, Any]]:
+    def class_token_ids(self) -> dict[int, Any] | None:
         """Label -> class-name token ids, from the benchmark's ``class_names`` (``None`` if it has none)."""
         names = getattr(self.benchmark, "class_names", None)
         if names is None:
@@ -94,12 +95,20 @@ class MethodSpec:
         ``method_options.<name>`` is validated against it and completed with its defaults.
     :param backbone_adapter: the ``model.adapter`` the method needs (e.g. ``"none"`` for methods on a
         frozen backbone): filled in where a config does not name one, an error where it names another.
+    :param learning_rate: ``resolved run config -> float or None``: the learning rate the runner
+        builds the optimizer with, where the method sets its own (``None``: ``train.lr``).
     """
 
     build: Callable[[BuildContext], Any]
     description: str
-    codec: Optional[str] = None
+    codec: str | None = None
     joint: bool = False
-    report: Optional[Callable[[Any, BuildContext], dict[str, Any]]] = None
-    options: Optional[type] = None
-    backbone_adapter: Optional[str] = None
+    report: Callable[[Any, BuildContext], dict[str, Any]] | None = None
+    options: type | None = None
+    backbone_adapter: str | None = None
+    learning_rate: Callable[[RunConfig], float | None] | None = None
+
+    def optimizer_lr(self, config: RunConfig) -> float:
+        """The learning rate of the run's optimizer: the method's own, else ``train.lr``."""
+        own = self.learning_rate(config) if self.learning_rate is not None else None
+        return config.train.lr if own is None else own

@@ -3,17 +3,16 @@ exemplars), ``mrdc`` (JPEG, MRDC-style) and ``cim`` (CIM-style); and the figures
 method reports."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from avalanche.training import Naive
 
 from avalanche_exmask.methods.base import BuildContext, MethodSpec
 from avalanche_exmask.registry import METHODS
-from avalanche_exmask.storage.buffer import ByteBudgetBuffer
 from avalanche_exmask.training.augmentation import MultimodalAugmentation
-from avalanche_exmask.training.codec_augmentation import CurrentThroughCodecPlugin
 from avalanche_exmask.training.plugin import ByteBudgetReplayPlugin
-from avalanche_exmask.training.weight_aligning import WeightAligningPlugin
+from avalanche_exmask.training.replay_stack import byte_budget_replay_plugins
 
 __all__ = ["buffered_replay", "replay_augmentation", "replay_plugin_of", "buffer_report"]
 
@@ -34,30 +33,20 @@ def buffered_replay(codec: str) -> Callable[[BuildContext], Naive]:
 
     def build(context: BuildContext) -> Naive:
         config = context.config
-        per_class = config.storage.budget.mode == "per_class"
-        buffer = ByteBudgetBuffer(
-            max_size=context.budget_nbytes,
-            codec=context.codec(codec),
-            mode=config.storage.budget.mode,
-            total_num_classes=context.n_classes if per_class else None,
-            selection=config.storage.selection,
-            seed=config.seed,
-            augmentation=replay_augmentation(context),
-        )
-        plugins = [
-            ByteBudgetReplayPlugin(
-                mem_size=context.budget_nbytes,
-                storage_policy=buffer,
-                memory_batch=config.train.memory_batch,
-                replay_rate=config.train.replay_rate,
-            )
-        ]
-        if config.train.weight_aligning:
-            plugins.append(WeightAligningPlugin())
-        if config.train.current_through_codec:
-            plugins.append(CurrentThroughCodecPlugin(buffer.codec, config.train.current_through_codec, seed=config.seed))
         template_kwargs = dict(context.template_kwargs)
-        plugins.extend(template_kwargs.pop("plugins", []))
+        plugins = byte_budget_replay_plugins(
+            codec=context.codec(codec),
+            mem_size=context.budget_nbytes,
+            total_num_classes=context.n_classes if config.storage.budget.mode == "per_class" else None,
+            selection=config.storage.selection,
+            augmentation=replay_augmentation(context),
+            memory_batch=config.train.memory_batch,
+            replay_rate=config.train.replay_rate,
+            weight_aligning=config.train.weight_aligning,
+            current_through_codec=config.train.current_through_codec,
+            seed=config.seed,
+            plugins=template_kwargs.pop("plugins", []),
+        )
         return Naive(plugins=plugins, **template_kwargs)
 
     return build

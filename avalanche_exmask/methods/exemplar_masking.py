@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from avalanche_exmask.methods.base import BuildContext, MethodSpec
-from avalanche_exmask.methods.buffered import replay_augmentation, buffer_report
+from avalanche_exmask.methods.buffered import buffer_report, replay_augmentation
 from avalanche_exmask.registry import METHODS
 from avalanche_exmask.training.strategy import ExemplarMasking
 

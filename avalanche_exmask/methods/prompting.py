@@ -16,8 +16,9 @@ at zero (the frozen model) and use ``train.lr``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
+from avalanche_exmask.config import RunConfig
 from avalanche_exmask.methods.base import BuildContext, MethodSpec
 from avalanche_exmask.registry import METHODS
 
@@ -64,7 +65,7 @@ class L2POptions:
     prompt_init: Literal["uniform", "zero"] = "uniform"
     key_coefficient: float = 0.1
     mask_old_logits: bool = True
-    lr: Optional[float] = 0.03
+    lr: float | None = 0.03
 
     def __post_init__(self) -> None:
         _positive_lr(self)
@@ -96,10 +97,10 @@ class DualPromptOptions:
     e_depth: int = 2
     g_length: int = 5
     e_length: int = 5
-    n_tasks: Optional[int] = None
+    n_tasks: int | None = None
     key_coefficient: float = 1.0
     mask_old_logits: bool = True
-    lr: Optional[float] = 0.03
+    lr: float | None = 0.03
 
     def __post_init__(self) -> None:
         _positive_lr(self)
@@ -126,7 +127,7 @@ class EASEOptions:
     temperature: float = 0.1
     completed_weight: float = 1.0
     mask_old_logits: bool = True
-    lr: Optional[float] = None
+    lr: float | None = None
 
     def __post_init__(self) -> None:
         _positive_lr(self)
@@ -138,16 +139,17 @@ class EASEOptions:
 
 
 def _options(context: BuildContext, cls: type) -> Any:
-    """The run's options of its method (their ``lr`` set on the run's optimizer), after the
-    frozen-backbone check."""
+    """The run's options of its method, after the frozen-backbone check (their ``lr`` is the
+    optimizer's already: :func:`_learning_rate`)."""
     config = context.config
     if config.model.adapter != "none":
         raise ValueError(f"model.adapter must be 'none' for method {config.method!r} (a frozen backbone); got {config.model.adapter!r}")
-    options = cls(**config.method_options.get(config.method, {}))
-    if options.lr is not None:
-        for group in context.optimizer.param_groups:
-            group["lr"] = options.lr
-    return options
+    return cls(**config.method_options.get(config.method, {}))
+
+
+def _learning_rate(config: RunConfig) -> float | None:
+    """The method's ``lr`` option (``None``: ``train.lr``), with which the runner builds the optimizer."""
+    return config.method_options.get(config.method, {}).get("lr")
 
 
 def _build_l2p(context: BuildContext):
@@ -204,5 +206,8 @@ for _name, _build, _options_class, _text in (
     ("ease", _build_ease, EASEOptions, "EASE: an adapter set per experience, prototype classifier with completion (no replay)"),
 ):
     METHODS.register(_name)(
-        MethodSpec(build=_build, options=_options_class, backbone_adapter="none", report=prompting_report, description=_text)
+        MethodSpec(
+            build=_build, options=_options_class, backbone_adapter="none", report=prompting_report, description=_text,
+            learning_rate=_learning_rate,
+        )
     )

@@ -17,7 +17,7 @@ channels-last memory format and ``torch.compile``; both change speed, not result
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

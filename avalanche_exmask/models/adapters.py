@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator, Union
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -71,13 +71,13 @@ class Adapter(nn.Module):
             if unexpected:
                 raise ValueError(f"{self.kind} adapter state dict has unexpected keys {unexpected[:5]}")
 
-    def save(self, path: Union[str, os.PathLike]) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Save the adapter alone (safetensors)."""
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in self.state_dict_of_adapter().items()}, os.fspath(path))
 
-    def load(self, path: Union[str, os.PathLike]) -> None:
+    def load(self, path: str | os.PathLike) -> None:
         """Load an adapter saved by :meth:`save`."""
         from safetensors.torch import load_file
 
@@ -133,7 +133,7 @@ def _peft_config(kind: str):
     return IA3Config(target_modules=["c_fc", "c_proj"], feedforward_modules=["c_proj"])
 
 
-def build_adapter(model: nn.Module, adapter: Union[str, SSFConfig, object] = "ssf") -> Adapter:
+def build_adapter(model: nn.Module, adapter: str | SSFConfig | object = "ssf") -> Adapter:
     """Freeze ``model`` and inject an adapter into it.
 
     :param adapter: ``"ssf"`` (default targets), an :class:`SSFConfig`, ``"lora"``, ``"ia3"``,

@@ -10,7 +10,6 @@ The extra cost is one ``[B, H, L, L]`` product for the recorded block only.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,7 @@ def attention_probabilities(
     attn: nn.MultiheadAttention,
     query: torch.Tensor,
     key: torch.Tensor,
-    attn_mask: Optional[torch.Tensor] = None,
+    attn_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention probabilities of ``attn`` for one call, averaged over heads.
 
@@ -68,7 +67,7 @@ class AttentionRecorder:
         if not isinstance(attn, nn.MultiheadAttention):
             raise TypeError(f"AttentionRecorder needs nn.MultiheadAttention; got {type(attn).__name__}")
         self.attn = attn
-        self.probabilities: Optional[torch.Tensor] = None
+        self.probabilities: torch.Tensor | None = None
         self._handle = None
 
     def _hook(self, module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> None:
@@ -76,7 +75,7 @@ class AttentionRecorder:
         key = args[1] if len(args) > 1 else kwargs.get("key", query)
         self.probabilities = attention_probabilities(module, query, key, kwargs.get("attn_mask"))
 
-    def __enter__(self) -> "AttentionRecorder":
+    def __enter__(self) -> AttentionRecorder:
         self.probabilities = None
         self._handle = self.attn.register_forward_pre_hook(self._hook, with_kwargs=True)
         return self

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Optional, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from avalanche.models import IncrementalClassifier
+from torch import nn
 
 from avalanche_exmask.data.sample import MultimodalSample, validate_sample
 from avalanche_exmask.models.adapters import Adapter, build_adapter
@@ -67,13 +66,13 @@ class MultimodalCLIPClassifier(nn.Module):
     def __init__(
         self,
         model_name: str = "exmask-tiny",
-        pretrained: Optional[Union[str, os.PathLike]] = "synthetic",
+        pretrained: str | os.PathLike | None = "synthetic",
         *,
-        adapter: Union[str, SSFConfig, object] = "ssf",
+        adapter: str | SSFConfig | object = "ssf",
         fusion: str = "concat",
         initial_out_features: int = 2,
-        image_attention: Union[str, int] = "last",
-        skip_empty_patches: Union[bool, str] = False,
+        image_attention: str | int = "last",
+        skip_empty_patches: bool | str = False,
         mask_scores_from: str = "adapted",
     ) -> None:
         super().__init__()
@@ -89,7 +88,8 @@ class MultimodalCLIPClassifier(nn.Module):
         self.skip_empty_patches = skip_empty_patches
         self.mask_scores_from = mask_scores_from
         self.model_name = model_name
-        self.clip = create_clip(model_name, pretrained)
+        # open_clip's CLIP or CustomTextCLIP: their towers' submodules differ by model (read by duck typing).
+        self.clip: Any = create_clip(model_name, pretrained)
         self.adapter: Adapter = build_adapter(self.clip, adapter)
         self.fusion = fusion
         visual = self.clip.visual
@@ -100,8 +100,10 @@ class MultimodalCLIPClassifier(nn.Module):
         self.context_length = int(self.clip.context_length)
         self.embed_dim = int(visual.output_dim)
         preprocess = getattr(visual, "preprocess_cfg", {})
-        self.register_buffer("pixel_mean", torch.tensor(preprocess.get("mean", (0.48145466, 0.4578275, 0.40821073))).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(preprocess.get("std", (0.26862954, 0.26130258, 0.27577711))).view(1, 3, 1, 1), persistent=False)
+        mean = preprocess.get("mean", (0.48145466, 0.4578275, 0.40821073))
+        std = preprocess.get("std", (0.26862954, 0.26130258, 0.27577711))
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.classifier = IncrementalClassifier(self.fused_dim, initial_out_features=initial_out_features)
         if skip_empty_patches and not isinstance(getattr(visual, "patch_dropout", nn.Identity()), nn.Identity):
             raise ValueError("skip_empty_patches needs a model without patch dropout")

@@ -26,16 +26,17 @@ are plain parameters.
 from __future__ import annotations
 
 import contextlib
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from avalanche_exmask.data.sample import MultimodalSample
+from avalanche_exmask.models.attention import block_attention_module
+from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 from avalanche_exmask.models.frozen_backbone import PromptedOutput, frozen_backbone_check, parameter_report
 from avalanche_exmask.models.prompt_injection import attention_prefixes
-from avalanche_exmask.models.attention import block_attention_module
 from avalanche_exmask.models.towers import check_towers, pooled_features, towers_of
 
 __all__ = ["DualPromptCLIP", "SELECTIONS"]
@@ -63,7 +64,7 @@ class DualPromptCLIP(nn.Module):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: MultimodalCLIPClassifier,
         *,
         n_tasks: int,
         towers: Sequence[str] = ("image", "text"),
@@ -77,7 +78,10 @@ class DualPromptCLIP(nn.Module):
         frozen_backbone_check(backbone)
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}; got {selection!r}")
-        for name, value, low in (("n_tasks", n_tasks, 1), ("g_depth", g_depth, 0), ("e_depth", e_depth, 1), ("g_length", g_length, 1), ("e_length", e_length, 1)):
+        lowest = (
+            ("n_tasks", n_tasks, 1), ("g_depth", g_depth, 0), ("e_depth", e_depth, 1), ("g_length", g_length, 1), ("e_length", e_length, 1)
+        )
+        for name, value, low in lowest:
             if value < low:
                 raise ValueError(f"{name} must be >= {low}; got {value}")
         self.backbone = backbone
@@ -115,7 +119,7 @@ class DualPromptCLIP(nn.Module):
             raise ValueError(f"experience {task} has no E-prompt: the pool holds {self.n_tasks} (n_tasks)")
         self.n_seen_tasks.fill_(max(int(self.n_seen_tasks), task + 1))
 
-    def forward_prompted(self, x: MultimodalSample, task: Optional[int] = None) -> PromptedOutput:
+    def forward_prompted(self, x: MultimodalSample, task: int | None = None) -> PromptedOutput:
         """Logits ``[B, C]`` with G-prompts and the E-prompts of ``task`` (training) or, when
         ``task`` is ``None``, of the best-matching seen experience per sample."""
         with torch.no_grad():

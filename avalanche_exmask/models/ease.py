@@ -28,13 +28,14 @@ front, so a model's ``state_dict`` (and a checkpoint) has the same keys at every
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from avalanche_exmask.data.sample import MultimodalSample
+from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 from avalanche_exmask.models.frozen_backbone import frozen_backbone_check, parameter_report
 from avalanche_exmask.models.towers import check_towers, towers_of
 
@@ -79,7 +80,7 @@ class EASECLIP(nn.Module):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: MultimodalCLIPClassifier,
         *,
         n_tasks: int,
         n_classes: int,
@@ -141,7 +142,7 @@ class EASECLIP(nn.Module):
         handles = []
         try:
             for name, adapters in self.adapters[task].items():
-                for block, adapter in zip(towers[name].blocks, adapters):
+                for block, adapter in zip(towers[name].blocks, adapters, strict=True):
                     handles.append(block.mlp.register_forward_hook(lambda _m, inputs, out, a=adapter: out + a(inputs[0])))
             yield
         finally:

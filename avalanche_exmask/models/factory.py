@@ -14,7 +14,6 @@ import os
 import stat
 import zipfile
 from pathlib import Path
-from typing import Optional, Union
 
 import open_clip
 import torch
@@ -48,14 +47,14 @@ PACKAGED_WEIGHTS: dict[str, dict[str, Path]] = {
 }
 
 
-def _is_local_path(pretrained: Union[str, os.PathLike]) -> bool:
+def _is_local_path(pretrained: str | os.PathLike) -> bool:
     text = os.fspath(pretrained)
     return isinstance(pretrained, os.PathLike) or text.endswith((".pt", ".pth", ".bin", ".safetensors")) or os.sep in text
 
 
 def create_clip(
     model_name: str = "exmask-tiny",
-    pretrained: Optional[Union[str, os.PathLike]] = "synthetic",
+    pretrained: str | os.PathLike | None = "synthetic",
 ) -> nn.Module:
     """Build an open_clip model and load its weights.
 
@@ -83,7 +82,7 @@ def create_clip(
     return open_clip.create_model(model_name, pretrained=pretrained)
 
 
-def check_pretrained(model_name: str, pretrained: Optional[Union[str, os.PathLike]]) -> None:
+def check_pretrained(model_name: str, pretrained: str | os.PathLike | None) -> None:
     """Check, without loading them, that :func:`create_clip` can take the weights ``pretrained``.
 
     A local file must be a regular file and readable as what its name says: a safetensors file
@@ -135,7 +134,7 @@ def _quiet_random_init_warning():
         root.removeFilter(log_filter)
 
 
-def load_weights(model: nn.Module, path: Union[str, os.PathLike], model_name: str = "model") -> None:
+def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = "model") -> None:
     """Load a weights file into an open_clip model, strictly.
 
     Accepts safetensors files and torch pickles holding either a state dict or a checkpoint with a

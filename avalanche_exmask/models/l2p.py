@@ -26,14 +26,14 @@ state per experience) are kept in :class:`avalanche_exmask.training.prompting.Le
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
+from avalanche.models.prompt import Prompt
 from torch import nn
 
-from avalanche.models.prompt import Prompt
-
 from avalanche_exmask.data.sample import MultimodalSample
+from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 from avalanche_exmask.models.frozen_backbone import PromptedOutput, frozen_backbone_check, parameter_report
 from avalanche_exmask.models.prompt_injection import prompt_tokens
 from avalanche_exmask.models.towers import check_towers, pooled_features, towers_of
@@ -54,7 +54,7 @@ class L2PCLIP(nn.Module):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: MultimodalCLIPClassifier,
         *,
         towers: Sequence[str] = ("image", "text"),
         pool_size: int = 10,

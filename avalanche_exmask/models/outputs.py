@@ -1,8 +1,6 @@
 """What one eval forward pass of the multimodal model returns for exemplar selection and masking."""
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from tensordict import tensorclass
 
@@ -40,5 +38,5 @@ class MaskingScores:
     token_attention: torch.Tensor
     patch_features: torch.Tensor
     token_features: torch.Tensor
-    token_importance: Optional[torch.Tensor] = None
-    class_activation: Optional[torch.Tensor] = None
+    token_importance: torch.Tensor | None = None
+    class_activation: torch.Tensor | None = None

@@ -21,7 +21,7 @@ open_clip 3.3 builds each tower's token sequence inside its ``forward`` and call
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -29,7 +29,7 @@ from torch import nn
 __all__ = ["prompt_tokens", "attention_prefixes", "widen_attention_mask"]
 
 
-def widen_attention_mask(mask: Optional[torch.Tensor], n_prompts: int, position: int, *, rows: bool) -> Optional[torch.Tensor]:
+def widen_attention_mask(mask: torch.Tensor | None, n_prompts: int, position: int, *, rows: bool) -> torch.Tensor | None:
     """An attention mask for a sequence with ``n_prompts`` extra keys (and, if ``rows``, queries).
 
     :param mask: ``None``, or an additive float / boolean mask ``[L, S]`` or ``[B * H, L, S]``.

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -122,7 +122,7 @@ class SSFAdapter(nn.Module):
         self._targets: dict[str, tuple[nn.Module, str, str]] = {}
 
     @classmethod
-    def inject(cls, model: nn.Module, config: SSFConfig | None = None, *, freeze_base: bool = True) -> "SSFAdapter":
+    def inject(cls, model: nn.Module, config: SSFConfig | None = None, *, freeze_base: bool = True) -> SSFAdapter:
         """Add SSF to every layer of ``model`` whose name matches ``config.target_modules``.
 
         :param freeze_base: set ``requires_grad=False`` on all of the model's own parameters.

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,7 +51,7 @@ class Tower:
         return len(self.blocks)
 
 
-def towers_of(clip: nn.Module) -> dict[str, Tower]:
+def towers_of(clip: Any) -> dict[str, Tower]:
     """``{"image": Tower, "text": Tower}`` of an open_clip CLIP (or CustomTextCLIP).
 
     :raises NotImplementedError: for image towers that do not pool at [CLS] (``pool_type != "tok"``

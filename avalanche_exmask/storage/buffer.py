@@ -24,18 +24,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sys
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
-
 from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
 from avalanche.training.storage_policy import (
     ExemplarsBuffer,
     ExemplarsSelectionStrategy,
     FeatureBasedExemplarsSelectionStrategy,
 )
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.distributed import batch_shard, gather_shards, is_distributed, rank_aligned_rng, unwrap_model
@@ -148,8 +147,8 @@ class ClassStats:
 
     n_exemplars: int
     nbytes: int
-    kept_patch_fraction: Optional[float]
-    kept_token_fraction: Optional[float]
+    kept_patch_fraction: float | None
+    kept_token_fraction: float | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +174,7 @@ class BufferStats:
         return summary
 
 
-def _mean_of(values: Iterable[Optional[float]]) -> Optional[float]:
+def _mean_of(values: Iterable[float | None]) -> float | None:
     """Mean of the values that are not ``None``; ``None`` if there are none."""
     present = [value for value in values if value is not None]
     return sum(present) / len(present) if present else None
@@ -202,7 +201,7 @@ class _RecordDataset(Dataset):
         self,
         records: Mapping[int, list[Record]],
         decode: Callable[[Record], MultimodalSample],
-        augmentation: Optional[Augmentation],
+        augmentation: Augmentation | None,
     ) -> None:
         self._by_class = dict(records)
         self._items = [(label, position) for label, group in self._by_class.items() for position in range(len(group))]
@@ -249,13 +248,13 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         max_size: int,
         codec: Codec,
         mode: Literal["total", "per_class"] = "total",
-        total_num_classes: Optional[int] = None,
-        selection: Union[Literal["herding", "random"], ExemplarsSelectionStrategy] = "herding",
+        total_num_classes: int | None = None,
+        selection: Literal["herding", "random"] | ExemplarsSelectionStrategy = "herding",
         seed: int = 0,
-        scorer: Optional[Scorer] = None,
-        candidates_per_class: Optional[int] = None,
+        scorer: Scorer | None = None,
+        candidates_per_class: int | None = None,
         batch_size: int = 64,
-        augmentation: Optional[Augmentation] = None,
+        augmentation: Augmentation | None = None,
     ) -> None:
         if not isinstance(max_size, int) or max_size < 0:
             raise ValueError(f"max_size must be a non-negative int number of bytes; got {max_size!r}")
@@ -283,7 +282,7 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         self._read_workers = 0  # DataLoader workers reading candidates, from the last update's kwargs
 
     # ------------------------------------------------------------------ updates
-    def update(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
+    def update(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
         """Add the new classes of ``strategy.experience`` (``ReplayPlugin`` calls this).
 
         :param kwargs: the arguments of ``strategy.train(...)``; with ``num_workers >= 1`` the
@@ -292,7 +291,7 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         self._read_workers = int(kwargs.get("num_workers") or 0)
         self.post_adapt(strategy, strategy.experience)
 
-    def post_adapt(self, agent_state: "SupervisedTemplate", exp: Any) -> None:
+    def post_adapt(self, agent_state: SupervisedTemplate, exp: Any) -> None:
         """Score, select and encode the candidates of the classes of ``exp`` not yet stored.
 
         :raises ValueError: if a class's share cannot hold any of its records (buffer unchanged).
@@ -319,7 +318,7 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             raise
 
     def _class_records(
-        self, strategy: "SupervisedTemplate", dataset: Dataset, indices: torch.Tensor, label: int
+        self, strategy: SupervisedTemplate, dataset: Dataset, indices: torch.Tensor, label: int
     ) -> Iterator[Record]:
         """Records of one class's candidates, encoded lazily in selection order."""
         model, device = strategy.model, strategy.device
@@ -367,7 +366,7 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             return [dataset[index] for index in indices]
         return list(DataLoader(Subset(dataset, indices), batch_size=None, collate_fn=_as_is, num_workers=self._read_workers))
 
-    def _order(self, strategy: "SupervisedTemplate", candidates: list, scores: MaskingScores) -> torch.Tensor:
+    def _order(self, strategy: SupervisedTemplate, candidates: list, scores: MaskingScores) -> torch.Tensor:
         """The candidates' selection order (long ``[n]``)."""
         if self.selection == "herding":
             return herding_order(scores.embedding)
@@ -382,7 +381,9 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             order = self.selection.make_sorted_indices(strategy, subset)
         order = torch.as_tensor(list(order), dtype=torch.long)
         if sorted(order.tolist()) != list(range(len(candidates))):
-            raise ValueError(f"{type(self.selection).__name__} returned an order that is not a permutation of the {len(candidates)} candidates")
+            raise ValueError(
+                f"{type(self.selection).__name__} returned an order that is not a permutation of the {len(candidates)} candidates"
+            )
         return order
 
     def _shares(self, labels: Sequence[int]) -> dict[int, int]:
@@ -448,6 +449,23 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         """Stored records per class, in selection order (a shallow copy)."""
         return {label: list(group) for label, group in self._records.items()}
 
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """``(JSON-ready state, tensors)``: the records (payload bytes in one ``uint8`` tensor) and
+        the private generators' states (:mod:`~avalanche_exmask.storage.buffer_state`)."""
+        from avalanche_exmask.storage.buffer_state import buffer_state_dict
+
+        return buffer_state_dict(self)
+
+    def load_state_dict(self, state: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict`'s output: everything is checked first (same codec, budget and
+        mode; every record decodes), then applied; on failure the buffer is left as it was.
+
+        :raises ValueError: naming what does not fit.
+        """
+        from avalanche_exmask.storage.buffer_state import apply_buffer_state, check_buffer_state
+
+        apply_buffer_state(self, check_buffer_state(self, state, tensors))
+
     def exemplars_per_class(self) -> dict[int, int]:
         """Number of stored exemplars per class."""
         return {label: len(group) for label, group in self._records.items()}
@@ -498,6 +516,6 @@ class MaskedExemplarBuffer(ByteBudgetBuffer):
     its mean colour, see :class:`~avalanche_exmask.storage.codecs.masked.MaskedCodec`); other
     arguments as there."""
 
-    def __init__(self, *, max_size: int, codec: Optional[Codec] = None, **kwargs: Any) -> None:
+    def __init__(self, *, max_size: int, codec: Codec | None = None, **kwargs: Any) -> None:
         codec = codec if codec is not None else MaskedCodec(background_downsample="patch")
         super().__init__(max_size=max_size, codec=codec, **kwargs)

@@ -14,7 +14,7 @@ What is ours, not MRDC's (its exact threshold was not at hand): ``epsilon`` (def
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F

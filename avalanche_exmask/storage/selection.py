@@ -5,8 +5,6 @@ order (not a fixed-size subset) is what a selection produces.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 __all__ = ["herding_order", "random_order"]
@@ -38,6 +36,6 @@ def herding_order(embeddings: torch.Tensor) -> torch.Tensor:
     return order
 
 
-def random_order(n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def random_order(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """A random permutation of ``0 .. n-1`` (long ``[n]``) drawn from ``generator``."""
     return torch.randperm(n, generator=generator)

@@ -29,8 +29,9 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Literal
 
 from avalanche_exmask.study.progress import StudyProgress
 from avalanche_exmask.study.runs import StudyRun, validate_run
@@ -88,19 +89,19 @@ class LauncherOptions:
     workers: int = 2
     threads: int = 1
     gpus_per_run: int = 0
-    cpus_per_run: Optional[int] = None
+    cpus_per_run: int | None = None
     job_per: Literal["run", "seed"] = "run"
     poll_seconds: float = 5.0
     progress_seconds: float = 300.0
-    cluster: Optional[str] = None
-    folder: Optional[str] = None
-    partition: Optional[str] = None
-    account: Optional[str] = None
+    cluster: str | None = None
+    folder: str | None = None
+    partition: str | None = None
+    account: str | None = None
     time_limit_min: int = 24 * 60
-    array_parallelism: Optional[int] = None
-    mem_gb: Optional[float] = None
+    array_parallelism: int | None = None
+    mem_gb: float | None = None
     slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
-    address: Optional[str] = None
+    address: str | None = None
     max_retries: int = 3
 
     def cpus(self) -> int:
@@ -149,10 +150,10 @@ class Submission(abc.ABC):
         """Whether the job has ended (succeeded or not)."""
 
     @abc.abstractmethod
-    def failure(self) -> Optional[str]:
+    def failure(self) -> str | None:
         """Once finished: why the job failed (``None`` when it succeeded)."""
 
-    def launcher_log(self) -> Optional[str]:
+    def launcher_log(self) -> str | None:
         """The launcher's own log of the job, where there is one (e.g. submitit's output files)."""
         return None
 
@@ -169,7 +170,7 @@ class Launcher(abc.ABC):
         """Submit every job (a job runs its runs in order with
         :func:`~avalanche_exmask.study.runs.execute_runs`)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- an optional hook: launchers that hold nothing keep this no-op
         """Release what the launcher holds (after every job finished)."""
 
 
@@ -178,6 +179,7 @@ def make_launcher(options: LauncherOptions, out: Path) -> Launcher:
 
     :raises SystemExit: saying how to install them, when submitit or Ray is missing.
     """
+    chosen: type[Launcher]
     try:
         if options.name == "submitit":
             from avalanche_exmask.study.submitit_launcher import SubmititLauncher as chosen

@@ -8,10 +8,10 @@ study again resumes them.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Optional, Sequence
 
 from avalanche_exmask.study.launcher import Launcher, LauncherOptions, Submission
 from avalanche_exmask.study.runs import StudyRun, execute_runs
@@ -29,7 +29,7 @@ class _PoolJob(Submission):
     def finished(self) -> bool:
         return self.future.done()
 
-    def failure(self) -> Optional[str]:
+    def failure(self) -> str | None:
         error = self.future.exception()
         return None if error is None else f"{type(error).__name__}: {error}"
 

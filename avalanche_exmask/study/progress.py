@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Optional
 
 __all__ = ["StudyProgress", "RUN_STATES"]
 
@@ -30,7 +29,7 @@ class StudyProgress:
     states: dict[str, str]
 
     @classmethod
-    def pending(cls, runs: list[str]) -> "StudyProgress":
+    def pending(cls, runs: list[str]) -> StudyProgress:
         """Every run of ``runs`` (results paths) pending."""
         return cls({run: "pending" for run in runs})
 
@@ -49,7 +48,7 @@ class StudyProgress:
         """How many runs are in ``state``."""
         return sum(1 for value in self.states.values() if value == state)
 
-    def estimate_left(self, elapsed: float) -> Optional[float]:
+    def estimate_left(self, elapsed: float) -> float | None:
         """Seconds until every run ends at the pace of the runs done so far (``None`` before the first)."""
         done = self.count("done")
         if not done:

@@ -13,8 +13,8 @@ experience. A task that raises is not retried (the failure is the run's, reporte
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import ray
 
@@ -35,7 +35,7 @@ class _RayTask(Submission):
         ready, _ = ray.wait([self.reference], timeout=0)
         return bool(ready)
 
-    def failure(self) -> Optional[str]:
+    def failure(self) -> str | None:
         try:
             ray.get(self.reference)
         except Exception as error:  # the task's exception (RayTaskError), or Ray's (a worker lost beyond its retries)

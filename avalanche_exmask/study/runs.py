@@ -34,8 +34,9 @@ import socket
 import subprocess
 import sys
 import traceback
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 __all__ = ["StudyRun", "RunOutcome", "execute_runs", "execute_run", "run_in_this_process", "validate_run"]
 

@@ -17,8 +17,9 @@ job at once as a process of this machine, with the same signals and requeueing.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import submitit
 
@@ -47,14 +48,14 @@ class _ArrayJob(Submission):
     def finished(self) -> bool:
         return self.job.done()
 
-    def failure(self) -> Optional[str]:
+    def failure(self) -> str | None:
         error = self.job.exception()
         if error is None:
             return None
         lines = [line for line in str(error).splitlines() if line.strip()]
         return f"submitit job {self.job.job_id}: {lines[-1] if lines else type(error).__name__}"
 
-    def launcher_log(self) -> Optional[str]:
+    def launcher_log(self) -> str | None:
         return str(self.job.paths.stderr)
 
 
@@ -85,4 +86,4 @@ class SubmititLauncher(Launcher):
     def submit(self, jobs: Sequence[Sequence[StudyRun]]) -> list[Submission]:
         with self.executor.batch():
             submitted = [self.executor.submit(StudyJob(), list(job)) for job in jobs]
-        return [_ArrayJob(job, handle) for job, handle in zip(jobs, submitted)]
+        return [_ArrayJob(job, handle) for job, handle in zip(jobs, submitted, strict=True)]

@@ -17,7 +17,7 @@ With no partner (a class with one exemplar) the exemplar is returned as decoded.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -42,7 +42,7 @@ def fill_patches(image: torch.Tensor, keep: torch.Tensor, donor: torch.Tensor, g
     return torch.where(pixels, image, donor)
 
 
-def mix_tokens(ids: torch.Tensor, other: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def mix_tokens(ids: torch.Tensor, other: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Riffle-merge the content tokens of two texts between the start and end tokens of ``ids``.
 
     :param ids: long ``[T]``, zero-padded, with start and end tokens.
@@ -74,7 +74,7 @@ class MultimodalAugmentation:
     """
 
     def __init__(
-        self, *, p_fill: float = 0.0, p_token_mix: float = 0.0, p_swap_text: float = 0.0, seed: Optional[int] = None
+        self, *, p_fill: float = 0.0, p_token_mix: float = 0.0, p_swap_text: float = 0.0, seed: int | None = None
     ) -> None:
         for name, value in (("p_fill", p_fill), ("p_token_mix", p_token_mix), ("p_swap_text", p_swap_text)):
             if not 0 <= value <= 1:
@@ -109,9 +109,24 @@ class MultimodalAugmentation:
         return make_sample(image, ids)
 
     @property
-    def generator(self) -> Optional[torch.Generator]:
+    def generator(self) -> torch.Generator | None:
         """The private generator (``None`` when drawing from torch's global RNG)."""
         return self._generator
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``{"generator": uint8 state}`` of the private generator; empty when drawing from torch's global RNG."""
+        return {} if self._generator is None else {"generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict`'s output.
+
+        :raises ValueError: if ``state`` has a generator state and this augmentation has no
+            private generator, or the other way round.
+        """
+        if set(state) != set(self.state_dict()):
+            raise ValueError(f"augmentation state has {sorted(state)}; this augmentation {sorted(self.state_dict())}")
+        if self._generator is not None:
+            self._generator.set_state(state["generator"])
 
     def _draw(self, probability: float) -> bool:
         return probability > 0 and bool(torch.rand(1, generator=self._generator) < probability)

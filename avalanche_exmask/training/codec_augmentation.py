@@ -14,7 +14,7 @@ for a codec that declares ``uses_scores = False``, e.g. JPEG). A codec that decl
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from avalanche.training.plugins import SupervisedPlugin
@@ -72,7 +72,7 @@ class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):
     :param seed: seeds the private draw of which samples are replaced.
     """
 
-    def __init__(self, codec: Any, probability: float, seed: Optional[int] = 0) -> None:
+    def __init__(self, codec: Any, probability: float, seed: int | None = 0) -> None:
         if not 0 <= probability <= 1:
             raise ValueError(f"probability must be in [0, 1]; got {probability}")
         super().__init__()

@@ -19,7 +19,8 @@ for those a loader with persistent workers keeps.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import BatchSampler, DistributedSampler
@@ -43,7 +44,7 @@ def draw_like_one_process(samplers: Sequence[Any]) -> Sequence[Any]:
     to 0. Other samplers are left as they are. Returns ``samplers``."""
     shuffling = [sampler for sampler in map(_shuffling, samplers) if sampler is not None]
     drawn = [int(torch.empty((), dtype=torch.int64).random_().item()) for _ in shuffling]
-    for sampler, seed in zip(shuffling, gather_objects(drawn)[0]):
+    for sampler, seed in zip(shuffling, gather_objects(drawn)[0], strict=True):
         sampler.seed = seed
         sampler.set_epoch(0)
     return samplers

@@ -26,10 +26,9 @@ global batch of ``B``; DDP averages the ranks' gradients, which is the gradient 
 """
 from __future__ import annotations
 
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
-
 from avalanche.benchmarks.utils.data_loader import SingleDatasetDataLoader
 from avalanche.core import SupervisedPlugin
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from avalanche_exmask.distributed import is_distributed, rank, unwrap_model, world_size, wrap_model
 from avalanche_exmask.training.distributed_order import order_like_one_process

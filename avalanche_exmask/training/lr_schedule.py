@@ -7,6 +7,7 @@ method, at a settled model, and lets a short training budget get closer to conve
 from __future__ import annotations
 
 import math
+
 from avalanche.training.plugins import LRSchedulerPlugin
 from torch.optim.lr_scheduler import LambdaLR
 

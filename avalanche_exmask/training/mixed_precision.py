@@ -14,7 +14,7 @@ scaling. The buffer's scoring pass (attention capture for masking) stays in floa
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 from avalanche.training.plugins import SupervisedPlugin
@@ -37,10 +37,10 @@ class MixedPrecisionPlugin(SupervisedPlugin):
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}; got {precision!r}")
         super().__init__()
         self.precision = precision
-        self.dtype: Optional[torch.dtype] = PRECISIONS[precision]
+        self.dtype: torch.dtype | None = PRECISIONS[precision]
         self.device_type = device_type
         self.scaler = torch.amp.GradScaler(device_type) if precision == "fp16" else None
-        self._autocast: Optional[torch.autocast] = None
+        self._autocast: torch.autocast | None = None
         self.skipped_steps = 0
 
     def _enter(self) -> None:

@@ -50,7 +50,7 @@ def ncm_accuracy(model: torch.nn.Module, buffer: Any, dataset: Any, device: Any,
     means = means.to(device)
     if is_distributed():
         dataset = Subset(dataset, range(rank(), len(dataset), world_size()))
-    correct = total = 0
+    correct = total = 0.0
     for batch in DataLoader(dataset, batch_size=batch_size):
         x, y = batch[0].to(device), batch[1]
         embeddings = torch.nn.functional.normalize(model.embed(x).float(), dim=1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import torch
 from avalanche.benchmarks.utils.data_loader import ReplayDataLoader
@@ -68,7 +68,7 @@ def batch_split(total: int, n_old_classes: int, n_new_classes: int) -> tuple[int
 
 def memory_batch_size(
     mode: Literal["class_balanced", "fixed"], batch_size: int, n_old_classes: int, n_new_classes: int,
-    fixed_size: Optional[int] = None,
+    fixed_size: int | None = None,
 ) -> int:
     """Replayed samples per batch.
 
@@ -106,7 +106,7 @@ class FullMemoryBatchLoader(ReplayDataLoader):
         draws ``M`` records with replacement in proportion to them (one process only).
     """
 
-    def __init__(self, *args: Any, memory_weights: Optional[torch.Tensor] = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, memory_weights: torch.Tensor | None = None, **kwargs: Any) -> None:
         self._memory_weights = memory_weights
         super().__init__(*args, **kwargs)
 
@@ -154,7 +154,7 @@ class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
         mem_size: int,
         storage_policy: Any,
         memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_share",
-        batch_size_mem: Optional[int] = None,
+        batch_size_mem: int | None = None,
         replay_rate: Literal["per_record", "per_class"] = "per_record",
     ) -> None:
         if memory_batch not in MEMORY_BATCH_MODES:
@@ -249,7 +249,7 @@ class ExemplarMaskingPlugin(ByteBudgetReplayPlugin, supports_distributed=True):
     defaults to a :class:`~avalanche_exmask.storage.buffer.MaskedExemplarBuffer` of ``mem_size``
     bytes; arguments as there."""
 
-    def __init__(self, *, mem_size: int, storage_policy: Optional[Any] = None, **kwargs: Any) -> None:
+    def __init__(self, *, mem_size: int, storage_policy: Any | None = None, **kwargs: Any) -> None:
         if storage_policy is None:
             storage_policy = MaskedExemplarBuffer(max_size=mem_size)
         super().__init__(mem_size=mem_size, storage_policy=storage_policy, **kwargs)

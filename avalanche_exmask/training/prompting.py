@@ -18,10 +18,9 @@ what Avalanche's ``LearningToPrompt`` could and could not give). Checkpoints: th
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
-
 from avalanche.training.templates import SupervisedTemplate
 
 from avalanche_exmask.models.dualprompt import DualPromptCLIP
@@ -44,7 +43,7 @@ class FrozenBackboneTemplate(SupervisedTemplate):
         super().__init__(model=model, **kwargs)
         self.mask_old_logits = mask_old_logits
         self.key_coefficient = key_coefficient
-        self.key_similarity: Optional[torch.Tensor] = None
+        self.key_similarity: torch.Tensor | None = None
 
     def make_optimizer(self, reset_optimizer_state: bool = False, **kwargs: Any) -> None:
         """Avalanche's ``make_optimizer`` with the state always reset."""

@@ -2,26 +2,29 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Optional
-
-from torch.nn import CrossEntropyLoss, Module
-from torch.optim import Optimizer
+from typing import Any, Literal
 
 from avalanche.training.templates import SupervisedTemplate
+from torch.nn import CrossEntropyLoss, Module
+from torch.optim import Optimizer
 
 from avalanche_exmask.distributed import unwrap_model
 from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
 from avalanche_exmask.storage.codecs import MaskedCodec
 from avalanche_exmask.training.augmentation import MultimodalAugmentation
-from avalanche_exmask.training.codec_augmentation import CurrentThroughCodecPlugin
 from avalanche_exmask.training.plugin import ExemplarMaskingPlugin
-from avalanche_exmask.training.weight_aligning import WeightAligningPlugin
+from avalanche_exmask.training.replay_stack import byte_budget_replay_plugins
 
 __all__ = ["ExemplarMasking"]
 
 
 class ExemplarMasking(SupervisedTemplate):
     """Multimodal class-incremental learning with masked exemplar replay (Lee et al., 2024).
+
+    A preset of the byte-budget replay stack
+    (:func:`~avalanche_exmask.training.replay_stack.byte_budget_replay_plugins`) over a
+    :class:`~avalanche_exmask.storage.buffer.MaskedExemplarBuffer`, the same stack every buffered
+    method of the runner gets.
 
     Training is plain fine-tuning of the (SSF-adapted) model on each experience with replay of
     masked exemplars. After each experience, exemplars of its classes are chosen by herding on
@@ -79,40 +82,36 @@ class ExemplarMasking(SupervisedTemplate):
         model: Module,
         optimizer: Optimizer,
         mem_size: int,
-        criterion: Any = CrossEntropyLoss(),
-        total_num_classes: Optional[int] = None,
-        codec: Optional[MaskedCodec] = None,
-        augmentation: Optional[MultimodalAugmentation] = None,
+        criterion: Any = CrossEntropyLoss(),  # noqa: B008 -- Avalanche's templates' default; the loss holds no state
+        total_num_classes: int | None = None,
+        codec: MaskedCodec | None = None,
+        augmentation: MultimodalAugmentation | None = None,
         selection: Literal["herding", "random"] = "herding",
         memory_batch: Literal["class_balanced", "class_share", "fixed"] = "class_share",
-        batch_size_mem: Optional[int] = None,
+        batch_size_mem: int | None = None,
         replay_rate: Literal["per_record", "per_class"] = "per_record",
         weight_aligning: bool = False,
         current_through_codec: float = 1.0,
         seed: int = 0,
         **base_kwargs: Any,
     ) -> None:
-        buffer = MaskedExemplarBuffer(
-            max_size=mem_size,
+        plugins = byte_budget_replay_plugins(
             codec=_with_model_patch_size(codec or MaskedCodec(), unwrap_model(model)),
-            mode="per_class" if total_num_classes is not None else "total",
+            mem_size=mem_size,
             total_num_classes=total_num_classes,
             selection=selection,
-            seed=seed,
             augmentation=augmentation,
-        )
-        self.replay_plugin = ExemplarMaskingPlugin(
-            mem_size=mem_size,
-            storage_policy=buffer,
             memory_batch=memory_batch,
             batch_size_mem=batch_size_mem,
             replay_rate=replay_rate,
+            weight_aligning=weight_aligning,
+            current_through_codec=current_through_codec,
+            seed=seed,
+            plugins=base_kwargs.pop("plugins", None) or [],
+            buffer_class=MaskedExemplarBuffer,
+            replay_plugin_class=ExemplarMaskingPlugin,
         )
-        user_plugins = base_kwargs.pop("plugins", None) or []
-        plugins = [self.replay_plugin, *([WeightAligningPlugin()] if weight_aligning else [])]
-        if current_through_codec:
-            plugins.append(CurrentThroughCodecPlugin(buffer.codec, current_through_codec, seed=seed))
-        plugins.extend(user_plugins)
+        self.replay_plugin = plugins[0]
         super().__init__(model=model, optimizer=optimizer, criterion=criterion, plugins=plugins, **base_kwargs)
 
     def __getstate__(self) -> None:

@@ -8,7 +8,7 @@ the recency bias without touching the features.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from avalanche.training.plugins import SupervisedPlugin

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, ClassVar, Optional, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -50,24 +50,24 @@ class Record:
         return len(self.data)
 
     @property
-    def keep_mask(self) -> Optional[torch.Tensor]:
+    def keep_mask(self) -> torch.Tensor | None:
         """Bool ``[N]``: which image patches are stored, row-major over :attr:`patch_grid`;
         ``None`` for codecs that store the whole image (every record type answers, so generic code
         never tests for a codec)."""
         return None
 
     @property
-    def patch_grid(self) -> Optional[tuple[int, int]]:
+    def patch_grid(self) -> tuple[int, int] | None:
         """``(rows, cols)`` of :attr:`keep_mask`'s grid; ``None`` without a keep mask."""
         return None
 
     @property
-    def kept_patch_fraction(self) -> Optional[float]:
+    def kept_patch_fraction(self) -> float | None:
         """Stored patches over all patches; ``None`` where the codec does not mask patches."""
         return None
 
     @property
-    def kept_token_fraction(self) -> Optional[float]:
+    def kept_token_fraction(self) -> float | None:
         """Stored tokens over the original real tokens; ``None`` where the codec does not mask text."""
         return None
 
@@ -77,7 +77,7 @@ class Record:
         return {"label": int(self.label)}
 
     @classmethod
-    def from_state(cls, state: dict[str, int], *, data: bytes, layout: Any) -> "Record":
+    def from_state(cls, state: dict[str, int], *, data: bytes, layout: Any) -> Record:
         """The record of :meth:`to_state`'s ``state`` with its payload and layout.
 
         :raises TypeError: if ``state`` lacks a field or has one this record type does not take.

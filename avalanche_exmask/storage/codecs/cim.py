@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar, Literal, NamedTuple, Optional
+from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.registry import CODECS, CodecSpec
 from avalanche_exmask.storage.codecs.base import (
     Record,
     RecordDecodeError,
@@ -38,7 +39,6 @@ from avalanche_exmask.storage.codecs.base import (
     patch_grid,
     unpack_tokens,
 )
-from avalanche_exmask.registry import CODECS
 
 __all__ = ["CimCodec", "CimLayout", "salient_box"]
 
@@ -59,7 +59,7 @@ class CimLayout(NamedTuple):
         return -(-self.height // self.downsample), -(-self.width // self.downsample)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layout(height: int, width: int, downsample: int, context_length: int, pixels_once: bool) -> CimLayout:
     return CimLayout(height, width, downsample, context_length, pixels_once)
 
@@ -103,7 +103,6 @@ def salient_box(
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
-@CODECS.register("cim")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CimCodec:
     """Keeps the attention box at full resolution and the image downsampled.
@@ -120,7 +119,7 @@ class CimCodec:
     name: ClassVar[str] = "cim"
     threshold: float = 0.6
     downsample: int = 2
-    patch_size: Optional[int] = None
+    patch_size: int | None = None
     saliency: Literal["attention", "class_activation"] = "attention"
     pixels_once: bool = False
 
@@ -201,3 +200,6 @@ def _downsample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """uint8 ``[3, H, W]`` area-averaged (adaptive average pooling) to uint8 ``[3, *size]``."""
     low = F.interpolate(image[None].float(), size=size, mode="area")[0]
     return low.round().clamp(0, 255).to(torch.uint8)
+
+
+CODECS.register("cim")(CodecSpec(codec=CimCodec, record_types=(), layout_types=(CimLayout,)))

@@ -17,9 +17,9 @@ from PIL import Image
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.registry import CODECS, CodecSpec
 from avalanche_exmask.storage.codecs.base import Record, RecordDecodeError, as_uint8_array, pack_tokens, unpack_tokens
 from avalanche_exmask.storage.codecs.raw import ImageLayout, image_layout
-from avalanche_exmask.registry import CODECS
 
 __all__ = ["JpegCodec", "JpegRecord", "encode_jpeg", "decode_jpeg"]
 
@@ -30,7 +30,6 @@ class JpegRecord(Record):
     __slots__ = ()
 
 
-@CODECS.register("jpeg")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class JpegCodec:
     """Stores the image as JPEG at ``quality``.
@@ -106,3 +105,6 @@ def decode_jpeg(data: bytes, height: int, width: int, *, what: str) -> np.ndarra
     if pixels.shape[:2] != (height, width):
         raise RecordDecodeError(f"{what} decodes to {pixels.shape[1]}x{pixels.shape[0]}, expected {width}x{height}")
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+CODECS.register("jpeg")(CodecSpec(codec=JpegCodec, record_types=(JpegRecord,), layout_types=(ImageLayout,)))

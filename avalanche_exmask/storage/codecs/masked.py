@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import ClassVar, Mapping, NamedTuple, Optional, Union
+from collections.abc import Mapping
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.masking.text_mask import TextMaskRule
 from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.registry import CODECS, CodecSpec
 from avalanche_exmask.storage.codecs.base import (
     Record,
     RecordDecodeError,
@@ -39,7 +41,6 @@ from avalanche_exmask.storage.codecs.base import (
     patch_grid,
     unpack_tokens,
 )
-from avalanche_exmask.registry import CODECS
 from avalanche_exmask.storage.codecs.jpeg import decode_jpeg, encode_jpeg
 
 __all__ = ["MaskedCodec", "MaskedRecord", "MaskedLayout", "patchify", "unpatchify"]
@@ -68,7 +69,7 @@ class MaskedLayout(NamedTuple):
         return self.rows * self.cols
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layout(
     rows: int, cols: int, patch_size: int, context_length: int, background_downsample: int, patch_jpeg_quality: int
 ) -> MaskedLayout:
@@ -118,7 +119,6 @@ class MaskedRecord(Record):
         return n_kept / self.n_tokens if self.n_tokens else 1.0
 
 
-@CODECS.register("masked")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MaskedCodec:
     """Stores the patches kept by ``image_rule`` and the tokens kept by ``text_rule``.
@@ -147,11 +147,11 @@ class MaskedCodec:
 
     name: ClassVar[str] = "masked"
     image_rule: ImageMaskRule = ImageMaskRule()
-    text_rule: Optional[TextMaskRule] = None
-    class_token_ids: Optional[Mapping[int, torch.Tensor]] = dataclasses.field(default=None, repr=False)
-    patch_size: Optional[int] = None
-    background_downsample: Optional[Union[int, str]] = "patch"
-    patch_jpeg_quality: Optional[int] = None
+    text_rule: TextMaskRule | None = None
+    class_token_ids: Mapping[int, torch.Tensor] | None = dataclasses.field(default=None, repr=False)
+    patch_size: int | None = None
+    background_downsample: int | str | None = "patch"
+    patch_jpeg_quality: int | None = None
 
     def __post_init__(self) -> None:
         if self.patch_jpeg_quality is not None and not 1 <= self.patch_jpeg_quality <= 95:
@@ -204,11 +204,13 @@ class MaskedCodec:
         """Whether the scores given to :meth:`encode` must carry ``token_importance``."""
         return self.text_rule.needs_token_importance
 
-    def _class_token_ids(self, label: int) -> Optional[torch.Tensor]:
+    def _class_token_ids(self, label: int) -> torch.Tensor | None:
         if not self.text_rule.needs_class_names:
             return None
         if label not in self.class_token_ids:
-            raise ValueError(f"MaskedCodec: no class-name tokens for label {label} (class_token_ids has {len(self.class_token_ids)} labels)")
+            raise ValueError(
+                f"MaskedCodec: no class-name tokens for label {label} (class_token_ids has {len(self.class_token_ids)} labels)"
+            )
         return self.class_token_ids[label]
 
     def decode(self, record: Record) -> MultimodalSample:
@@ -287,7 +289,7 @@ def _pool_patches(patches: np.ndarray, factor: int) -> np.ndarray:
     return np.rint(blocks.mean(axis=(3, 5))).astype(np.uint8)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _interpolation_matrix(size: int, factor: int) -> np.ndarray:
     """``float32 [k size, size]``: row ``o`` holds ``2 k`` times the weights with which output
     sample ``o`` mixes the ``size`` source samples when they are upsampled ``k x`` linearly with
@@ -365,3 +367,40 @@ def _kept_patches_nbytes(data: bytes, layout: MaskedLayout, n_kept: int) -> int:
     if len(data) < start + 4:
         raise RecordDecodeError(f"masked record of {len(data)} bytes is shorter than its JPEG length field")
     return 4 + int(np.frombuffer(data, dtype=np.uint32, count=1, offset=start)[0])
+
+
+def _complete_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A ``text_rule`` left unset (``None``) stands for ``TextMaskRule(mode="none")``: stored as its fields."""
+    if options.get("text_rule") is None:
+        return {**options, "text_rule": dataclasses.asdict(TextMaskRule(mode="none"))}
+    return options
+
+
+def _needs_class_names(values: Mapping[str, Any]) -> str | None:
+    """What needs class names, if the text rule keeps class-name words (then ``class_token_ids``
+    must be given); ``None`` otherwise."""
+    text_rule = values.get("text_rule")
+    if text_rule is None or not text_rule.needs_class_names:
+        return None
+    return "text_rule.class_source='names' needs class names, and the benchmark has none; set it to 'attention'"
+
+
+def _check_run(config: Any, options: Mapping[str, Any]) -> None:
+    """Token-dropping replay (``model.skip_empty_patches='drop'``) needs black discarded patches.
+
+    :raises ValueError: if the config keeps a background (``background_downsample`` not null).
+    """
+    background = options.get("background_downsample", "patch")
+    if config.model.skip_empty_patches == "drop" and background is not None:
+        raise ValueError(
+            "model.skip_empty_patches='drop' drops the black patches of masked exemplars, and with "
+            f"storage.options.masked.background_downsample={background!r} they have none; set it to null"
+        )
+
+
+CODECS.register("masked")(
+    CodecSpec(
+        codec=MaskedCodec, record_types=(MaskedRecord,), layout_types=(MaskedLayout,),
+        complete_options=_complete_options, needs_class_names=_needs_class_names, check_run=_check_run,
+    )
+)

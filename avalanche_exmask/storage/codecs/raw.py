@@ -15,8 +15,8 @@ import torch
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.registry import CODECS, CodecSpec
 from avalanche_exmask.storage.codecs.base import Record, RecordDecodeError, as_uint8_array, pack_tokens, unpack_tokens
-from avalanche_exmask.registry import CODECS
 
 __all__ = ["RawCodec", "ImageLayout"]
 
@@ -29,13 +29,12 @@ class ImageLayout(NamedTuple):
     context_length: int
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def image_layout(height: int, width: int, context_length: int) -> ImageLayout:
     """The shared :class:`ImageLayout` instance for these sizes."""
     return ImageLayout(height, width, context_length)
 
 
-@CODECS.register("raw")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RawCodec:
     """Stores exemplars uncompressed (plain replay)."""
@@ -69,3 +68,6 @@ class RawCodec:
         pixels = np.frombuffer(record.data, dtype=np.uint8, count=image_nbytes).reshape(3, layout.height, layout.width)
         ids = unpack_tokens(memoryview(record.data)[image_nbytes:], layout.context_length)
         return make_sample(torch.from_numpy(pixels.copy()), ids)
+
+
+CODECS.register("raw")(CodecSpec(codec=RawCodec, record_types=(), layout_types=(ImageLayout,)))
