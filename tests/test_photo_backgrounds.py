@@ -69,6 +69,8 @@ def test_synthetic_on_photos_keeps_the_objects_and_changes_the_background(synthe
     background = ~photo.object_masks[:, None].repeat(3, 1)
     assert (photo.images[background] != pattern.images[background]).mean() > 0.9
     assert all("a photo of" in text for text in photo.texts)
+    encoder = SampleEncoder.for_model("exmask-tiny-128")
+    assert not any(encoder.is_truncated(text) for text in photo.texts)
     again = generate_synthetic(**kwargs, background="photo")
     np.testing.assert_array_equal(again.images, photo.images)
     assert again.texts == photo.texts

@@ -19,7 +19,7 @@ background (and the caption's words for it) change.
 
 Everything is deterministic given the seed, drawn with private ``numpy.random.Generator``
 objects (the global ``random`` / ``numpy`` / ``torch`` RNG states are never touched), and needs
-no files. Each sample's ground-truth object mask (pixels and patches of the model's patch grid)
+no files but the shipped photographs (for ``background="photo"`` only). Each sample's ground-truth object mask (pixels and patches of the model's patch grid)
 is kept beside the samples, not inside :class:`~avalanche_exmask.data.sample.MultimodalSample`.
 """
 from __future__ import annotations
@@ -33,10 +33,9 @@ import open_clip
 import torch
 from torch.utils.data import Dataset
 
-from avalanche_exmask.benchmarks.backgrounds import PHOTO_SOURCES, BackgroundKind, photo_backgrounds
-
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
+from avalanche_exmask.benchmarks.backgrounds import PHOTO_SOURCES, BackgroundKind, photo_backgrounds
 from avalanche_exmask.benchmarks.common import build_class_incremental
 from avalanche_exmask.bounds import Bounds
 from avalanche_exmask.data.model_inputs import get_tokenizer, model_geometry
