@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck notebooks real-weights clean-venv
+.PHONY: venv demo test lint typecheck notebooks real-weights real-weights-128 clean-venv
 BENCHMARK ?= synthetic
 # Maintainer step only (root, network to the Debian and npm registries): the real material, outside the repository.
 MAINTAINER_DIR ?= $(HOME)/.cache/avalanche-exmask-real
@@ -30,6 +30,13 @@ real-weights: $(STAMP)
 	$(PY) benchmarks/build_clipart_benchmark.py --emoji $(MAINTAINER_DIR)/npm/node_modules --cache $(MAINTAINER_DIR)/clipart-material.npz
 	OMP_NUM_THREADS=1 $(PY) benchmarks/pretrain_tiny_clip_real.py --emoji $(MAINTAINER_DIR)/npm/node_modules --cache $(MAINTAINER_DIR)/clipart-material.npz
 	$(PY) benchmarks/transfer_eval.py --out results/transfer/clipart_transfer.json
+
+# The same recipe at 128 px with 16-pixel patches (exmask-tiny-128, about 45 minutes on one core), after
+# `make real-weights` installed the material; then its transfer against the 64 px weights (issue 23).
+real-weights-128: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/pretrain_tiny_clip_real.py --image-size 128 --patch-size 16 --emoji $(MAINTAINER_DIR)/npm/node_modules --cache $(MAINTAINER_DIR)/clipart-material-128.npz
+	$(PY) benchmarks/transfer_eval.py --weights exmask-tiny-128:real real synthetic none --out results/transfer/clipart_transfer_128.json
+	$(PY) benchmarks/transfer_eval.py --weights exmask-tiny-128:real real synthetic none --background photo --out results/transfer/clipart_transfer_128_photo.json
 
 # Lint (ruff, a few seconds) and type check (mypy, about a minute cold, seconds with its cache) before the tests.
 lint: $(STAMP)

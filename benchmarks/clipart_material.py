@@ -9,8 +9,9 @@ Sources (installed by the maintainer, never by users or tests; see ``make real-w
   ``emoji-datasource-google`` (Noto Emoji, Apache 2.0), 64 px PNGs with alpha. ``openmoji``
   (CC BY-SA 4.0) is not used: its share-alike terms would follow the weights.
 
-Every image is decoded once, cropped to its alpha bounding box and fitted into a ``64 x 64``
-RGBA tile (:func:`load_material`, cached as ``.npz``). Fully opaque images have no object mask and
+Every image is decoded once, cropped to its alpha bounding box and fitted into a ``tile x tile``
+RGBA tile (``64 x 64`` by default, the model's input resolution; :func:`load_material`, cached as
+``.npz``). Fully opaque images have no object mask and
 become *backgrounds*. A training sample is then composited (:func:`composite`): a background
 (an opaque clip art crop or a colour gradient with noise), clutter (smaller, other objects of the
 pool pasted behind), and the captioned object on top; its own alpha gives the ground-truth object
@@ -173,8 +174,8 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def read_rgba(path: Path) -> Optional[Image.Image]:
-    """The image at ``path`` as RGBA, its longer side at most ``8 * TILE`` pixels; ``None`` for a
+def read_rgba(path: Path, tile: int = TILE) -> Optional[Image.Image]:
+    """The image at ``path`` as RGBA, its longer side at most ``8 * tile`` pixels; ``None`` for a
     source over :data:`MAX_PIXELS` (PIL's decompression-bomb check)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PIL's notes on palette transparency and large images
@@ -185,7 +186,7 @@ def read_rgba(path: Path) -> Optional[Image.Image]:
                 image = opened.convert("RGBA")
         except Image.DecompressionBombError:
             return None
-    image.thumbnail((8 * TILE, 8 * TILE), Image.LANCZOS)
+    image.thumbnail((8 * tile, 8 * tile), Image.LANCZOS)
     return image
 
 
@@ -224,10 +225,11 @@ def background_tile(image: Image.Image, size: int = TILE) -> np.ndarray:
 class Material:
     """Decoded pretraining material.
 
-    :ivar objects: ``uint8 [M, 64, 64, 4]`` RGBA object tiles (object at the top left).
+    :ivar objects: ``uint8 [M, S, S, 4]`` RGBA object tiles (object at the top left; ``S`` is the
+        tile size, which is also the size of the images :func:`composite` makes).
     :ivar extents: ``int [M, 2]`` width and height of each object inside its tile, pixels.
     :ivar items: the ``M`` items.
-    :ivar backgrounds: ``uint8 [K, 64, 64, 3]`` opaque images.
+    :ivar backgrounds: ``uint8 [K, S, S, 3]`` opaque images.
     """
 
     objects: np.ndarray
@@ -255,14 +257,19 @@ def load_material(
     *,
     exclude_hashes: frozenset[str] = frozenset(),
     cache: Optional[Path] = None,
+    tile: int = TILE,
 ) -> Material:
     """Decode ``items`` into tiles (or load them from ``cache``, an ``.npz`` written on first use).
 
     :param exclude_hashes: SHA-256 of image files left out (the held-out images).
+    :param tile: side of the tiles, pixels.
+    :raises ValueError: naming ``cache`` if it holds tiles of another size.
     """
     items = list(items)
     if cache is not None and cache.is_file():
         stored = np.load(cache, allow_pickle=False)
+        if stored["objects"].shape[1] != tile:
+            raise ValueError(f"{cache}: holds {stored['objects'].shape[1]} px tiles, not {tile} px (use another --cache)")
         meta = json.loads(str(stored["items"]))
         kept = [Item(Path(m[0]), *m[1:]) for m in meta]
         return Material(stored["objects"], stored["extents"], kept, stored["backgrounds"])
@@ -270,20 +277,20 @@ def load_material(
     for item in items:
         if exclude_hashes and sha256(item.path) in exclude_hashes:
             continue
-        image = read_rgba(item.path)
+        image = read_rgba(item.path, tile)
         if image is None:
             continue
-        tile = fit_tile(image)
-        if tile is None:
+        fitted = fit_tile(image, tile)
+        if fitted is None:
             if np.asarray(image.getchannel("A")).min() >= ALPHA_THRESHOLD:
-                backgrounds.append(background_tile(image))
+                backgrounds.append(background_tile(image, tile))
             continue
-        extents.append(object_extent(tile))
-        objects.append(tile)
+        extents.append(object_extent(fitted))
+        objects.append(fitted)
         kept.append(item)
     material = Material(
         np.stack(objects), np.array(extents, dtype=np.int64), kept,
-        np.stack(backgrounds) if backgrounds else np.zeros((0, TILE, TILE, 3), np.uint8),
+        np.stack(backgrounds) if backgrounds else np.zeros((0, tile, tile, 3), np.uint8),
     )
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -294,12 +301,13 @@ def load_material(
 
 
 def pretraining_material(
-    openclipart: Path, emoji: Path, *, cache: Optional[Path] = None
+    openclipart: Path, emoji: Path, *, cache: Optional[Path] = None, tile: int = TILE
 ) -> tuple[Material, dict]:
     """The pretraining pool: every openclipart and emoji item that is not held out, decoded.
 
     :param openclipart: the ``png`` folder of openclipart-png (may be missing if ``cache`` exists).
     :param emoji: a ``node_modules`` with emoji-datasource, -twitter and -google (likewise).
+    :param tile: side of the decoded tiles and of the composited images, pixels.
     :return: the material and a summary (counts of images found, excluded and kept).
     """
     clipart = openclipart_items(openclipart) if openclipart.exists() else []
@@ -308,7 +316,7 @@ def pretraining_material(
     use_cache = cache is not None and cache.is_file()
     held_images = [i for i in clipart if any(i.group == c.folder for c in HELD_OUT)]
     hashes = frozenset() if use_cache else frozenset(sha256(i.path) for i in held_images)
-    material = load_material(pool, exclude_hashes=hashes, cache=cache)
+    material = load_material(pool, exclude_hashes=hashes, cache=cache, tile=tile)
     summary = {
         "openclipart_images_found": len(clipart),
         "emoji_images_found": len(emojis),

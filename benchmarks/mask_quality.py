@@ -13,6 +13,9 @@ Usage::
     # the model of a finished run, after its training (the run kept its checkpoint):
     python -m avalanche_exmask run CONFIG --out runs --keep-checkpoint
     python benchmarks/mask_quality.py --run runs/<config>_masking_seed0.json --classes 30
+    # the 128 px model on the benchmark at 128 px over photographs, against the 64 px weights there:
+    python benchmarks/mask_quality.py --model exmask-tiny-128 --pretrained real --background photo --out results/regime-128/mask_quality_128.json
+    python benchmarks/mask_quality.py --pretrained real --background photo --out results/regime-128/mask_quality_64.json
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ def text_mask_report(model, samples, classes, input_ids, scores, image_rule) -> 
       fraction of scene words (:data:`SCENE_WORDS`), beside ``context_scene_chance``, that fraction
       among all such tokens of the captions (what a random choice would get).
     """
-    tokenizer = get_tokenizer("exmask-tiny")
+    tokenizer = get_tokenizer(model.model_name)
     names = class_name_token_ids([c.name for c in classes], tokenizer)
     scene = class_name_token_ids([" ".join(SCENE_WORDS)], tokenizer)[0]
     labels = torch.as_tensor(samples.labels)
@@ -101,9 +104,11 @@ def object_recall(kept: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return (kept & truth).sum(1).float() / truth.sum(1).clamp(min=1)
 
 
-def measured_model(run: Path | None, pretrained: str, image_attention: str | int | None = None) -> MultimodalCLIPClassifier:
+def measured_model(
+    run: Path | None, pretrained: str, image_attention: str | int | None = None, model_name: str = "exmask-tiny"
+) -> MultimodalCLIPClassifier:
     """The model a measurement scores with, in eval mode: a finished run's trained model (``run``, its
-    results JSON with the checkpoint kept beside it) or ``exmask-tiny`` with the ``pretrained``
+    results JSON with the checkpoint kept beside it) or ``model_name`` with the ``pretrained``
     weights tag (``"none"``: random weights). ``image_attention`` overrides the scores' source (``None``:
     the run's own, or the last block). Exits naming the file if the run cannot be loaded."""
     if run is not None:
@@ -112,16 +117,19 @@ def measured_model(run: Path | None, pretrained: str, image_attention: str | int
         except ConfigError as error:
             raise SystemExit(f"error: {error}") from None
     return MultimodalCLIPClassifier(
+        model_name,
         pretrained=None if pretrained == "none" else pretrained,
         image_attention="last" if image_attention is None else image_attention,
     ).eval()
 
 
-def scored_samples(model, classes, per_class: int, seed: int):
-    """``per_class`` generated samples of each of ``classes``, the model batch of them (token ids
-    ``long [B, T]``) and ``model``'s masking scores (batched, ``B`` leading)."""
-    samples = generate_synthetic(n_per_class=per_class, classes=classes, seed=seed)
-    encoder = SampleEncoder.for_model("exmask-tiny")
+def scored_samples(model, classes, per_class: int, seed: int, background: str = "default"):
+    """``per_class`` generated samples of each of ``classes`` at the model's resolution and patch grid
+    (``background``: see :func:`generate_synthetic`), the model batch of them (token ids ``long [B, T]``)
+    and ``model``'s masking scores (batched, ``B`` leading)."""
+    encoder = SampleEncoder.for_model(model.model_name)
+    samples = generate_synthetic(n_per_class=per_class, classes=classes, seed=seed, image_size=encoder.image_size,
+                                 patch_size=model.patch_size, background=background)
     input_ids = torch.stack([encoder.encode_text(t) for t in samples.texts])
     batch = MultimodalSample(image=torch.from_numpy(samples.images), input_ids=input_ids, batch_size=[len(samples)])
     with torch.no_grad():
@@ -134,7 +142,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pretrained", default="synthetic", help="'synthetic' (shipped) or 'none' for random weights")
+    parser.add_argument("--pretrained", default="synthetic", help="a shipped tag ('synthetic', 'real'), a file, or 'none' for random weights")
+    parser.add_argument("--model", default="exmask-tiny", help="the model config (exmask-tiny-128: 128 px, 16-pixel patches)")
+    parser.add_argument("--background", choices=("default", "photo"), default="default", help="the benchmark's backgrounds")
     parser.add_argument("--image-attention", default="last", help="'last' (the paper), 'rollout' or a block index")
     parser.add_argument("--run", type=Path, default=None,
                         help="a run's results JSON: measure its trained model, loaded from the checkpoint beside it "
@@ -145,8 +155,8 @@ def main() -> None:
 
     classes = benchmark_classes()[: args.classes]
     source = int(args.image_attention) if args.image_attention.lstrip("-").isdigit() else args.image_attention
-    model = measured_model(args.run, args.pretrained, image_attention=source)
-    samples, batch, scores = scored_samples(model, classes, args.per_class, args.seed)
+    model = measured_model(args.run, args.pretrained, image_attention=source, model_name=args.model)
+    samples, batch, scores = scored_samples(model, classes, args.per_class, args.seed, args.background)
     input_ids = batch.input_ids
     truth = torch.from_numpy(samples.object_patch_masks)
     rules = {

@@ -238,11 +238,11 @@ def pretrain(args: argparse.Namespace) -> tuple[nn.Module, dict]:
     return model, record
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
-    """Write the state dict as fp16 safetensors."""
+def save_weights(model: nn.Module, path: Path, model_name: str = MODEL_NAME) -> None:
+    """Write the state dict as fp16 safetensors, ``model_name`` in its metadata."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"model_name": MODEL_NAME, "dtype": "float16"})
+    save_file(state, str(path), metadata={"model_name": model_name, "dtype": "float16"})
 
 
 @torch.no_grad()

@@ -29,6 +29,12 @@ Maintainer command (installs the material outside the repository, trains, evalua
 
     make real-weights
 
+The input geometry is an argument: ``--image-size 64 --patch-size 8`` (the default) trains
+``exmask-tiny`` and writes ``exmask-tiny-real``; ``--image-size 128 --patch-size 16`` trains
+``exmask-tiny-128`` (the same widths and depths, the same 64 image tokens) on material decoded at
+128 px (its own cache, ``clipart-material-128.npz``) and writes ``exmask-tiny-128-real``. Nothing else
+changes: the same recipe, steps, batches and seeds.
+
 which runs ``apt-get install -y openclipart-png``, ``npm install --prefix ~/.cache/avalanche-exmask-real/npm
 emoji-datasource@16.0.0 emoji-datasource-twitter@16.0.0 emoji-datasource-google@16.0.0``, then
 ``benchmarks/build_clipart_benchmark.py``, this script and ``benchmarks/transfer_eval.py``.
@@ -57,8 +63,22 @@ from pretrain_tiny_clip import _QueryCapture, attention_prior_loss, learning_rat
 from avalanche_exmask.benchmarks.clipart import HELD_OUT  # noqa: E402
 from avalanche_exmask.models.factory import PACKAGED_WEIGHTS, create_clip, register_packaged_configs  # noqa: E402
 
-MODEL_NAME = "exmask-tiny"
-DEFAULT_OUTPUT = PACKAGED_WEIGHTS[MODEL_NAME]["real"]
+
+
+def model_for_geometry(image_size: int, patch_size: int) -> str:
+    """The shipped model config (a key of ``PACKAGED_WEIGHTS``) with this input geometry.
+
+    :raises ValueError: naming the geometries there are, if none has this one.
+    """
+    register_packaged_configs()
+    geometries = {}
+    for name in PACKAGED_WEIGHTS:
+        vision = open_clip.get_model_config(name)["vision_cfg"]
+        geometries[(vision["image_size"], vision["patch_size"])] = name
+    if (image_size, patch_size) not in geometries:
+        raise ValueError(f"no shipped model config at {image_size} px with {patch_size}-pixel patches; there are "
+                         + ", ".join(f"{n} ({s} px, {p}-pixel patches)" for (s, p), n in sorted(geometries.items())))
+    return geometries[(image_size, patch_size)]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -67,8 +87,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="the png folder of Debian's openclipart-png")
     parser.add_argument("--emoji", type=Path, default=MAINTAINER_DIR / "npm" / "node_modules",
                         help="node_modules holding emoji-datasource, -twitter and -google")
-    parser.add_argument("--cache", type=Path, default=MAINTAINER_DIR / "clipart-material.npz",
-                        help="decoded material (written on first use; delete it after changing the sources)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="decoded material (written on first use; delete it after changing the sources); default "
+                             f"{MAINTAINER_DIR}/clipart-material.npz at 64 px, clipart-material-<size>.npz otherwise")
+    parser.add_argument("--image-size", type=int, default=64, help="input resolution, pixels (64 or 128)")
+    parser.add_argument("--patch-size", type=int, default=8, help="patch side, pixels (8 at 64 px, 16 at 128 px)")
     parser.add_argument("--steps", type=int, default=1200, help="optimiser steps (one batch each)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of AdamW")
@@ -84,15 +107,27 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              " (contrastive loss stuck at ln(batch size)); a negative value keeps the loaded scale")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the run is reproducible with the same count)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="weights file (.safetensors); its .json record is written beside it")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="weights file (.safetensors); its .json record is written beside it; default the"
+                             " shipped `real` weights of the geometry's model")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    try:
+        args.model_name = model_for_geometry(args.image_size, args.patch_size)
+    except ValueError as error:
+        parser.error(f"--image-size/--patch-size: {error}")
+    if args.cache is None:
+        suffix = "" if args.image_size == 64 else f"-{args.image_size}"
+        args.cache = MAINTAINER_DIR / f"clipart-material{suffix}.npz"
+    if args.output is None:
+        args.output = PACKAGED_WEIGHTS[args.model_name]["real"]
     for path, what in ((args.openclipart, "--openclipart"), (args.emoji / "emoji-datasource", "--emoji")):
         if not path.exists() and not args.cache.is_file():
             parser.error(f"{what}: {path} not found (install the material first: make real-weights)")
     if args.attention_prior_weight < 0:
         parser.error(f"--attention-prior-weight must be >= 0; got {args.attention_prior_weight}")
+    if args.init == "synthetic" and "synthetic" not in PACKAGED_WEIGHTS[args.model_name]:
+        parser.error(f"--init synthetic: no synthetic weights ship for {args.model_name}")
     if args.init_logit_scale is not None and args.init_logit_scale <= 0:
         args.init_logit_scale = None
     return args
@@ -111,11 +146,11 @@ def make_batch(material, indices: np.ndarray, rng: np.random.Generator, patch_si
 
 def pretrain(args: argparse.Namespace, material) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(args.seed)
-    model = create_clip(MODEL_NAME, "synthetic" if args.init == "synthetic" else None)
+    model = create_clip(args.model_name, "synthetic" if args.init == "synthetic" else None)
     if args.init_logit_scale is not None:
         with torch.no_grad():
             model.logit_scale.fill_(math.log(args.init_logit_scale))
-    tokenizer = open_clip.get_tokenizer(MODEL_NAME)
+    tokenizer = open_clip.get_tokenizer(args.model_name)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -160,8 +195,8 @@ def pretrain(args: argparse.Namespace, material) -> tuple[torch.nn.Module, dict]
         return round(float(np.mean(values[-20:])), 4) if values else None
 
     record = {
-        "model_name": MODEL_NAME,
-        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "model_name": args.model_name,
+        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "model_name"},
         "train_seconds": round(time.perf_counter() - start, 1),
         "final_contrastive_loss": final(contrastive_losses),
         "final_attention_prior_loss": final(prior_losses),
@@ -178,11 +213,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     register_packaged_configs()
-    material, summary = pretraining_material(args.openclipart, args.emoji, cache=args.cache)
+    material, summary = pretraining_material(args.openclipart, args.emoji, cache=args.cache, tile=args.image_size)
     if not args.quiet:
         print(json.dumps(summary), flush=True)
     model, record = pretrain(args, material)
-    save_weights(model, args.output)
+    save_weights(model, args.output, args.model_name)
     record.update({
         "material": summary,
         "sources": SOURCES,
@@ -201,7 +236,7 @@ def write_licences(weights: Path, record: dict) -> Path:
     lines = [
         f"# Licences of the material behind `{weights.name}`",
         "",
-        f"`{weights.name}` ({MODEL_NAME}, fp16) was pretrained by `benchmarks/pretrain_tiny_clip_real.py`"
+        f"`{weights.name}` ({record['model_name']}, fp16) was pretrained by `benchmarks/pretrain_tiny_clip_real.py`"
         f" ({record['arguments']['steps']} steps of {record['arguments']['batch_size']} composited images, starting"
         f" from the `{record['arguments']['init']}` weights) on {material['objects']} objects"
         f" ({', '.join(f'{k}: {v}' for k, v in material['objects_by_source'].items())}) and"

@@ -5,18 +5,21 @@
 # groups, paper-masking's ingredients and the operating-point curves.
 #   bash benchmarks/run_table1_faithful.sh            # about 6 hours on 2 CPU cores (105 runs at 3 epochs)
 #   SUMMARISE_ONLY=1 bash benchmarks/run_table1_faithful.sh
+# STUDY, OUT and DEFAULT_GROUPS (groups run in seed pairs beside the presets: a study that carries its
+# own `main`) select another study of the same groups: benchmarks/run_table1_128.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/synthetic}
-STUDY=benchmarks/configs/table1_faithful.yaml
+STUDY=${STUDY:-benchmarks/configs/table1_faithful.yaml}
 PRESETS="paper-masking paper-mrdc paper-cim paper-mrdc-own-rule"
+DEFAULT_GROUPS=${DEFAULT_GROUPS:-}
 run() { OMP_NUM_THREADS=1 $PY benchmarks/run_study.py "$STUDY" --out "$OUT" --workers "${WORKERS:-2}" --threads 1 --checkpoint "$@"; }
 
 if [ "${SUMMARISE_ONLY:-0}" != 1 ]; then
   for seeds in "0 1" "2 3" "4"; do
     # shellcheck disable=SC2086
-    run --only $PRESETS --seeds $seeds
+    run --only $DEFAULT_GROUPS $PRESETS --seeds $seeds
   done
   # protocol groups first (they settle the package defaults), then paper-masking's ingredients, each in
   # seed pairs so that a stop leaves complete, paired seeds

@@ -20,7 +20,17 @@ shipped ``real`` and ``synthetic`` tags and a random initialisation):
 Paired differences of the first model minus each other one (per draw for few-shot, per test image
 for mask recall) come with 95% Student-t intervals.
 
+A weights entry may name its model config, ``MODEL:WEIGHTS`` (``exmask-tiny-128:real``); a bare
+entry is ``exmask-tiny``'s. Each model sees the benchmark at its own resolution (the 64 px files
+resized as the benchmark generator resizes them; object masks nearest-neighbour) and its object
+patches on its own patch grid: at 128 px with 16-pixel patches the grid is the same 8 x 8 as at
+64 px with 8-pixel patches, so mask recall is paired per image across the two geometries. With
+``--background photo`` every image's object is pasted over a crop of the shipped photographs
+(:class:`avalanche_exmask.benchmarks.clipart.ClipartOnPhotos`, seed 0).
+
     python benchmarks/transfer_eval.py --out results/transfer/clipart_transfer.json
+    python benchmarks/transfer_eval.py --weights exmask-tiny-128:real real none --background photo \
+        --out results/transfer/clipart_transfer_128_photo.json
 """
 from __future__ import annotations
 
@@ -39,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clipart_material import patch_mask  # noqa: E402
 from pretrain_tiny_clip import encode, linear_probe  # noqa: E402
 
-from avalanche_exmask.benchmarks.clipart import CLIPART_ROOT, clipart_object_masks  # noqa: E402
+from avalanche_exmask.benchmarks.clipart import CLIPART_ROOT, ClipartOnPhotos, clipart_object_masks  # noqa: E402
+from avalanche_exmask.data.encode import SampleEncoder  # noqa: E402
 from avalanche_exmask.models.factory import create_clip, get_tokenizer, register_packaged_configs  # noqa: E402
 from avalanche_exmask.reporting import t_interval  # noqa: E402
 
@@ -50,22 +61,39 @@ FEATURES = ("image", "text", "image_text")
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", nargs="+", default=["real", "synthetic", "none"],
-                        help="shipped tags, weights files, or 'none' (random initialisation, seed 0); the first is compared with the others")
+                        help="shipped tags, weights files, or 'none' (random initialisation, seed 0), each optionally"
+                             " prefixed by its model config ('exmask-tiny-128:real'; default exmask-tiny); the first is"
+                             " compared with the others")
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
     parser.add_argument("--draws", type=int, default=100, help="few-shot draws and random-mask draws")
     parser.add_argument("--keep", type=float, default=0.3, help="fraction of patches kept by the mask")
     parser.add_argument("--root", type=Path, default=CLIPART_ROOT, help="the benchmark folder")
+    parser.add_argument("--background", choices=("default", "photo"), default="default",
+                        help="the shipped images, or their objects over crops of the shipped photographs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the results")
     args = parser.parse_args(argv)
     if not 0 < args.keep < 1:
         parser.error(f"--keep must be in (0, 1); got {args.keep}")
+    register_packaged_configs()
+    for entry in args.weights:
+        model_name = split_weights(entry)[0]
+        try:
+            SampleEncoder.for_model(model_name)
+        except ValueError as error:
+            parser.error(f"--weights {entry}: {error}")
     return args
 
 
-def load_split(root: Path, split: str) -> dict:
-    """``images`` uint8 ``[n, 3, 64, 64]``, ``texts``, ``labels`` long ``[n]`` (sorted class names),
-    ``masks`` bool ``[n, 64, 64]`` and ``paths`` of one split of the benchmark."""
+def split_weights(entry: str) -> tuple[str, str]:
+    """``"exmask-tiny-128:real"`` -> ``("exmask-tiny-128", "real")``; ``"real"`` -> ``("exmask-tiny", "real")``."""
+    model_name, sep, weights = entry.partition(":")
+    return (model_name, weights) if sep and "/" not in model_name else (MODEL_NAME, entry)
+
+
+def load_split(root: Path, split: str, image_size: int = 64, background: str = "default") -> dict:
+    """``images`` uint8 ``[n, 3, S, S]`` at ``S = image_size``, ``texts``, ``labels`` long ``[n]``
+    (sorted class names), ``masks`` bool ``[n, S, S]`` and ``paths`` of one split of the benchmark."""
     from PIL import Image
 
     paths = [line for line in (root / f"{split}.txt").read_text(encoding="utf-8").split("\n") if line]
@@ -74,12 +102,18 @@ def load_split(root: Path, split: str) -> dict:
         entry = json.loads(line)
         captions[entry["image"]] = entry["text"]
     classes = sorted({p.split("/", 1)[0] for p in (root / "train.txt").read_text(encoding="utf-8").split()})
-    images = np.stack([np.asarray(Image.open(root / "images" / p).convert("RGB")).transpose(2, 0, 1) for p in paths])
+    labels = [classes.index(p.split("/", 1)[0]) for p in paths]
+    encoder = SampleEncoder(image_size, get_tokenizer(MODEL_NAME), 32)
+    photos = ClipartOnPhotos(paths, [captions[p] for p in paths], labels, encoder=encoder, seed=0, root=root)
+    if background == "photo":
+        images = torch.from_numpy(np.stack([photos.image(i) for i in range(len(paths))]))
+    else:
+        images = torch.stack([encoder.encode_image(Image.open(root / "images" / p)) for p in paths])
     return {
-        "images": torch.from_numpy(images),
+        "images": images,
         "texts": [captions[p] for p in paths],
-        "labels": torch.tensor([classes.index(p.split("/", 1)[0]) for p in paths]),
-        "masks": torch.from_numpy(clipart_object_masks(paths, root)),
+        "labels": torch.tensor(labels),
+        "masks": torch.from_numpy(np.stack([photos.object_mask(i) for i in range(len(paths))])),
         "paths": paths,
         "classes": classes,
     }
@@ -141,9 +175,14 @@ def evaluate(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     register_packaged_configs()
     tokenizer = get_tokenizer(MODEL_NAME)
-    train, test = load_split(args.root, "train"), load_split(args.root, "test")
-    patch_size = 8
-    object_patches = torch.from_numpy(patch_mask(test["masks"].numpy(), patch_size))
+    splits: dict[int, tuple[dict, dict]] = {}
+    for entry in args.weights:
+        size = SampleEncoder.for_model(split_weights(entry)[0]).image_size
+        if size not in splits:
+            splits[size] = (load_split(args.root, "train", size, args.background),
+                            load_split(args.root, "test", size, args.background))
+    train, test = splits[min(splits)]
+    object_patches = torch.from_numpy(patch_mask(clipart_object_masks(test["paths"], args.root), 8))
     draws = {k: few_shot_draws(train["labels"], k, args.draws) for k in args.shots}
     generator = torch.Generator().manual_seed(0)
     random_scores = [torch.rand(object_patches.shape, generator=generator) for _ in range(args.draws)]
@@ -151,13 +190,18 @@ def evaluate(args: argparse.Namespace) -> dict:
     random_precision = torch.stack([mask_scores(s, object_patches, args.keep)[1] for s in random_scores]).mean(0)
     per_model, raw = {}, {}
     for weights in args.weights:
+        model_name, tag = split_weights(weights)
         torch.manual_seed(0)
-        model = create_clip(MODEL_NAME, None if weights == "none" else weights)
+        model = create_clip(model_name, None if tag == "none" else tag)
+        train, test = splits[SampleEncoder.for_model(model_name).image_size]
+        patches = torch.from_numpy(patch_mask(test["masks"].numpy(), model.visual.patch_size[0]))
+        if patches.shape != object_patches.shape:
+            raise SystemExit(f"--weights {weights}: a {patches.shape[1]}-patch grid; the others have {object_patches.shape[1]}")
         tr = encode(model, train["images"], tokenizer(train["texts"]))
         te = encode(model, test["images"], tokenizer(test["texts"]))
         tr_f, te_f = features(tr), features(te)
         last = len(model.visual.transformer.resblocks) - 1
-        recall, precision = mask_scores(te[f"attention_{last}"], object_patches, args.keep)
+        recall, precision = mask_scores(te[f"attention_{last}"], patches, args.keep)
         few_shot = {
             f"{k}_shot": {
                 name: [ncm_accuracy(tr_f[name][d], train["labels"][d], te_f[name], test["labels"]) for d in draws[k]]
@@ -167,6 +211,9 @@ def evaluate(args: argparse.Namespace) -> dict:
         }
         raw[weights] = {"few_shot": few_shot, "recall": recall.tolist()}
         per_model[weights] = {
+            "model_name": model_name,
+            "image_size": int(train["images"].shape[-1]),
+            "patch_size": int(model.visual.patch_size[0]),
             "few_shot_ncm_accuracy": {k: {n: _summary(v) for n, v in by.items()} for k, by in few_shot.items()},
             "linear_probe_accuracy": {
                 name: linear_probe(tr_f[name], train["labels"], te_f[name], test["labels"]) for name in FEATURES
@@ -192,6 +239,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             "root": str(args.root), "classes": train["classes"], "train": len(train["paths"]), "test": len(test["paths"]),
             "chance_accuracy": round(100.0 / len(train["classes"]), 2),
             "object_patch_fraction": round(100.0 * object_patches.float().mean().item(), 2),
+            "background": args.background,
         },
         "protocol": {"shots": args.shots, "draws": args.draws, "keep": args.keep, "attention": "last block [CLS], head mean"},
         "models": per_model,

@@ -12,10 +12,16 @@ The catalogue is split once, by a fixed rule, into *benchmark* classes and *pret
 package was pretrained on the latter only, so the benchmark's classes are new combinations of
 attributes it has seen.
 
+With ``background="photo"`` the patterns give way to random crops of the shipped photographs
+(:mod:`avalanche_exmask.benchmarks.backgrounds`), drawn from a generator of their own: the objects,
+distractors, noise and caption templates of a seed are the same as with the patterns, only the
+background (and the caption's words for it) change.
+
 Everything is deterministic given the seed, drawn with private ``numpy.random.Generator``
 objects (the global ``random`` / ``numpy`` / ``torch`` RNG states are never touched), and needs
-no files. Each sample's ground-truth object mask (pixels and patches of the model's patch grid)
-is kept beside the samples, not inside :class:`~avalanche_exmask.data.sample.MultimodalSample`.
+no files but the shipped photographs (for ``background="photo"`` only). Each sample's ground-truth
+object mask (pixels and patches of the model's patch grid) is kept beside the samples, not inside
+:class:`~avalanche_exmask.data.sample.MultimodalSample`.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import torch
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 from torch.utils.data import Dataset
 
+from avalanche_exmask.benchmarks.backgrounds import PHOTO_SOURCES, BackgroundKind, photo_backgrounds
 from avalanche_exmask.benchmarks.common import build_class_incremental
 from avalanche_exmask.bounds import Bounds
 from avalanche_exmask.data.model_inputs import get_tokenizer, model_geometry
@@ -197,6 +204,7 @@ def generate_synthetic(
     image_size: int = 64,
     patch_size: int = 8,
     attribute_prob: float = 0.5,
+    background: BackgroundKind = "default",
 ) -> SyntheticSamples:
     """Draw ``n_per_class`` samples of each class (class-major order), deterministically.
 
@@ -208,13 +216,19 @@ def generate_synthetic(
         of ``object_patch_masks``.
     :param attribute_prob: probability that a caption names the object's colour, texture and
         shape; otherwise it calls it "an object" (or similar). Context is always described.
+    :param background: ``"default"``, two-colour patterns (plain, striped, checkered, tiled); or
+        ``"photo"``, crops of the shipped photographs (:func:`~avalanche_exmask.benchmarks.backgrounds.photo_backgrounds`,
+        drawn from a generator seeded by ``(seed, 1)``), the caption naming what the photograph shows.
     :return: the samples with their captions and ground-truth object masks.
     """
     if image_size % patch_size:
         raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
     if not 0.0 <= attribute_prob <= 1.0:
         raise ValueError(f"attribute_prob must be in [0, 1]; got {attribute_prob}")
+    if background not in ("default", "photo"):
+        raise ValueError(f"background must be 'default' or 'photo'; got {background!r}")
     rng = np.random.default_rng(seed)
+    photo_rng = np.random.default_rng(np.random.SeedSequence([seed, 1])) if background == "photo" else None
     labels = np.repeat(np.arange(len(classes), dtype=np.int64), n_per_class)
     shape_ids = np.array([SHAPES.index(c.shape) for c in classes], dtype=np.int64)[labels]
     colour_ids = np.array([list(COLOURS).index(c.colour) for c in classes], dtype=np.int64)[labels]
@@ -224,12 +238,18 @@ def generate_synthetic(
     n, size = len(labels), image_size
     images = np.empty((n, 3, size, size), dtype=np.uint8)
     object_masks = np.empty((n, size, size), dtype=bool)
+    photos = np.full(n, -1, dtype=np.int64)
     for start in range(0, n, _CHUNK):
         part = slice(start, min(start + _CHUNK, n))
-        images[part], object_masks[part] = _render(rng, layout, part, shape_ids[part], texture_ids[part], size)
+        backdrop = None
+        if photo_rng is not None:
+            backdrop, photos[part] = photo_backgrounds(photo_rng, part.stop - part.start, size)
+        images[part], object_masks[part] = _render(
+            rng, layout, part, shape_ids[part], texture_ids[part], size, backdrop
+        )
     grid = size // patch_size
     patch_masks = object_masks.reshape(n, grid, patch_size, grid, patch_size).any(axis=(2, 4)).reshape(n, -1)
-    texts = _captions(rng, classes, labels, layout, names_attributes, size)
+    texts = _captions(rng, classes, labels, layout, names_attributes, size, photos)
     return SyntheticSamples(images, texts, labels, object_masks, patch_masks, names_attributes)
 
 
@@ -335,12 +355,14 @@ def _render(
     shape_ids: np.ndarray,
     texture_ids: np.ndarray,
     size: int,
+    backdrop: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw the samples ``part``: background, distractors, then the object on top.
 
+    :param backdrop: ``uint8 [m, 3, S, S]`` backgrounds to draw on instead of the layout's patterns.
     :return: images ``uint8 [m, 3, S, S]`` and object masks ``bool [m, S, S]``.
     """
-    canvas = _background(layout, part, size)
+    canvas = _background(layout, part, size) if backdrop is None else backdrop.astype(np.float32)
     m = canvas.shape[0]
     palette = np.array(list(COLOURS.values()), dtype=np.float32)
     for k in range(_MAX_DISTRACTORS):
@@ -384,20 +406,26 @@ def _captions(
     layout: _Layout,
     names_attributes: np.ndarray,
     size: int,
+    photos: np.ndarray,
 ) -> list[str]:
-    """One short caption per sample (at most 32 tokens with start and end tokens)."""
+    """One short caption per sample (at most 32 tokens with start and end tokens); ``photos[i]``
+    is the index in :data:`PHOTO_SOURCES` of sample ``i``'s photographic background, -1 for a pattern."""
     n = len(labels)
     templates = rng.integers(3, size=n)
     generic = rng.integers(len(_GENERIC_SUBJECTS), size=n)
     cell = np.clip((layout.centre * 3 / size).astype(np.int64), 0, 2)
     colour_names, background_colour_names = list(COLOURS), list(_BACKGROUND_COLOURS)
+    photo_names = [source["shows"] for source in PHOTO_SOURCES.values()]
     texts = []
     for i in range(n):
         label = int(labels[i])
         subject = _indefinite(classes[label].name) if names_attributes[i] else _GENERIC_SUBJECTS[generic[i]]
         position = _POSITIONS[3 * cell[i, 1] + cell[i, 0]]
         pattern, colour = layout.background[i]
-        background = f"a {_BACKGROUND_PATTERNS[pattern]} {background_colour_names[colour]} background"
+        if photos[i] >= 0:
+            background = f"a photo of {photo_names[photos[i]]}"
+        else:
+            background = f"a {_BACKGROUND_PATTERNS[pattern]} {background_colour_names[colour]} background"
         near = f"a small {colour_names[layout.distractor_colour[i, 0]]} {SHAPES[layout.distractor_shape[i, 0]]}"
         extra = int(layout.n_distractors[i]) - 1
         clutter = near + (f" and {_NUMBER_WORDS[extra]} more" if extra else "")
@@ -467,6 +495,7 @@ def synthetic_multimodal(
     attribute_prob: Annotated[float, Bounds(0, 1)] = 0.5,
     seed: int = 0,
     class_order: Sequence[int] | None = None,
+    background: BackgroundKind = "default",
 ) -> CLScenario:
     """Class-incremental benchmark of synthetic image+caption samples, built in memory.
 
@@ -486,6 +515,8 @@ def synthetic_multimodal(
     :param attribute_prob: probability that a caption names the object's attributes.
     :param seed: seeds the samples and (unless ``class_order`` is given) the class order.
     :param class_order: a fixed class order (a permutation of ``0 .. n_classes-1``).
+    :param background: ``"default"`` (patterns) or ``"photo"`` (crops of the shipped photographs);
+        see :func:`generate_synthetic`.
     :return: an Avalanche ``CLScenario`` with ``train_stream`` and ``test_stream`` of
         ``(MultimodalSample, label, task)`` items, and ``info``
         (:class:`~avalanche_exmask.benchmarks.info.BenchmarkInfo`, its fields also scenario
@@ -510,6 +541,7 @@ def synthetic_multimodal(
             image_size=image_size or model_size,
             patch_size=patch_size,
             attribute_prob=attribute_prob,
+            background=background,
         )
         datasets.append(SyntheticMultimodalDataset(samples, tokenizer(samples.texts), classes))
     train, test = datasets

@@ -44,6 +44,10 @@ PACKAGED_WEIGHTS: dict[str, dict[str, Path]] = {
         "synthetic": _WEIGHTS_DIR / "exmask-tiny-synthetic.safetensors",
         "real": _WEIGHTS_DIR / "exmask-tiny-real.safetensors",
     },
+    # The same widths and depths at 128 px with 16-pixel patches: the same 64 image tokens.
+    "exmask-tiny-128": {
+        "real": _WEIGHTS_DIR / "exmask-tiny-128-real.safetensors",
+    },
 }
 
 
@@ -62,7 +66,8 @@ def create_clip(
         ``exmask-tiny``.
     :param pretrained: ``None`` for random weights; a local file (``.pt``, ``.pth``, ``.bin``,
         ``.safetensors``; a full open_clip checkpoint or a bare state dict); a tag of weights shipped
-        in this package (``"synthetic"`` or ``"real"`` for ``exmask-tiny``); or an open_clip pretrained tag
+        in this package (``"synthetic"`` or ``"real"`` for ``exmask-tiny``, ``"real"`` for
+        ``exmask-tiny-128``); or an open_clip pretrained tag
         (e.g. ``"openai"``, ``"laion2b_s34b_b88k"``), which open_clip fetches from the hub if
         reachable.
     :raises ValueError: unknown model name, or weights that do not fit the config.
