@@ -46,12 +46,14 @@ $S "$OUT/paper-masking" "$OUT/masking-jpeg-patches-ratio-0.35" --versus "$OUT/ma
 # protocol: current data as they are (current-as-they-are) against through the codec (main), per policy
 if [ -d "$OUT/current-as-they-are" ]; then
   $S "$OUT/current-as-they-are" "$OUT"/main/{masking,mrdc,cim}_seed*.json --versus "$OUT"/main/{masking,mrdc,cim}_seed0.json > "$OUT/current-as-they-are_paired.md"
+  # the three policies against each other, all with current data as they are (the papers' protocol)
+  $S "$OUT/current-as-they-are" --versus "$OUT"/current-as-they-are/{mrdc,cim}_seed0.json > "$OUT/current-as-they-are-policies_paired.md"
 fi
 # paper-masking's ingredients and protocol options, each against paper-masking
 for group in current-through-codec no-text-mask mean-colour-background no-augmentation pretrained-scores replay-per-class; do
-  [ -d "$OUT/paper-masking-$group" ] && $S "$OUT/paper-masking-$group" "$OUT/paper-masking" --versus "$OUT/paper-masking" > "$OUT/paper-masking-$group"_paired.md
+  [ -n "$(ls "$OUT/paper-masking-$group"/*.json 2>/dev/null)" ] && $S "$OUT/paper-masking-$group" "$OUT/paper-masking" --versus "$OUT/paper-masking" > "$OUT/paper-masking-$group"_paired.md
 done
 for group in $PRESETS current-as-they-are paper-raw-check $(cd "$OUT" && ls -d paper-masking-* curve-* 2>/dev/null | grep -v '\.md$'); do
-  [ -d "$OUT/$group" ] && $S "$OUT/$group" > "$OUT/$group.md"
+  [ -n "$(ls "$OUT/$group"/*.json 2>/dev/null)" ] && $S "$OUT/$group" > "$OUT/$group.md"
 done
 exit 0
