@@ -13,6 +13,9 @@ built-in strategies (Replay, ER-ACE, MIR, DER, EWC, AGEM, ...) rely on.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Self
+
 import torch
 from tensordict import tensorclass
 
@@ -25,6 +28,25 @@ class MultimodalSample:
 
     image: torch.Tensor
     input_ids: torch.Tensor
+
+    if TYPE_CHECKING:
+        # @tensorclass adds these at run time, but its type hint (it returns the class as given)
+        # does not declare them: the constructor's batch keywords and the batch operations used here.
+        def __init__(
+            self,
+            image: torch.Tensor,
+            input_ids: torch.Tensor,
+            *,
+            batch_size: Sequence[int],
+            device: torch.device | str | int | None = None,
+            names: Sequence[str] | None = None,
+        ) -> None: ...
+
+        def __getitem__(self, index: int | slice | torch.Tensor) -> Self: ...
+
+        def __len__(self) -> int: ...
+
+        def to(self, *args: Any, **kwargs: Any) -> Self: ...
 
 
 def make_sample(image: torch.Tensor, input_ids: torch.Tensor) -> MultimodalSample:

@@ -1,6 +1,9 @@
 """What one eval forward pass of the multimodal model returns for exemplar selection and masking."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Self
+
 import torch
 from tensordict import tensorclass
 
@@ -40,3 +43,27 @@ class MaskingScores:
     token_features: torch.Tensor
     token_importance: torch.Tensor | None = None
     class_activation: torch.Tensor | None = None
+
+    if TYPE_CHECKING:
+        # @tensorclass adds these at run time, but its type hint (it returns the class as given)
+        # does not declare them: the constructor's batch keywords and the batch operations used here.
+        def __init__(
+            self,
+            embedding: torch.Tensor,
+            patch_attention: torch.Tensor,
+            token_attention: torch.Tensor,
+            patch_features: torch.Tensor,
+            token_features: torch.Tensor,
+            token_importance: torch.Tensor | None = None,
+            class_activation: torch.Tensor | None = None,
+            *,
+            batch_size: Sequence[int],
+            device: torch.device | str | int | None = None,
+            names: Sequence[str] | None = None,
+        ) -> None: ...
+
+        def __getitem__(self, index: int | slice | torch.Tensor) -> Self: ...
+
+        def to(self, *args: Any, **kwargs: Any) -> Self: ...
+
+        def cpu(self) -> Self: ...
