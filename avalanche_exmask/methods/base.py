@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from avalanche_exmask.config import RunConfig
 
@@ -74,11 +74,11 @@ class BuildContext:
         :raises ValueError: if its text rule needs class names and the benchmark has none.
         """
         from avalanche_exmask.distributed import unwrap_model
+        from avalanche_exmask.models.protocols import Patched
         from avalanche_exmask.storage.codec_options import build_codec
 
-        return build_codec(
-            codec, self.codec_options(codec), patch_size=int(unwrap_model(self.model).patch_size), class_token_ids=self.class_token_ids()
-        )
+        model = cast(Patched, unwrap_model(self.model))  # a MultimodalCLIPClassifier (see models/protocols.py)
+        return build_codec(codec, self.codec_options(codec), patch_size=int(model.patch_size), class_token_ids=self.class_token_ids())
 
 
 @dataclasses.dataclass(frozen=True)

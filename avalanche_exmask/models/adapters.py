@@ -150,7 +150,7 @@ def build_adapter(model: nn.Module, adapter: str | SSFConfig | object = "ssf") -
         raise ValueError(f"unknown adapter {adapter!r}; choose one of {ADAPTER_NAMES} or pass a peft config")
     from peft import inject_adapter_in_model
 
-    config = _peft_config(adapter) if isinstance(adapter, str) else adapter
-    inject_adapter_in_model(config, model)
-    kind = adapter if isinstance(adapter, str) else type(config).__name__.removesuffix("Config").lower()
+    peft_config = _peft_config(adapter) if isinstance(adapter, str) else adapter
+    inject_adapter_in_model(peft_config, model)
+    kind = adapter if isinstance(adapter, str) else type(peft_config).__name__.removesuffix("Config").lower()
     return Adapter(kind, model)

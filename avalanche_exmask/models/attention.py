@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 __all__ = ["AttentionRecorder", "attention_probabilities", "attention_rollout", "block_attention_module"]
 
@@ -68,7 +69,7 @@ class AttentionRecorder:
             raise TypeError(f"AttentionRecorder needs nn.MultiheadAttention; got {type(attn).__name__}")
         self.attn = attn
         self.probabilities: torch.Tensor | None = None
-        self._handle = None
+        self._handle: RemovableHandle | None = None
 
     def _hook(self, module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> None:
         query = args[0] if args else kwargs["query"]
@@ -80,7 +81,17 @@ class AttentionRecorder:
         self._handle = self.attn.register_forward_pre_hook(self._hook, with_kwargs=True)
         return self
 
+    def recorded(self) -> torch.Tensor:
+        """:attr:`probabilities` of the module's last forward pass inside the context.
+
+        :raises RuntimeError: if the module has not run inside the context.
+        """
+        if self.probabilities is None:
+            raise RuntimeError("AttentionRecorder: the attention module has not run inside the context")
+        return self.probabilities
+
     def __exit__(self, *exc) -> None:
+        assert self._handle is not None  # set by __enter__
         self._handle.remove()
         self._handle = None
 
@@ -108,10 +119,14 @@ def attention_rollout(probabilities: list[torch.Tensor]) -> torch.Tensor:
 def block_attention_module(transformer: nn.Module, index: int = -1) -> nn.MultiheadAttention:
     """The ``nn.MultiheadAttention`` of residual block ``index`` of an open_clip ``Transformer``.
 
+    :raises TypeError: if ``transformer.resblocks`` is not an ``nn.ModuleList`` (open_clip's is).
     :raises NotImplementedError: for block types without ``nn.MultiheadAttention`` (e.g.
         open_clip's ``CustomResidualAttentionBlock``), naming the type.
     """
-    block = transformer.resblocks[index]
+    blocks = transformer.resblocks
+    if not isinstance(blocks, nn.ModuleList):
+        raise TypeError(f"expected an open_clip Transformer, whose resblocks is an nn.ModuleList; got {type(blocks).__name__}")
+    block = blocks[index]
     attn = getattr(block, "attn", None)
     if isinstance(attn, nn.MultiheadAttention):
         return attn

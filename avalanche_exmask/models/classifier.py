@@ -63,6 +63,12 @@ class MultimodalCLIPClassifier(nn.Module):
         same weights with the adapter disabled; one more image-tower pass). The paper does not say.
     """
 
+    # open_clip's CLIP or CustomTextCLIP (open_clip is read as Any): their towers' submodules differ
+    # by model and are read by duck typing.
+    clip: Any
+    pixel_mean: torch.Tensor  # buffer, float [1, 3, 1, 1]
+    pixel_std: torch.Tensor  # buffer, float [1, 3, 1, 1]
+
     def __init__(
         self,
         model_name: str = "exmask-tiny",
@@ -88,8 +94,7 @@ class MultimodalCLIPClassifier(nn.Module):
         self.skip_empty_patches = skip_empty_patches
         self.mask_scores_from = mask_scores_from
         self.model_name = model_name
-        # open_clip's CLIP or CustomTextCLIP: their towers' submodules differ by model (read by duck typing).
-        self.clip: Any = create_clip(model_name, pretrained)
+        self.clip = create_clip(model_name, pretrained)
         self.adapter: Adapter = build_adapter(self.clip, adapter)
         self.fusion = fusion
         visual = self.clip.visual
@@ -125,7 +130,7 @@ class MultimodalCLIPClassifier(nn.Module):
         """uint8 ``[B, 3, S, S]`` -> float ``[B, 3, S, S]`` normalised with the model's mean/std."""
         return (images.float() / 255.0 - self.pixel_mean) / self.pixel_std
 
-    def _text_modules(self) -> tuple[nn.Module, nn.Module, object]:
+    def _text_modules(self) -> tuple[nn.Module, nn.Module, nn.Linear | torch.Tensor | None]:
         """(transformer, final norm, projection) of the text tower (CLIP or CustomTextCLIP)."""
         tower = getattr(self.clip, "text", self.clip)
         return tower.transformer, tower.ln_final, tower.text_projection
@@ -283,7 +288,7 @@ class MultimodalCLIPClassifier(nn.Module):
         return MaskingScores(
             embedding=fused,
             patch_attention=cls_attention,
-            token_attention=text_attention.probabilities[rows, pooled_index],
+            token_attention=text_attention.recorded()[rows, pooled_index],
             class_activation=self._class_activation(fused, patch_features),
             patch_features=patch_features,
             token_features=F.normalize(token_features, dim=-1),
@@ -312,9 +317,9 @@ class MultimodalCLIPClassifier(nn.Module):
         finally:
             visual.output_tokens = output_tokens
         if self.image_attention == "rollout":
-            cls_attention = attention_rollout([r.probabilities for r in recorders])[:, 0, 1:]
+            cls_attention = attention_rollout([r.recorded() for r in recorders])[:, 0, 1:]
         else:
-            cls_attention = recorders[0].probabilities[:, 0, 1:]
+            cls_attention = recorders[0].recorded()[:, 0, 1:]
         return image_embedding, patch_tokens, cls_attention
 
     def _class_activation(self, fused: torch.Tensor, patch_features: torch.Tensor) -> torch.Tensor:

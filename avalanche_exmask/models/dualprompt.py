@@ -62,6 +62,8 @@ class DualPromptCLIP(nn.Module):
     :param e_length: key (and value) prefixes per block of an E-prompt.
     """
 
+    n_seen_tasks: torch.Tensor  # buffer, long scalar: experiences started so far
+
     def __init__(
         self,
         backbone: MultimodalCLIPClassifier,

@@ -78,6 +78,12 @@ class EASECLIP(nn.Module):
     :param completed_weight: weight of completed prototypes in the prediction (1: plain mean).
     """
 
+    # Buffers (see __init__).
+    prototypes: torch.Tensor
+    prototype_source: torch.Tensor
+    class_task: torch.Tensor
+    current_task: torch.Tensor
+
     def __init__(
         self,
         backbone: MultimodalCLIPClassifier,
@@ -141,9 +147,15 @@ class EASECLIP(nn.Module):
         towers = towers_of(self.backbone.clip)
         handles = []
         try:
-            for name, adapters in self.adapters[task].items():
+            task_adapters = self.adapters[task]
+            assert isinstance(task_adapters, nn.ModuleDict)  # built so in __init__
+            for name, adapters in task_adapters.items():
+                assert isinstance(adapters, nn.ModuleList)  # built so in __init__
                 for block, adapter in zip(towers[name].blocks, adapters, strict=True):
-                    handles.append(block.mlp.register_forward_hook(lambda _m, inputs, out, a=adapter: out + a(inputs[0])))
+                    mlp = block.mlp
+                    if not isinstance(mlp, nn.Module):
+                        raise TypeError(f"EASE adapts each block's mlp module; {type(block).__name__}.mlp is a {type(mlp).__name__}")
+                    handles.append(mlp.register_forward_hook(lambda _m, inputs, out, a=adapter: out + a(inputs[0])))
             yield
         finally:
             for handle in handles:

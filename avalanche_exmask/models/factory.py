@@ -152,6 +152,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = "m
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    state_dict: object  # checked to be a dict below
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -3,9 +3,14 @@ the check that it is frozen, the output of a prompted pass, and their parameter 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 
 __all__ = ["PromptedOutput", "frozen_backbone_check", "parameter_report"]
 
@@ -39,7 +44,16 @@ def frozen_backbone_check(backbone: nn.Module) -> None:
         raise ValueError("prompt methods change the image token sequence; build the model with skip_empty_patches=False")
 
 
-def parameter_report(model: nn.Module, **own: int) -> dict[str, int]:
+class _MethodModel(Protocol):
+    """A prompt or adapter method's model (an ``nn.Module``) around its frozen backbone."""
+
+    @property
+    def backbone(self) -> MultimodalCLIPClassifier: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+
+def parameter_report(model: _MethodModel, **own: int) -> dict[str, int]:
     """Parameter counts (elements) of a method's model: ``own`` (e.g. ``prompts=...``), ``head``,
     ``trainable`` (``requires_grad`` now) and ``total`` (frozen backbone included)."""
     return {

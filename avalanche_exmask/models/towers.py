@@ -13,12 +13,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from avalanche_exmask.data.sample import MultimodalSample
+
+if TYPE_CHECKING:
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 
 __all__ = ["TOWERS", "Tower", "towers_of", "check_towers", "pooled_features"]
 
@@ -95,7 +98,7 @@ def _captured_norm_outputs(towers: dict[str, Tower]) -> Iterator[dict[str, torch
             handle.remove()
 
 
-def pooled_features(model: nn.Module, x: MultimodalSample) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def pooled_features(model: MultimodalCLIPClassifier, x: MultimodalSample) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One forward pass of ``model`` (a ``MultimodalCLIPClassifier``): each tower's pooled feature
     before projection and the fused embedding.
 
