@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import sys
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.distributed import batch_shard, gather_shards, is_distributed, rank_aligned_rng, unwrap_model
 from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.models.protocols import MaskScorer, TokenScorer
 from avalanche_exmask.storage.codecs.base import Codec, Record
 from avalanche_exmask.storage.codecs.masked import MaskedCodec
 from avalanche_exmask.storage.selection import herding_order, random_order
@@ -56,16 +57,19 @@ __all__ = [
     "MaskedExemplarBuffer",
 ]
 
-Scorer = Callable[[torch.nn.Module, Dataset, Any, int], tuple[MaskingScores, torch.Tensor]]
+Scorer = Callable[[torch.nn.Module, Sequence[Any], Any, int], tuple[MaskingScores, torch.Tensor]]
 """``scorer(model, dataset, device, batch_size) -> (MaskingScores [n], labels long [n])``, one
-forward pass over a dataset of ``(x, y, t)`` items, in dataset order, results on the CPU."""
+forward pass over a dataset of ``(x, y, t)`` items (the buffer passes a list), in dataset order,
+results on the CPU."""
 
 Augmentation = Callable[[Record, Sequence[Record], Callable[[Record], MultimodalSample]], MultimodalSample]
 """``augmentation(record, class_records, decode) -> sample``: decode ``record``, possibly combined
 with other records of its class (``class_records`` includes ``record`` itself)."""
 
 
-def default_scorer(model: torch.nn.Module, dataset: Dataset, device: Any, batch_size: int) -> tuple[MaskingScores, torch.Tensor]:
+def default_scorer(
+    model: torch.nn.Module, dataset: Dataset | Sequence[Any], device: Any, batch_size: int
+) -> tuple[MaskingScores, torch.Tensor]:
     """Score ``dataset`` with ``model.masking_scores(x) -> MaskingScores [B]``.
 
     Runs in eval mode under ``torch.no_grad()`` and restores the model's train/eval mode.
@@ -73,18 +77,23 @@ def default_scorer(model: torch.nn.Module, dataset: Dataset, device: Any, batch_
     :return: ``(MaskingScores [n], labels long [n])`` on the CPU (without ``token_importance``:
         the buffer computes it for the encoded candidates only).
     """
+    scorer = cast(MaskScorer, model)  # the model's contract (see models/protocols.py)
     was_training = model.training
     model.eval()
-    scores, labels = [], []
+    scores: list[MaskingScores] = []
+    labels: list[torch.Tensor] = []
     try:
         with torch.no_grad():
-            for x, y, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            # torch's hint asks for a Dataset; a DataLoader reads any sized, indexable sequence (a list).
+            for x, y, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):  # type: ignore[arg-type]
                 x = x.to(device)
-                scores.append(model.masking_scores(x).cpu())
+                scores.append(scorer.masking_scores(x).cpu())
                 labels.append(torch.as_tensor(y))
     finally:
         model.train(was_training)
-    return torch.cat(scores), torch.cat(labels).long()
+    # torch.cat of MaskingScores is a MaskingScores (tensordict's __torch_function__); torch's hint
+    # says Tensor.
+    return cast(MaskingScores, torch.cat(scores)), torch.cat(labels).long()  # type: ignore[arg-type]
 
 
 def _token_importance(model: torch.nn.Module, input_ids: torch.Tensor, device: Any) -> torch.Tensor:
@@ -94,11 +103,12 @@ def _token_importance(model: torch.nn.Module, input_ids: torch.Tensor, device: A
     text-tower pass per content token) is paid only for candidates that are encoded.
     """
     model = unwrap_model(model)
+    scorer = cast(TokenScorer, model)  # the model's contract (see models/protocols.py)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return model.token_importance(input_ids[None].to(device))[0].cpu()
+            return scorer.token_importance(input_ids[None].to(device))[0].cpu()
     finally:
         model.train(was_training)
 
@@ -241,6 +251,8 @@ class ByteBudgetBuffer(ExemplarsBuffer):
     :param augmentation: applied when a record is decoded for replay (e.g.
         :class:`~avalanche_exmask.training.augmentation.MultimodalAugmentation`).
     """
+
+    max_size: int  # set by Avalanche's ExemplarsBuffer.__init__
 
     def __init__(
         self,
@@ -389,6 +401,8 @@ class ByteBudgetBuffer(ExemplarsBuffer):
     def _shares(self, labels: Sequence[int]) -> dict[int, int]:
         """Each class's byte share."""
         if self.mode == "per_class":
+            if self.total_num_classes is None:
+                raise ValueError("mode='per_class' needs total_num_classes >= 1; got None")
             if len(labels) > self.total_num_classes:
                 raise ValueError(f"{len(labels)} classes seen but total_num_classes={self.total_num_classes}")
             share = self.max_size // self.total_num_classes

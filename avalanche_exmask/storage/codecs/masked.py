@@ -22,7 +22,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -150,15 +150,17 @@ class MaskedCodec:
     text_rule: TextMaskRule | None = None
     class_token_ids: Mapping[int, torch.Tensor] | None = dataclasses.field(default=None, repr=False)
     patch_size: int | None = None
-    background_downsample: int | str | None = "patch"
+    background_downsample: int | Literal["patch"] | None = "patch"
     patch_jpeg_quality: int | None = None
 
     def __post_init__(self) -> None:
         if self.patch_jpeg_quality is not None and not 1 <= self.patch_jpeg_quality <= 95:
             raise ValueError(f"MaskedCodec.patch_jpeg_quality must be None or in [1, 95]; got {self.patch_jpeg_quality}")
-        if self.text_rule is None:
-            object.__setattr__(self, "text_rule", TextMaskRule(mode="none"))
-        if self.text_rule.needs_class_names and self.class_token_ids is None:
+        text_rule = self.text_rule
+        if text_rule is None:
+            text_rule = TextMaskRule(mode="none")
+            object.__setattr__(self, "text_rule", text_rule)
+        if text_rule.needs_class_names and self.class_token_ids is None:
             raise ValueError(
                 "MaskedCodec: the text rule keeps class-name words (class_source='names') but no class_token_ids "
                 "were given; pass class_token_ids=class_name_token_ids(class_names, tokenizer) or use "
@@ -178,7 +180,7 @@ class MaskedCodec:
         _, height, width = pixels.shape
         rows, cols, patch = patch_grid(height, width, scores.patch_attention.shape[-1], self.patch_size)
         keep = self.image_rule(scores.patch_attention)
-        token_keep = self.text_rule(sample.input_ids, scores, keep, self._class_token_ids(label))
+        token_keep = self._text_rule(sample.input_ids, scores, keep, self._class_token_ids(label))
         keep_np = keep.numpy()
         all_patches = patchify(pixels, patch)
         kept_patches = all_patches[keep_np]
@@ -200,18 +202,26 @@ class MaskedCodec:
         )
 
     @property
+    def _text_rule(self) -> TextMaskRule:
+        """:attr:`text_rule`, which ``__post_init__`` set when it was ``None``."""
+        assert self.text_rule is not None  # __post_init__ replaced None by TextMaskRule(mode="none")
+        return self.text_rule
+
+    @property
     def needs_token_importance(self) -> bool:
         """Whether the scores given to :meth:`encode` must carry ``token_importance``."""
-        return self.text_rule.needs_token_importance
+        return self._text_rule.needs_token_importance
 
     def _class_token_ids(self, label: int) -> torch.Tensor | None:
-        if not self.text_rule.needs_class_names:
+        if not self._text_rule.needs_class_names:
             return None
-        if label not in self.class_token_ids:
+        class_token_ids = self.class_token_ids
+        assert class_token_ids is not None  # __post_init__ refuses a text rule that needs class names without them
+        if label not in class_token_ids:
             raise ValueError(
-                f"MaskedCodec: no class-name tokens for label {label} (class_token_ids has {len(self.class_token_ids)} labels)"
+                f"MaskedCodec: no class-name tokens for label {label} (class_token_ids has {len(class_token_ids)} labels)"
             )
-        return self.class_token_ids[label]
+        return class_token_ids[label]
 
     def decode(self, record: Record) -> MultimodalSample:
         """The masked sample: kept patches at their place, black elsewhere; ids re-padded.
