@@ -93,7 +93,8 @@ class MultimodalAugmentation:
         if not partners:
             return sample
         partner = partners[int(torch.randint(len(partners), (1,), generator=self._generator))]
-        fill = record.keep_mask is not None and self._draw(self.p_fill)
+        keep = record.keep_mask
+        fill = keep is not None and self._draw(self.p_fill)
         swap = self._draw(self.p_swap_text)
         mix = not swap and self._draw(self.p_token_mix)
         if not (fill or swap or mix):
@@ -101,7 +102,11 @@ class MultimodalAugmentation:
         other = decode(partner)
         image, ids = sample.image, sample.input_ids
         if fill:
-            image = fill_patches(image, record.keep_mask, other.image, record.patch_grid)
+            assert keep is not None  # fill is drawn only for a record with a keep mask
+            grid = record.patch_grid
+            if grid is None:
+                raise ValueError(f"{type(record).__name__} has a keep mask but no patch grid")
+            image = fill_patches(image, keep, other.image, grid)
         if swap:
             ids = other.input_ids
         elif mix:

@@ -14,7 +14,7 @@ for a codec that declares ``uses_scores = False``, e.g. JPEG). A codec that decl
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from avalanche.training.plugins import SupervisedPlugin
@@ -22,6 +22,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.distributed import unwrap_model
 from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.models.protocols import MaskScorer
 
 __all__ = ["through_codec", "CurrentThroughCodecPlugin"]
 
@@ -54,17 +55,20 @@ def _scores(model: torch.nn.Module, codec: Any, x: MultimodalSample) -> MaskingS
     """The model's batched ``MaskingScores [B]`` of ``x`` in eval mode (on the CPU), with the token
     importance when ``codec`` needs it; the model's train/eval mode is restored."""
     model = unwrap_model(model)
+    scorer = cast(MaskScorer, model)  # the model's contract (see models/protocols.py)
     was_training = model.training
     model.eval()
     try:
         if getattr(codec, "needs_token_importance", False):
-            return model.masking_scores(x, token_importance=True).cpu()
-        return model.masking_scores(x).cpu()
+            return scorer.masking_scores(x, token_importance=True).cpu()
+        return scorer.masking_scores(x).cpu()
     finally:
         model.train(was_training)
 
 
-class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):
+# Avalanche is read as Any (follow_imports = "skip"), so mypy checks this class keyword against
+# object.__init_subclass__; Avalanche's BasePlugin.__init_subclass__ takes ``supports_distributed``.
+class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignore[call-arg]
     """Replaces current-data samples by their decoded records with probability ``probability``.
 
     :param codec: the buffer's codec.

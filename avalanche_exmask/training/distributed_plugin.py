@@ -36,7 +36,9 @@ from avalanche_exmask.training.distributed_order import order_like_one_process
 __all__ = ["DistributedTrainingPlugin"]
 
 
-class DistributedTrainingPlugin(SupervisedPlugin, supports_distributed=True):
+# Avalanche is read as Any (follow_imports = "skip"), so mypy checks this class keyword against
+# object.__init_subclass__; Avalanche's BasePlugin.__init_subclass__ takes ``supports_distributed``.
+class DistributedTrainingPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignore[call-arg]
     """Wraps the model in DDP for training, shards training and evaluation data (see the module
     docstring). Put it in any strategy's ``plugins``; it is a no-op in a single process."""
 

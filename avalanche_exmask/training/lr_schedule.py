@@ -24,7 +24,9 @@ def cosine_factor(step: int, horizon: int, final_fraction: float = 0.0) -> float
     return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class CosineLRPlugin(LRSchedulerPlugin, supports_distributed=True):
+# Avalanche is read as Any (follow_imports = "skip"), so mypy checks this class keyword against
+# object.__init_subclass__; Avalanche's BasePlugin.__init_subclass__ takes ``supports_distributed``.
+class CosineLRPlugin(LRSchedulerPlugin, supports_distributed=True):  # type: ignore[call-arg]
     """Avalanche's :class:`~avalanche.training.plugins.LRSchedulerPlugin` stepping a cosine
     :class:`~torch.optim.lr_scheduler.LambdaLR` every iteration, reset (rate and step count) after
     every experience.
@@ -39,6 +41,9 @@ class CosineLRPlugin(LRSchedulerPlugin, supports_distributed=True):
 
     :param final_fraction: the rate at the end of an experience, a fraction of the base rate.
     """
+
+    # Set by LRSchedulerPlugin.__init__ (a stand-in), bound to the optimizer in before_training.
+    scheduler: LambdaLR | _UnboundScheduler
 
     def __init__(self, final_fraction: float = 0.0) -> None:
         if not 0.0 <= final_fraction <= 1.0:

@@ -7,12 +7,14 @@ shows what the stored exemplars themselves are worth.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.distributed import all_reduce_sum, is_distributed, rank, unwrap_model, world_size
+from avalanche_exmask.models.protocols import Embedder
 
 __all__ = ["exemplar_class_means", "ncm_accuracy"]
 
@@ -27,11 +29,14 @@ def exemplar_class_means(model: torch.nn.Module, buffer: Any, device: Any, batch
     """
     model = unwrap_model(model)
     model.eval()
+    embedder = cast(Embedder, model)  # the documented contract of ``model`` (see models/protocols.py)
     labels, means = [], []
     for label, records in sorted(buffer.records.items()):
-        samples = torch.stack([buffer.codec.decode(record) for record in records])
+        # torch.stack of decoded MultimodalSamples is a batched MultimodalSample (tensordict's
+        # __torch_function__); torch's type hint says Tensor.
+        samples = cast(MultimodalSample, torch.stack([buffer.codec.decode(record) for record in records]))
         embeddings = torch.cat(
-            [model.embed(samples[i : i + batch_size].to(device)).float() for i in range(0, len(samples), batch_size)]
+            [embedder.embed(samples[i : i + batch_size].to(device)).float() for i in range(0, len(samples), batch_size)]
         )
         labels.append(label)
         means.append(torch.nn.functional.normalize(embeddings, dim=1).mean(dim=0))
@@ -46,6 +51,7 @@ def ncm_accuracy(model: torch.nn.Module, buffer: Any, dataset: Any, device: Any,
     every rank returns the accuracy over the whole ``dataset``.
     """
     model = unwrap_model(model)
+    embedder = cast(Embedder, model)  # the documented contract of ``model`` (see models/protocols.py)
     labels, means = exemplar_class_means(model, buffer, device, batch_size)
     means = means.to(device)
     if is_distributed():
@@ -53,7 +59,7 @@ def ncm_accuracy(model: torch.nn.Module, buffer: Any, dataset: Any, device: Any,
     correct = total = 0.0
     for batch in DataLoader(dataset, batch_size=batch_size):
         x, y = batch[0].to(device), batch[1]
-        embeddings = torch.nn.functional.normalize(model.embed(x).float(), dim=1)
+        embeddings = torch.nn.functional.normalize(embedder.embed(x).float(), dim=1)
         predicted = labels[(embeddings @ means.T).argmax(dim=1).cpu()]
         correct += int((predicted == y).sum())
         total += len(y)

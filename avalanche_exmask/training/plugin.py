@@ -120,7 +120,9 @@ class FullMemoryBatchLoader(ReplayDataLoader):
         return samplers
 
 
-class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
+# Avalanche is read as Any (follow_imports = "skip"), so mypy checks this class keyword against
+# object.__init_subclass__; Avalanche's BasePlugin.__init_subclass__ takes ``supports_distributed``.
+class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):  # type: ignore[call-arg]
     """Replay from a byte-budgeted buffer (any codec), with a class-rate balanced memory batch.
 
     A :class:`~avalanche.training.plugins.ReplayPlugin` whose storage policy is a
@@ -244,7 +246,9 @@ class ByteBudgetReplayPlugin(ReplayPlugin, supports_distributed=True):
         )
 
 
-class ExemplarMaskingPlugin(ByteBudgetReplayPlugin, supports_distributed=True):
+# Avalanche is read as Any (follow_imports = "skip"), so mypy checks this class keyword against
+# object.__init_subclass__; Avalanche's BasePlugin.__init_subclass__ takes ``supports_distributed``.
+class ExemplarMaskingPlugin(ByteBudgetReplayPlugin, supports_distributed=True):  # type: ignore[call-arg]
     """Exemplar masking's front door as a plugin: a :class:`ByteBudgetReplayPlugin` whose buffer
     defaults to a :class:`~avalanche_exmask.storage.buffer.MaskedExemplarBuffer` of ``mem_size``
     bytes; arguments as there."""

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from avalanche.training.templates import SupervisedTemplate
 from torch.nn import CrossEntropyLoss, Module
 from torch.optim import Optimizer
 
 from avalanche_exmask.distributed import unwrap_model
+from avalanche_exmask.models.protocols import Patched
 from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
 from avalanche_exmask.storage.codecs import MaskedCodec
 from avalanche_exmask.training.augmentation import MultimodalAugmentation
@@ -134,7 +135,7 @@ def _with_model_patch_size(codec: MaskedCodec, model: Module) -> MaskedCodec:
 
     :raises ValueError: if ``codec.patch_size`` is set and differs from the model's.
     """
-    patch_size = int(model.patch_size)
+    patch_size = int(cast(Patched, model).patch_size)  # the documented contract of ``model`` (see models/protocols.py)
     if codec.patch_size is None:
         return dataclasses.replace(codec, patch_size=patch_size)
     if codec.patch_size != patch_size:

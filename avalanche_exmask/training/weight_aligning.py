@@ -48,7 +48,9 @@ def _linear_head(model: torch.nn.Module) -> torch.nn.Linear:
     return head
 
 
-class WeightAligningPlugin(SupervisedPlugin, supports_distributed=True):
+# Avalanche is read as Any (follow_imports = "skip"), so mypy checks this class keyword against
+# object.__init_subclass__; Avalanche's BasePlugin.__init_subclass__ takes ``supports_distributed``.
+class WeightAligningPlugin(SupervisedPlugin, supports_distributed=True):  # type: ignore[call-arg]
     """Applies :func:`align_weights` after every experience that follows the first.
 
     :ivar gammas: the scale applied after each experience (``1.0`` for the first).
