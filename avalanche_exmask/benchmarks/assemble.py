@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 from torch.utils.data import Dataset
@@ -23,7 +23,17 @@ from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import BadInputError, ImageTextDataset, InputIssues
 from avalanche_exmask.data.images import ImageLimits
 
-__all__ = ["build_benchmark", "build_folder_benchmark", "folder_dataset_maker"]
+__all__ = ["ExperienceOptions", "build_benchmark", "build_folder_benchmark", "folder_dataset_maker"]
+
+
+class ExperienceOptions(TypedDict):
+    """The class order and experience split a generator passes on to :func:`build_benchmark` (or
+    :func:`~avalanche_exmask.benchmarks.hf.from_hf_dataset`) as keyword arguments."""
+
+    n_experiences: int | None
+    classes_per_experience: int | Sequence[int] | None
+    seed: int
+    class_order: Sequence[int] | None
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ per-experience class counts are computed so that every class lands in some exper
 """
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence, Sized
 from typing import Any
 
 import torch
@@ -52,6 +52,7 @@ def split_classes(
             )
         full, rest = divmod(n_classes, classes_per_experience)
         return [classes_per_experience] * full + ([rest] if rest else [])
+    assert classes_per_experience is not None  # exactly one of the two is given (checked above)
     counts = [int(c) for c in classes_per_experience]
     if sum(counts) != n_classes or min(counts) < 1:
         raise ValueError(
@@ -159,7 +160,7 @@ def build_class_incremental(
         classes_per_experience=counts,
         class_names=list(class_names) if class_names is not None else None,
         class_keys=list(class_keys) if class_keys is not None else None,
-        split_sizes={name: len(dataset) for name, (dataset, _) in splits.items()},
+        split_sizes={name: _length(dataset) for name, (dataset, _) in splits.items()},
         skipped=list(skipped),
         n_truncated=n_truncated,
         extras=dict(extras or {}),
@@ -168,3 +169,13 @@ def build_class_incremental(
     for name, value in info.scenario_attributes().items():
         setattr(scenario, name, value)
     return scenario
+
+
+def _length(dataset: Dataset) -> int:
+    """``len(dataset)``; a benchmark's datasets have one (torch's ``Dataset`` type does not say so).
+
+    :raises TypeError: for a dataset without ``__len__``, as ``len`` would.
+    """
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"a benchmark dataset needs a length; {type(dataset).__name__} has no __len__")
+    return len(dataset)

@@ -8,6 +8,7 @@ is imported only when a dataset is read.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
@@ -136,19 +137,22 @@ def from_hf_dataset(
     :return: see :func:`~avalanche_exmask.benchmarks.assemble.build_benchmark`.
     """
     issues = InputIssues(on_error)
-    columns = dict(
-        image_column=image_column, text_column=text_column, label_column=label_column,
-        verify=verify_images, limits=image_limits,
-    )
+
+    def records_of(part: Any, split: str) -> tuple[Records, list[str] | None]:
+        return _hf_records(
+            part, issues=issues, split=split, image_column=image_column, text_column=text_column, label_column=label_column,
+            verify=verify_images, limits=image_limits,
+        )
+
     if hasattr(dataset, "keys"):
         if not {"train", "test"} <= set(dataset.keys()):
             raise BadInputError(f"Hugging Face DatasetDict needs 'train' and 'test' splits; has {list(dataset.keys())}")
         parts = {name: dataset[name] for name in ("train", "test")}
         splits, label_names = {}, None
         for name, part in parts.items():
-            splits[name], label_names = _hf_records(part, issues=issues, split=name, **columns)
+            splits[name], label_names = records_of(part, name)
     else:
-        records, label_names = _hf_records(dataset, issues=issues, split="dataset", **columns)
+        records, label_names = records_of(dataset, "dataset")
         train, test = stratified_split(records.classes, fraction=test_fraction, seed=seed)
         parts = {"train": dataset, "test": dataset}
         splits = {"train": records.select(train), "test": records.select(test)}

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
-from avalanche_exmask.benchmarks.assemble import build_folder_benchmark
+from avalanche_exmask.benchmarks.assemble import ExperienceOptions, build_folder_benchmark
 from avalanche_exmask.benchmarks.hf import from_hf_dataset
 from avalanche_exmask.benchmarks.records import PathLike, folder_records, read_file_list
 from avalanche_exmask.benchmarks.splits import split_by_file_lists, stratified_split
@@ -97,7 +97,7 @@ def image_text_folder(
     :return: see :func:`~avalanche_exmask.benchmarks.assemble.build_benchmark`.
     """
     encoder = encoder or SampleEncoder.for_model(model_name)
-    experiences = dict(
+    experiences: ExperienceOptions = dict(
         n_experiences=n_experiences, classes_per_experience=classes_per_experience, seed=seed, class_order=class_order
     )
     if dataset is not None:
@@ -125,6 +125,7 @@ def image_text_folder(
             raise ValueError(f"classes {unknown} are not class folders with captioned images under {root}")
         records = records.select([i for i, cls in enumerate(records.classes) if cls in set(classes)])
     if train_files is not None:
+        assert test_files is not None  # given together with train_files (checked above)
         if classes is not None:  # the lists name images of every class; keep those of the selected ones
             train_files, test_files = (
                 [path for path in read_file_list(files) if path.split("/", 1)[0] in set(classes)]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
-from avalanche_exmask.benchmarks.assemble import build_folder_benchmark
+from avalanche_exmask.benchmarks.assemble import ExperienceOptions, build_folder_benchmark
 from avalanche_exmask.benchmarks.hf import from_hf_dataset
 from avalanche_exmask.benchmarks.records import PathLike, Records, folder_records
 from avalanche_exmask.benchmarks.splits import split_by_file_lists
@@ -136,7 +136,7 @@ def mm_imagenet_r(
     """
     encoder = encoder or SampleEncoder.for_model(model_name)
     names = IMAGENET_R_CLASSES
-    experiences = dict(
+    experiences: ExperienceOptions = dict(
         n_experiences=n_experiences, classes_per_experience=classes_per_experience, seed=seed, class_order=class_order
     )
     if dataset is not None:
@@ -158,6 +158,7 @@ def mm_imagenet_r(
     issues = InputIssues(on_error)
     records = folder_records(root, captions, issues=issues)
     if train_files is not None:
+        assert test_files is not None  # given together with train_files (checked above)
         splits = split_by_file_lists(records, train_files=train_files, test_files=test_files, issues=issues)
     else:
         splits = fixed_split(records)

@@ -142,13 +142,14 @@ def read_captions(path: PathLike, *, issues: InputIssues) -> dict[str, Caption]:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as error:
-            line = data.count(b"\n", 0, error.start) + 1
-            raise BadInputError(f"{path}:{line}: {_not_utf8(error)}") from error
+            line_number = data.count(b"\n", 0, error.start) + 1
+            raise BadInputError(f"{path}:{line_number}: {_not_utf8(error)}") from error
         try:
             mapping = json.loads(text, object_pairs_hook=_JsonObject)
         except json.JSONDecodeError as error:
             raise BadInputError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
-        if not isinstance(mapping, dict):
+        # Every JSON object is built by the hook, so this is the test for a top-level object.
+        if not isinstance(mapping, _JsonObject):
             raise BadInputError(f"{path}: expected a JSON object mapping image path to text")
         for key in mapping.duplicates:
             issues.report(f"{path}: key {key!r}", "duplicate key in the JSON object (its first value is kept)")

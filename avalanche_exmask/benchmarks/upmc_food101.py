@@ -19,7 +19,7 @@ from pathlib import Path
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
-from avalanche_exmask.benchmarks.assemble import build_folder_benchmark
+from avalanche_exmask.benchmarks.assemble import ExperienceOptions, build_folder_benchmark
 from avalanche_exmask.benchmarks.hf import from_hf_dataset
 from avalanche_exmask.benchmarks.records import PathLike, Records, list_class_images
 from avalanche_exmask.data.encode import SampleEncoder
@@ -129,7 +129,7 @@ def upmc_food101(
         ``info.n_truncated`` counts the titles longer than the context length.
     """
     encoder = encoder or SampleEncoder.for_model(model_name)
-    experiences = dict(
+    experiences: ExperienceOptions = dict(
         n_experiences=n_experiences, classes_per_experience=classes_per_experience, seed=seed, class_order=class_order
     )
     if dataset is not None:

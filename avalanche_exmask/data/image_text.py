@@ -214,7 +214,7 @@ class HFImageTextDataset(Dataset):
         return sample, self.targets[index]
 
 
-def hf_image_source(value: dict) -> io.BytesIO | str:
+def hf_image_source(value: dict | None) -> io.BytesIO | str:
     """What :func:`~avalanche_exmask.data.images.open_image` reads for one undecoded value of a
     Hugging Face ``Image`` column (``{"bytes": ..., "path": ...}``): its bytes, else its path.
 
