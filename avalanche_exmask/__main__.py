@@ -44,8 +44,10 @@ def _clipart_classes(count: int) -> list[str]:
 def _demo(args: argparse.Namespace) -> int:
     import torch
 
-    from avalanche_exmask.config import expand_runs
-    from avalanche_exmask.experiment import build_benchmark, format_table, run_experiment, save_results
+    from avalanche_exmask.config_runs import expand_runs
+    from avalanche_exmask.experiment import run_experiment
+    from avalanche_exmask.experiment_build import build_benchmark
+    from avalanche_exmask.experiment_results import format_table, save_results
     from avalanche_exmask.registry import METHODS
 
     torch.set_num_threads(args.threads)
@@ -130,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     outputs = [Path(args.out) / f"{path.stem}_{config.method}_seed{config.seed}.json" for config in runs]
 
     from avalanche_exmask import distributed
-    from avalanche_exmask.experiment import format_table
+    from avalanche_exmask.experiment_results import format_table
     from avalanche_exmask.run_lock import RunLock
 
     main = distributed.is_main_process()
@@ -179,7 +181,8 @@ def _run_all(args: argparse.Namespace, runs: list, outputs: list[Path], main: bo
 
     from avalanche_exmask import distributed
     from avalanche_exmask.checkpoint import key_from_environment
-    from avalanche_exmask.experiment import run_experiment, save_results
+    from avalanche_exmask.experiment import run_experiment
+    from avalanche_exmask.experiment_results import save_results
 
     key = key_from_environment()
     results = []

@@ -1,7 +1,7 @@
 """The output folder of a run: checked before work is spent, and cleared of stale temporary files.
 
 A run writes its results file and its checkpoint through temporary files in the same folder,
-renamed into place (:func:`avalanche_exmask.experiment.save_results`,
+renamed into place (:func:`avalanche_exmask.experiment_results.save_results`,
 :func:`avalanche_exmask.checkpoint.save_checkpoint`). :func:`check_output_folder` makes sure,
 before the first experience trains, that the folder can be created, written to and has room;
 :func:`remove_stale_temporaries` removes the temporary files a killed run left behind (called

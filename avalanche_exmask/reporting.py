@@ -40,8 +40,8 @@ NOT_VARIANTS = ("seed", "device", "logging.", "eval.batch_size")
 
 def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     """A run's config as ``{dotted path: value}``, from the nested format or the flat format of
-    earlier versions (mapped by :data:`avalanche_exmask.config.FLAT_FIELDS`)."""
-    from avalanche_exmask.config import FLAT_FIELDS
+    earlier versions (mapped by :data:`avalanche_exmask.config_flat.FLAT_FIELDS`)."""
+    from avalanche_exmask.config_flat import FLAT_FIELDS
 
     flat: dict[str, Any] = {}
 
@@ -91,7 +91,7 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 def _schema_defaults() -> dict[str, Any]:
     """``{dotted path: default}`` of today's run config and of every registered codec's options: the
     value a results file written before a field existed stands for (it ran with that behaviour)."""
-    from avalanche_exmask.config import RunConfig
+    from avalanche_exmask.config_schema import RunConfig
     from avalanche_exmask.registry import CODECS
     from avalanche_exmask.storage.codec_options import resolve_codec_options
 

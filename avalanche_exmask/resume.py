@@ -20,7 +20,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from avalanche_exmask.config import RunConfig, resolve_run
+from avalanche_exmask.config_runs import resolve_run
+from avalanche_exmask.config_schema import RunConfig
 
 __all__ = ["RESUME_FREE_FIELDS", "training_fields", "training_fingerprint", "run_state", "check_run_state"]
 
@@ -70,7 +71,7 @@ def run_state(
     train_seconds: list[float],
 ) -> dict[str, Any]:
     """The ``extra`` a run's checkpoint holds after experience ``next_experience - 1`` (the config
-    recorded resolved: :func:`~avalanche_exmask.config.resolve_run`)."""
+    recorded resolved: :func:`~avalanche_exmask.config_runs.resolve_run`)."""
     values = resolve_run(config).to_dict()
     return {
         "config": values,
@@ -116,6 +117,20 @@ def _check_config(saved: Any, fingerprint: Any, config: RunConfig) -> None:
     )
 
 
+def _entries(extra: Mapping[str, Any], name: str, done: int) -> list[Any]:
+    """``extra[name]``, if it is a list of ``done`` entries (one per finished experience).
+
+    :raises ValueError: naming ``name`` and what the checkpoint holds instead.
+    """
+    value = extra.get(name)
+    if not (isinstance(value, list) and len(value) == done):
+        raise ValueError(
+            f"{name} must be a list of {done} entries (next_experience {done}); the checkpoint's has "
+            f"{len(value) if isinstance(value, list) else type(value).__name__}"
+        )
+    return value
+
+
 def check_run_state(extra: Mapping[str, Any], config: RunConfig, n_experiences: int) -> None:
     """Check a checkpoint's ``extra`` against the run about to resume from it.
 
@@ -127,17 +142,11 @@ def check_run_state(extra: Mapping[str, Any], config: RunConfig, n_experiences: 
     """
     _check_config(extra.get("config"), extra.get("config_sha256"), config)
     done = extra.get("next_experience")
-    _require(
-        type(done) is int and 1 <= done <= n_experiences,
-        f"next_experience must be an int in [1, {n_experiences}]; the checkpoint holds {json.dumps(done, default=str)}",
-    )
-    matrix, class_matrix, seconds = (extra.get(key) for key in ("accuracy_matrix", "class_accuracy_matrix", "train_seconds"))
-    for name, value in (("accuracy_matrix", matrix), ("class_accuracy_matrix", class_matrix), ("train_seconds", seconds)):
-        _require(
-            isinstance(value, list) and len(value) == done,
-            f"{name} must be a list of {done} entries (next_experience {done}); the checkpoint's has "
-            f"{len(value) if isinstance(value, list) else type(value).__name__}",
+    if not (type(done) is int and 1 <= done <= n_experiences):
+        raise ValueError(
+            f"next_experience must be an int in [1, {n_experiences}]; the checkpoint holds {json.dumps(done, default=str)}"
         )
+    matrix, class_matrix, seconds = (_entries(extra, name, done) for name in ("accuracy_matrix", "class_accuracy_matrix", "train_seconds"))
     for t, row in enumerate(matrix):
         _require(
             isinstance(row, list) and len(row) == t + 1 and all(_is_number(a, 0, 100) for a in row),

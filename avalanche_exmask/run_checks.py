@@ -19,7 +19,8 @@ import typing
 from typing import Any, Literal, Union
 
 from avalanche_exmask.bounds import Bounds
-from avalanche_exmask.config import ConfigError, RunConfig
+from avalanche_exmask.config_schema import RunConfig
+from avalanche_exmask.config_values import ConfigError
 
 __all__ = ["check_device", "check_benchmark_args", "check_machine", "check_runnable", "type_mismatch"]
 

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
-from avalanche_exmask import checkpoint
+from avalanche_exmask import checkpoint_file
 from avalanche_exmask.benchmarks.common import build_class_incremental
 from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
 from avalanche_exmask.checkpoint import (
@@ -248,7 +248,7 @@ def _rewrite(path: Path, edit) -> None:
     skeleton = json.loads(metadata["skeleton"])
     edit(skeleton)
     text = json.dumps(skeleton)
-    metadata.update(skeleton=text, sha256=checkpoint._digest(text, tensors))
+    metadata.update(skeleton=text, sha256=checkpoint_file.file_digest(text, tensors))
     save_file(tensors, path, metadata=metadata)
 
 
@@ -333,7 +333,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint_and_leaves_no_temporary(
         Path(filename).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "save_file", failing_writer)
+    monkeypatch.setattr(checkpoint_file, "save_file", failing_writer)
     with torch.no_grad():
         model.weight.add_(1)
     with pytest.raises(OSError, match="disk full"):
@@ -480,11 +480,11 @@ def _sparse_copy(source: Path, target: Path, name: str, dtype: str, shape: list[
     header, blobs, offset = {"__metadata__": metadata}, [], 0
     for key, tensor in tensors.items():
         blob = tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        dtype_name = checkpoint._safetensors_dtype(tensor.dtype)
+        dtype_name = checkpoint_file.safetensors_dtype(tensor.dtype)
         header[key] = {"dtype": dtype_name, "shape": list(tensor.shape), "data_offsets": [offset, offset + len(blob)]}
         blobs.append(blob)
         offset += len(blob)
-    nbytes = checkpoint._DTYPE_NBYTES[dtype] * int(np.prod(shape))
+    nbytes = checkpoint_file.DTYPE_NBYTES[dtype] * int(np.prod(shape))
     header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
@@ -546,7 +546,7 @@ def test_a_sparse_oversized_checkpoint_is_refused_from_its_header_alone(trained,
     assert path.stat().st_size > declared
     strategy = _strategy(seed=1)
     model_nbytes = sum(t.numel() * t.element_size() for t in strategy.model.state_dict().values())
-    monkeypatch.setattr(checkpoint, "safe_open", _CountingSafeOpen)
+    monkeypatch.setattr(checkpoint_file, "safe_open", _CountingSafeOpen)
     _CountingSafeOpen.reads = 0
     measured = _peak_rss_reset()
     before = _rss_kib("VmRSS")
@@ -573,7 +573,7 @@ def test_keyed_checkpoints_load_only_with_their_key_and_cannot_be_re_signed(tmp_
     with safe_open(path, "pt") as file:
         metadata, tensors = file.metadata(), {name: file.get_tensor(name) for name in file.keys()}
     forged = metadata["skeleton"].replace('"next_experience":1', '"next_experience":99')
-    metadata.update(skeleton=forged, sha256=checkpoint._digest(forged, tensors))
+    metadata.update(skeleton=forged, sha256=checkpoint_file.file_digest(forged, tensors))
     save_file(tensors, path, metadata=metadata)
     with pytest.raises(CheckpointError, match=r"keyed digest \(HMAC\) mismatch"):
         load_checkpoint(path, model=torch.nn.Linear(2, 2), restore_rng=False, key=b"secret")

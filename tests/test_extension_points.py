@@ -169,7 +169,11 @@ def _code_words(module: str) -> set[str]:
     return words
 
 
-@pytest.mark.parametrize("module", ["avalanche_exmask.config", "avalanche_exmask.checkpoint", "avalanche_exmask.storage.codec_options"])
+@pytest.mark.parametrize("module", [
+    "avalanche_exmask.config", "avalanche_exmask.config_schema", "avalanche_exmask.config_files", "avalanche_exmask.config_runs",
+    "avalanche_exmask.checkpoint", "avalanche_exmask.checkpoint_file", "avalanche_exmask.checkpoint_rng",
+    "avalanche_exmask.checkpoint_sections", "avalanche_exmask.storage.codec_options",
+])
 def test_the_schema_checkpoint_and_option_resolver_name_no_particular_codec(module):
     words = " ".join(_code_words(module))
     for name in ("masked", "Masked", "text_rule", "background_downsample", "Jpeg", "Cim"):

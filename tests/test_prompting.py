@@ -282,7 +282,7 @@ def test_runner_builds_the_registered_methods_without_replay():
 
 def test_the_runner_builds_the_optimizer_at_the_method_learning_rate():
     """A method's own ``lr`` reaches the optimizer the runner builds (no builder rewrites it after)."""
-    from avalanche_exmask.experiment import _build_context, build_benchmark
+    from avalanche_exmask.experiment_build import build_benchmark, build_context
     from avalanche_exmask.registry import METHODS
 
     base = {"benchmark": {"n_experiences": 2, "args": {"n_classes": 4, "train_per_class": 2, "test_per_class": 1}},
@@ -290,7 +290,7 @@ def test_the_runner_builds_the_optimizer_at_the_method_learning_rate():
     l2p, ease, raw = expand_runs({**base, "methods": ["l2p", "ease", "raw"]})
     assert METHODS.get("l2p").optimizer_lr(l2p) == 0.03
     assert METHODS.get("ease").optimizer_lr(ease) == 0.005 and METHODS.get("raw").optimizer_lr(raw) == 0.005
-    context = _build_context(l2p, METHODS.get("l2p"), build_benchmark(l2p))
+    context = build_context(l2p, METHODS.get("l2p"), build_benchmark(l2p))
     assert [group["lr"] for group in context.optimizer.param_groups] == [0.03]
     METHODS.get("l2p").build(context)
     assert [group["lr"] for group in context.optimizer.param_groups] == [0.03]

@@ -10,7 +10,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from avalanche_exmask import checkpoint as checkpoint_module
+from avalanche_exmask import checkpoint_file
 from avalanche_exmask.checkpoint import CheckpointError
 from avalanche_exmask.config import RunConfig
 from avalanche_exmask.experiment import run_experiment
@@ -70,7 +70,7 @@ def _forge(path: Path, **changes) -> None:
     skeleton = json.loads(metadata["skeleton"])
     skeleton["extra"]["dict"].update(changes)
     text = json.dumps(skeleton)
-    metadata.update(skeleton=text, sha256=checkpoint_module._digest(text, tensors))
+    metadata.update(skeleton=text, sha256=checkpoint_file.file_digest(text, tensors))
     save_file(tensors, path, metadata=metadata)
 
 

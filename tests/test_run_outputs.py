@@ -102,7 +102,7 @@ def _full_disk(monkeypatch) -> None:
             Path(path).write_text('{"partial')
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("avalanche_exmask.experiment.open", FullDisk, raising=False)
+    monkeypatch.setattr("avalanche_exmask.experiment_results.open", FullDisk, raising=False)
 
 
 def test_a_failed_results_write_names_the_path_and_the_checkpoint_recovers_the_results(tiny, tmp_path, monkeypatch, capsys):

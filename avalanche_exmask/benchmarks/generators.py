@@ -4,7 +4,7 @@
 ``benchmark.name`` in a :class:`~avalanche_exmask.config.RunConfig` is a registered name; the config
 validation checks ``benchmark.args`` against the generator's signature
 (:func:`avalanche_exmask.run_checks.check_benchmark_args`) and the runner calls it
-(:func:`avalanche_exmask.experiment.build_benchmark`). A new benchmark is one registration::
+(:func:`avalanche_exmask.experiment_build.build_benchmark`). A new benchmark is one registration::
 
     BENCHMARKS.register("mine")(BenchmarkSpec.of(my_generator))
 """

@@ -23,7 +23,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, cast
 
-from avalanche_exmask.config import RunConfig
+from avalanche_exmask.config_schema import RunConfig
 
 __all__ = ["MethodSpec", "BuildContext"]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from avalanche_exmask.config import RunConfig
+from avalanche_exmask.config_schema import RunConfig
 from avalanche_exmask.methods.base import BuildContext, MethodSpec
 from avalanche_exmask.registry import METHODS
 

@@ -131,7 +131,7 @@ def launcher_options(study: dict[str, Any], args: argparse.Namespace, source: st
 
     :raises ConfigError: naming ``source`` and the field, for an unknown field or a wrong value.
     """
-    from avalanche_exmask.config import build_dataclass
+    from avalanche_exmask.config_values import build_dataclass
 
     values = dict(study.get("launcher") or {})
     flags = {field.name for field in dataclasses.fields(LauncherOptions)}

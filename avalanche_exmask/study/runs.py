@@ -141,7 +141,8 @@ def run_in_this_process(run: StudyRun) -> None:
 
     from avalanche_exmask import distributed
     from avalanche_exmask.checkpoint import key_from_environment
-    from avalanche_exmask.experiment import run_experiment, save_results
+    from avalanche_exmask.experiment import run_experiment
+    from avalanche_exmask.experiment_results import save_results
 
     torch.set_num_threads(run.threads)
     checkpoint = run.checkpoint_file if run.checkpointed else None
@@ -195,7 +196,7 @@ def validate_run(run: StudyRun) -> None:
         on GPUs without ``device: cuda``, or (several GPUs) a global batch size that is not a
         multiple of the GPUs.
     """
-    from avalanche_exmask.config import ConfigError
+    from avalanche_exmask.config_values import ConfigError
 
     if run.gpus < 0 or run.threads < 1:
         raise ConfigError(f"{run.results}: GPUs per run must be >= 0 and threads >= 1; got {run.gpus} and {run.threads}")
