@@ -82,6 +82,7 @@ from avalanche_exmask.checkpoint_sections import (
 from avalanche_exmask.distributed import unwrap_model
 from avalanche_exmask.storage.buffer import ByteBudgetBuffer
 from avalanche_exmask.storage.buffer_state import apply_buffer_state, check_buffer_state
+from avalanche_exmask.training.lr_schedule import CosineLRPlugin
 
 __all__ = [
     "FORMAT",
@@ -294,6 +295,9 @@ def load_strategy_checkpoint(
     :return: the saved ``extra``.
     :raises CheckpointError: see :func:`load_checkpoint`.
     """
+    for plugin in strategy.plugins:  # a cosine schedule is built when training starts: build it now
+        if isinstance(plugin, CosineLRPlugin):
+            plugin.bind(strategy.optimizer)
     return _load(
         path, **_strategy_parts(strategy), strategy=strategy, restore_rng=restore_rng, key=key, check_extra=check_extra
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from avalanche.training.plugins import LRSchedulerPlugin
+from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = ["cosine_factor", "CosineLRPlugin"]
@@ -57,9 +58,15 @@ class CosineLRPlugin(LRSchedulerPlugin, supports_distributed=True):  # type: ign
     def _factor(self, step: int) -> float:
         return cosine_factor(step, self.horizon, self.final_fraction)
 
-    def before_training(self, strategy, **kwargs) -> None:
+    def bind(self, optimizer: Optimizer) -> None:
+        """Build the cosine scheduler on ``optimizer`` (its rates become the base rates) unless it is
+        built already. Training calls it when it starts; a checkpoint's loader calls it first, so that
+        the saved scheduler state has a scheduler to go into."""
         if isinstance(self.scheduler, _UnboundScheduler):
-            self.scheduler = LambdaLR(strategy.optimizer, self._factor)
+            self.scheduler = LambdaLR(optimizer, self._factor)
+
+    def before_training(self, strategy, **kwargs) -> None:
+        self.bind(strategy.optimizer)
         super().before_training(strategy, **kwargs)
 
     def before_training_iteration(self, strategy, **kwargs) -> None:
