@@ -40,7 +40,7 @@ real-weights-128: $(STAMP)
 
 # Lint (ruff, a few seconds) and type check (mypy, about a minute cold, seconds with its cache) before the tests.
 lint: $(STAMP)
-	$(PY) -m ruff check avalanche_exmask benchmarks/identity_check.py
+	$(PY) -m ruff check avalanche_exmask benchmarks tests
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

@@ -7,7 +7,8 @@ Per category, the images directly inside its folder, without byte-identical copi
 category's folder, ordered by the SHA-256 of their bytes, the first ``--per-class`` kept; every
 ``--test-every``-th of them (in that order) is a test image. Each image is the clip art composited
 (:func:`clipart_material.composite`) over a background and clutter taken from the *pretraining*
-material (other categories; openclipart only, so that everything shipped is public domain), saved as a 64 px JPEG; its caption is its title (the cleaned file
+material (other categories; openclipart only, so that everything shipped is public domain), saved as a 64 px JPEG; its caption is its title
+(the cleaned file
 name, which need not name the category), and its object mask (alpha >= 0.5) is stored bit-packed;
 images whose mask covers under ``--min-object`` of the pixels (faint line art) are left out.
 Deterministic for a given ``--seed``, material and Pillow version.
@@ -19,26 +20,36 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from clipart_material import MAINTAINER_DIR, SOURCES, Material, clean_title, composite, fit_tile, object_extent, pretraining_material, read_rgba, sha256  # noqa: E402
+from clipart_material import (  # noqa: E402
+    MAINTAINER_DIR,
+    SOURCES,
+    Material,
+    clean_title,
+    composite,
+    fit_tile,
+    object_extent,
+    pretraining_material,
+    read_rgba,
+    sha256,
+)
 
 from avalanche_exmask.benchmarks.clipart import CLIPART_ROOT, HELD_OUT  # noqa: E402
 
 _CAPTIONS = ("{title}", "a clip art of {title}", "a drawing of {title}", "a picture of {title}")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--openclipart", type=Path, default=Path("/usr/share/openclipart/png"))
     parser.add_argument("--emoji", type=Path, default=MAINTAINER_DIR / "npm" / "node_modules")
@@ -139,7 +150,7 @@ def build(args: argparse.Namespace) -> dict:
     return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     return build(parse_args(argv))
 
 

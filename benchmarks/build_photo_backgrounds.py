@@ -17,15 +17,15 @@ writes is listed there.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from PIL import Image
 
 from avalanche_exmask.benchmarks.backgrounds import PHOTO_ROOT, PHOTO_SOURCES
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skimage-data", type=Path, required=True, help="the skimage/data folder of scikit-image 0.26")
     parser.add_argument("--short-side", type=int, default=256, help="shorter side of the written images, pixels")
@@ -37,7 +37,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
+def main(argv: Sequence[str] | None = None) -> list[Path]:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     written = []

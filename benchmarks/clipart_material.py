@@ -28,9 +28,9 @@ import hashlib
 import json
 import re
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -174,7 +174,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def read_rgba(path: Path, tile: int = TILE) -> Optional[Image.Image]:
+def read_rgba(path: Path, tile: int = TILE) -> Image.Image | None:
     """The image at ``path`` as RGBA, its longer side at most ``8 * tile`` pixels; ``None`` for a
     source over :data:`MAX_PIXELS` (PIL's decompression-bomb check)."""
     with warnings.catch_warnings():
@@ -196,7 +196,7 @@ def object_extent(tile: np.ndarray) -> tuple[int, int]:
     return int(alpha.any(0).nonzero()[0].max()) + 1, int(alpha.any(1).nonzero()[0].max()) + 1
 
 
-def fit_tile(image: Image.Image, size: int = TILE) -> Optional[np.ndarray]:
+def fit_tile(image: Image.Image, size: int = TILE) -> np.ndarray | None:
     """Crop an RGBA image to its alpha bounding box and fit it, aspect kept, into the top-left of a
     transparent ``size x size`` tile. Returns ``uint8 [size, size, 4]``, or ``None`` if the image
     has no transparent pixel (no object mask) or no opaque one."""
@@ -256,7 +256,7 @@ def load_material(
     items: Iterable[Item],
     *,
     exclude_hashes: frozenset[str] = frozenset(),
-    cache: Optional[Path] = None,
+    cache: Path | None = None,
     tile: int = TILE,
 ) -> Material:
     """Decode ``items`` into tiles (or load them from ``cache``, an ``.npz`` written on first use).
@@ -301,7 +301,7 @@ def load_material(
 
 
 def pretraining_material(
-    openclipart: Path, emoji: Path, *, cache: Optional[Path] = None, tile: int = TILE
+    openclipart: Path, emoji: Path, *, cache: Path | None = None, tile: int = TILE
 ) -> tuple[Material, dict]:
     """The pretraining pool: every openclipart and emoji item that is not held out, decoded.
 
@@ -375,7 +375,7 @@ def composite(
     scale: tuple[float, float] = (0.45, 0.9),
     clutter: tuple[int, int] = (0, 3),
     clutter_scale: tuple[float, float] = (0.2, 0.45),
-    skip: Optional[int] = None,
+    skip: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image: a background and clutter drawn from ``material``, then the object on top.
 

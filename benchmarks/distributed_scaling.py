@@ -61,7 +61,7 @@ def main() -> None:
     print(f"{'seed':>4} {'1p cmd s':>9} {'1p run s':>8} {'Np cmd s':>9} {'Np run s':>8} {'1p acc':>9} {'Np acc':>9} {'same buf':>9}")
     print("\n".join(rows))
     if len(args.seeds) > 1:
-        mean, low, high = t_interval([b["final_accuracy"] - a["final_accuracy"] for a, b in zip(one, many)])
+        mean, low, high = t_interval([b["final_accuracy"] - a["final_accuracy"] for a, b in zip(one, many, strict=True)])
         print(f"final accuracy, {args.nproc} processes - 1 (paired by seed): {mean:+.1f} [{low:+.1f}, {high:+.1f}] (95%)")
 
 

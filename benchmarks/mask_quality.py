@@ -14,7 +14,8 @@ Usage::
     python -m avalanche_exmask run CONFIG --out runs --keep-checkpoint
     python benchmarks/mask_quality.py --run runs/<config>_masking_seed0.json --classes 30
     # the 128 px model on the benchmark at 128 px over photographs, against the 64 px weights there:
-    python benchmarks/mask_quality.py --model exmask-tiny-128 --pretrained real --background photo --out results/regime-128/mask_quality_128.json
+    python benchmarks/mask_quality.py --model exmask-tiny-128 --pretrained real --background photo \
+        --out results/regime-128/mask_quality_128.json
     python benchmarks/mask_quality.py --pretrained real --background photo --out results/regime-128/mask_quality_64.json
 """
 from __future__ import annotations
@@ -28,13 +29,12 @@ import torch
 from avalanche_exmask.benchmarks.synthetic import _BACKGROUND_COLOURS, benchmark_classes, generate_synthetic
 from avalanche_exmask.config import ConfigError
 from avalanche_exmask.data.encode import SampleEncoder
-from avalanche_exmask.experiment import load_trained_model
 from avalanche_exmask.data.sample import MultimodalSample
+from avalanche_exmask.experiment import load_trained_model
 from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.masking.text_mask import TextMaskRule, class_name_token_ids, special_token_mask
-from avalanche_exmask.models.factory import get_tokenizer
 from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
-
+from avalanche_exmask.models.factory import get_tokenizer
 
 #: Words that describe only the part of a synthetic scene the object is not: background colours and
 #: patterns, distractor size and counts. None is a class word.
@@ -142,7 +142,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pretrained", default="synthetic", help="a shipped tag ('synthetic', 'real'), a file, or 'none' for random weights")
+    parser.add_argument(
+        "--pretrained", default="synthetic", help="a shipped tag ('synthetic', 'real'), a file, or 'none' for random weights"
+    )
     parser.add_argument("--model", default="exmask-tiny", help="the model config (exmask-tiny-128: 128 px, 16-pixel patches)")
     parser.add_argument("--background", choices=("default", "photo"), default="default", help="the benchmark's backgrounds")
     parser.add_argument("--image-attention", default="last", help="'last' (the paper), 'rollout' or a block index")

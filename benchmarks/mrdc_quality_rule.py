@@ -18,12 +18,12 @@ import json
 from pathlib import Path
 
 import torch
+from mask_quality import measured_model, scored_samples  # benchmarks/, the script's folder
 
 from avalanche_exmask.benchmarks.synthetic import benchmark_classes
 from avalanche_exmask.storage.budget import plain_exemplar_nbytes
 from avalanche_exmask.storage.codecs import JpegCodec
 from avalanche_exmask.storage.jpeg_quality import select_quality, volume_ratio
-from mask_quality import measured_model, scored_samples  # benchmarks/, the script's folder
 
 
 def main() -> None:

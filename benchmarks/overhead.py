@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import open_clip
 import torch
@@ -91,7 +91,7 @@ class StepTimer(SupervisedPlugin):
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
-        self.rotation: Optional[Rotation] = None
+        self.rotation: Rotation | None = None
         self.experiences: list[list[dict[str, float]]] = []
         self._last_end = self._start = self._forward = 0.0
 
@@ -208,7 +208,8 @@ def measure_methods(methods: list[str], geometry: dict[str, Any], benchmark, arg
     for experience in benchmark.train_stream:
         train_in_turns(built, experience, args)
     buffers = {method: replay_plugin_of(strategy).storage_policy for method, (strategy, _) in built.items()}
-    rates = decode_rates({method: (buffer.codec, [r for group in buffer.records.values() for r in group]) for method, buffer in buffers.items()})
+    stored = {method: (buffer.codec, [r for group in buffer.records.values() for r in group]) for method, buffer in buffers.items()}
+    rates = decode_rates(stored)
     rows = {}
     for method, (strategy, timer) in built.items():
         plugin = replay_plugin_of(strategy)
@@ -373,7 +374,8 @@ def print_table(results: dict[str, Any]) -> None:
     for geometry, block in results["geometries"].items():
         rates = block["decode_records_per_s"]
         print(f"{geometry:<8} " + " ".join(f"{rates[name]:>{max(9, len(name))}.0f}" for name in names))
-    print(f"\n{'geometry':<8} {'batch':>5} {'scoring ms':>10} {'masked enc+dec ms':>17} {'jpeg enc+dec ms':>15}   (current data through codec)")
+    print(f"\n{'geometry':<8} {'batch':>5} {'scoring ms':>10} {'masked enc+dec ms':>17} {'jpeg enc+dec ms':>15}"
+          "   (current data through codec)")
     for geometry, block in results["geometries"].items():
         parts = block["through_codec_parts"]
         print(f"{geometry:<8} {parts['batch']:>5} {1000 * parts['scoring_s']:>10.1f} {1000 * parts['masked_encode_decode_s']:>17.1f} "
@@ -398,7 +400,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         geometries = {
             64: {"model": "exmask-tiny", "pretrained": "synthetic", "classes": 10, "per_class": 40, "batch_size": 32, "epochs": 5},
-            224: {"model": register_tiny_224(Path(folder)), "pretrained": None, "classes": 6, "per_class": 24, "batch_size": 16, "epochs": 3},
+            224: {"model": register_tiny_224(Path(folder)), "pretrained": None, "classes": 6, "per_class": 24, "batch_size": 16,
+                  "epochs": 3},
         }
         for size in args.geometries:
             geometry = geometries[size]

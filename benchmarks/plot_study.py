@@ -6,8 +6,8 @@ method (mean over seeds, error bars one standard deviation), from the results fi
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ def points(root: Path) -> dict[str, tuple[float, float, float, int]]:
     if not files:
         raise SystemExit(f"error: {root}: no results files <group>/<method>_seed<k>.json")
     runs: dict[str, list[tuple[float, float]]] = {}
-    for run, path in zip(load_results(files), files):
+    for run, path in zip(load_results(files), files, strict=True):
         label = f"{path.parent.name}/{path.stem.rsplit('_seed', 1)[0]}"
         per_class = run.get("exemplars_per_class")  # mean over seen classes
         count = float(per_class or 0.0)
@@ -36,7 +36,7 @@ def points(root: Path) -> dict[str, tuple[float, float, float, int]]:
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Path:
+def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", type=Path, help="the study's results folder")
     parser.add_argument("--out", type=Path, default=None, help="figure file (default: <root>/final_accuracy.png)")

@@ -43,9 +43,9 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import open_clip
@@ -62,7 +62,7 @@ from avalanche_exmask.models.factory import PACKAGED_WEIGHTS, create_clip, regis
 MODEL_NAME = "exmask-tiny"
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=500, help="optimiser steps (one batch each)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of AdamW")
@@ -120,7 +120,7 @@ class _QueryCapture:
 
     def __init__(self, attn: nn.MultiheadAttention) -> None:
         self.attn = attn
-        self.call: Optional[tuple] = None
+        self.call: tuple | None = None
         self._handle = attn.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> None:
@@ -215,7 +215,7 @@ def pretrain(args: argparse.Namespace) -> tuple[nn.Module, dict]:
         capture.remove()
     tail = losses[-20:]
 
-    def final(values: list[float]) -> Optional[float]:
+    def final(values: list[float]) -> float | None:
         return round(float(np.mean(values[-20:])), 4) if values else None
 
     record = {
@@ -362,7 +362,7 @@ def evaluate(pretrained: nn.Module, seed: int, n_classes: int) -> dict:
     return results
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     """Run pretraining (or only evaluation), write weights and record; return the record."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -47,8 +47,8 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import open_clip
@@ -62,7 +62,6 @@ from pretrain_tiny_clip import _QueryCapture, attention_prior_loss, learning_rat
 
 from avalanche_exmask.benchmarks.clipart import HELD_OUT  # noqa: E402
 from avalanche_exmask.models.factory import PACKAGED_WEIGHTS, create_clip, register_packaged_configs  # noqa: E402
-
 
 
 def model_for_geometry(image_size: int, patch_size: int) -> str:
@@ -81,7 +80,7 @@ def model_for_geometry(image_size: int, patch_size: int) -> str:
     return geometries[(image_size, patch_size)]
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--openclipart", type=Path, default=Path("/usr/share/openclipart/png"),
                         help="the png folder of Debian's openclipart-png")
@@ -191,7 +190,7 @@ def pretrain(args: argparse.Namespace, material) -> tuple[torch.nn.Module, dict]
     if capture is not None:
         capture.remove()
 
-    def final(values: list[float]) -> Optional[float]:
+    def final(values: list[float]) -> float | None:
         return round(float(np.mean(values[-20:])), 4) if values else None
 
     record = {
@@ -209,7 +208,7 @@ def pretrain(args: argparse.Namespace, material) -> tuple[torch.nn.Module, dict]
     return model, record
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     register_packaged_configs()

@@ -21,7 +21,8 @@ Usage::
     python benchmarks/record_bytes.py
     python benchmarks/record_bytes.py --run runs/main/masking_seed0.json   # a run kept with --keep-checkpoints
     python benchmarks/record_bytes.py --run runs/main/masking_seed0.json --ratios 0.2 0.35
-    python benchmarks/record_bytes.py --per-class 8 --jpeg-qualities 10 30 50 70 90 95 97 --out results/synthetic/record_bytes_jpeg_qualities.json
+    python benchmarks/record_bytes.py --per-class 8 --jpeg-qualities 10 30 50 70 90 95 97 \
+        --out results/synthetic/record_bytes_jpeg_qualities.json
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mask_quality import measured_model, object_recall, scored_samples  # benchmarks/, the script's folder
 
 from avalanche_exmask.benchmarks.synthetic import benchmark_classes
 from avalanche_exmask.masking.image_mask import ImageMaskRule
@@ -38,7 +40,6 @@ from avalanche_exmask.registry import CODECS
 from avalanche_exmask.storage.budget import plain_exemplar_nbytes
 from avalanche_exmask.storage.codec_options import build_codec, resolve_codec_options
 from avalanche_exmask.storage.codecs import MaskedCodec
-from mask_quality import measured_model, object_recall, scored_samples  # benchmarks/, the script's folder
 
 
 def records_object_recall(records: list, object_patches: torch.Tensor) -> float | None:

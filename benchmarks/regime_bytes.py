@@ -34,8 +34,8 @@ import argparse
 import json
 import platform
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ SOURCES = ("synthetic-photo-128", "clipart-photo-128", "photos-128", "synthetic-
 JPEG_QUALITIES = (10, 30, 50, 70, 90)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
     parser.add_argument("--classes", type=int, default=20, help="synthetic classes")
@@ -120,7 +120,7 @@ def scores_on_grid(scores: MaskingScores, grid: int) -> MaskingScores:
     )
 
 
-def load_source(name: str, args: argparse.Namespace) -> tuple[np.ndarray, list[str], Optional[np.ndarray]]:
+def load_source(name: str, args: argparse.Namespace) -> tuple[np.ndarray, list[str], np.ndarray | None]:
     """``uint8 [n, 3, S, S]`` images, ``n`` captions and (benchmarks) ``bool [n, S, S]`` object masks."""
     size = int(name.rsplit("-", 1)[1])
     if name.startswith("synthetic-photo-"):
@@ -169,7 +169,7 @@ def measure(name: str, args: argparse.Namespace, model: MultimodalCLIPClassifier
     for row, codec in codecs(patch_size, args.composed_qualities, args.extra_jpeg).items():
         records = [codec.encode(batch[i], scores[i], 0) for i in range(len(texts))]
         mean = float(np.mean([record.nbytes for record in records]))
-        recall: Optional[float] = None
+        recall: float | None = None
         if truth is not None and getattr(records[0], "keep_mask", None) is not None:
             kept = torch.stack([torch.as_tensor(r.keep_mask).flatten().bool() for r in records])
             recall = round(float(((kept & truth).sum(1) / truth.sum(1).clamp(min=1)).mean()), 3)
@@ -202,7 +202,7 @@ def format_markdown(results: dict) -> str:
             + "\n".join(lines) + "\n")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -47,8 +47,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 
 def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def write_imagenet_r(root: Path, n_classes: int, per_class: int, size: tuple[int
     wnids = sorted(json.loads(WNIDS_FILE.read_text()))[:n_classes]
     rng = np.random.default_rng(0)
     lines = []
-    for c, wnid in enumerate(wnids):
+    for wnid in wnids:
         folder = root / "imagenet-r" / wnid
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
@@ -297,7 +297,7 @@ def main() -> None:
         # 4. evaluation
         model.eval()
         eval_loader = DataLoader(benchmark.test_stream[0].dataset, batch_size=args.batch_size, num_workers=max(args.workers))
-        eval_batches = [x for (x, *_), _ in zip(eval_loader, range(warmup + math.ceil(args.eval_images / args.batch_size)))]
+        eval_batches = [x for (x, *_), _ in zip(eval_loader, range(warmup + math.ceil(args.eval_images / args.batch_size)), strict=False)]
         with torch.no_grad():
             for x in eval_batches[:warmup]:
                 with autocast():

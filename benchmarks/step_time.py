@@ -53,7 +53,8 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, Any]:
     [config] = expand_runs(
         {
             "method": method, "seed": 0,
-            "benchmark": {"n_experiences": 2, "args": {"n_classes": args.classes, "train_per_class": args.train_per_class, "test_per_class": args.test_per_class}},
+            "benchmark": {"n_experiences": 2, "args": {
+                "n_classes": args.classes, "train_per_class": args.train_per_class, "test_per_class": args.test_per_class}},
             "train": {"epochs": 1, "batch_size": args.batch_size}, "logging": {"progress": False},
         },
         source="step_time",

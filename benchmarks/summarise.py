@@ -11,7 +11,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-
 from pathlib import Path
 
 from avalanche_exmask.reporting import aggregate, load_results, markdown_table, paired_differences, paired_markdown, variant_names
@@ -23,7 +22,7 @@ def baseline_labels(runs: list[dict], versus: list[str]) -> list[str]:
 
     :raises SystemExit: naming a path whose runs are not among ``runs``.
     """
-    names = dict(zip((run["_file"] for run in runs), variant_names(runs)))
+    names = dict(zip((run["_file"] for run in runs), variant_names(runs), strict=True))
     labels: list[str] = []
     for item in versus:
         path = Path(item)

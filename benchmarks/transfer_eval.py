@@ -37,8 +37,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ MODEL_NAME = "exmask-tiny"
 FEATURES = ("image", "text", "image_text")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", nargs="+", default=["real", "synthetic", "none"],
                         help="shipped tags, weights files, or 'none' (random initialisation, seed 0), each optionally"
@@ -167,7 +167,7 @@ def _summary(values: Sequence[float]) -> dict:
 
 
 def _paired(a: Sequence[float], b: Sequence[float]) -> dict:
-    mean, low, high = t_interval([x - y for x, y in zip(a, b)])
+    mean, low, high = t_interval([x - y for x, y in zip(a, b, strict=True)])
     return {"mean": round(mean, 2), "low": round(low, 2), "high": round(high, 2), "n": len(a)}
 
 
@@ -267,7 +267,7 @@ def format_table(results: dict) -> str:
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     results = evaluate(args)
     if args.out is not None:

@@ -29,8 +29,8 @@ def _observations(config_path: str) -> dict:
     from avalanche_exmask.config import load_runs
     from avalanche_exmask.experiment import build_benchmark
     from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
-    from avalanche_exmask.storage.buffer import MaskedExemplarBuffer, default_scorer
     from avalanche_exmask.storage.budget import budget_from_samples_per_class
+    from avalanche_exmask.storage.buffer import MaskedExemplarBuffer, default_scorer
     from avalanche_exmask.training.distributed_metrics import gathered_accuracy_metrics
     from avalanche_exmask.training.distributed_plugin import DistributedTrainingPlugin
     from avalanche_exmask.training.strategy import ExemplarMasking
@@ -54,7 +54,7 @@ def _observations(config_path: str) -> dict:
 
         def _record(self, phase, strategy):
             images = strategy.mb_x.image.flatten(1).long().sum(dim=1)
-            seen[phase].extend(zip(strategy.mb_y.tolist(), images.tolist()))
+            seen[phase].extend(zip(strategy.mb_y.tolist(), images.tolist(), strict=True))
 
     budget = budget_from_samples_per_class(2, 6, model.image_size, model.context_length)
     strategy = ExemplarMasking(
@@ -120,11 +120,12 @@ def _epoch_orders(config_path: str) -> dict[str, list[list[list[int]]]]:
 
         class Recorder(SupervisedPlugin, supports_distributed=True):
             def before_training_epoch(self, strategy, **kwargs):
-                epochs.append([])
+                epochs.append([])  # noqa: B023 (the plugin runs within this iteration of the seed loop)
 
             def before_training_iteration(self, strategy, **kwargs):
                 images = strategy.mb_x.image.flatten(1).long().sum(dim=1)
-                epochs[-1].extend([int(y), int(image)] for y, image in zip(strategy.mb_y, images))
+                batch = zip(strategy.mb_y, images, strict=True)
+                epochs[-1].extend([int(y), int(image)] for y, image in batch)  # noqa: B023 (as above)
 
         model = MultimodalCLIPClassifier(config.model.name, config.model.pretrained)
         strategy = Naive(model=model, optimizer=torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0),
@@ -137,11 +138,12 @@ def _epoch_orders(config_path: str) -> dict[str, list[list[list[int]]]]:
 
 def _caption(out: Path, command_line) -> list[str]:
     """Caption ``out/images`` into ``out/captions.jsonl``; the images this rank captioned."""
+    from fixtures_data import write_jpeg
+    from test_captions import PROMPT, tiny_instructblip
+
     from avalanche_exmask import distributed
     from avalanche_exmask.captions import generate
     from avalanche_exmask.captions.generate import list_images, part_path
-    from fixtures_data import write_jpeg
-    from test_captions import PROMPT, tiny_instructblip
 
     images, captions, model_dir = out / "images", out / "captions.jsonl", out / "captioner"
     if distributed.is_main_process():

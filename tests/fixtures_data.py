@@ -7,8 +7,8 @@ from __future__ import annotations
 import csv
 import json
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import open_clip
 import torch

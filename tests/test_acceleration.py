@@ -2,12 +2,11 @@
 on the tiny model (the same pieces at ViT-B/16 224 px: tests/test_scale_vit_b16.py)."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch._dynamo
 from avalanche.training.plugins import SupervisedPlugin
+from conftest import random_batch
 from torch.utils.flop_counter import FlopCounterMode
 
 from avalanche_exmask.config import ConfigError, LoaderSection, apply_override, expand_runs
@@ -15,8 +14,6 @@ from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.models.acceleration import compile_mlps, use_channels_last
 from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 from avalanche_exmask.training.mixed_precision import MixedPrecisionPlugin
-
-from conftest import random_batch
 
 
 def _with_kept_patches(images: torch.Tensor, kept: list[int], grid: int = 8, patch: int = 8) -> torch.Tensor:

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from avalanche.training import AGEM, DER, EWC, ER_ACE, GDumb, LwF, MIR, Cumulative, Naive, Replay
-from avalanche.training.plugins import EvaluationPlugin
 from avalanche.evaluation.metrics import accuracy_metrics
+from avalanche.training import AGEM, DER, ER_ACE, EWC, MIR, Cumulative, GDumb, LwF, Naive, Replay
+from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
 from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
@@ -47,5 +46,5 @@ def test_builtin_strategy_trains_and_evaluates(name, benchmark):
     accuracy = next(v for k, v in metrics.items() if k.startswith("Top1_Acc_Stream/eval_phase/test_stream"))
     assert 0.0 <= accuracy <= 1.0
     assert model.classifier.classifier.out_features >= 4
-    changed = any(not torch.equal(a, b) for a, b in zip(adapter_before, model.adapter.trainable_parameters()))
+    changed = any(not torch.equal(a, b) for a, b in zip(adapter_before, model.adapter.trainable_parameters(), strict=True))
     assert changed, f"{name} did not update the SSF parameters"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from datasets import ClassLabel, Dataset
 from datasets import Image as ImageFeature
+from fixtures_data import make_image_text_folder, write_captions, write_jpeg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
@@ -21,7 +22,6 @@ from avalanche_exmask.benchmarks.records import read_file_list
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import BadInputError, HFImageTextDataset, ImageTextDataset, check_image_file
 from avalanche_exmask.data.images import ImageLimits, UnusableImage, open_image
-from fixtures_data import make_image_text_folder, write_captions, write_jpeg
 
 ENCODER = SampleEncoder.for_model("exmask-tiny")
 

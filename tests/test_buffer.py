@@ -5,13 +5,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from avalanche.training import Naive
+from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from storage_fakes import TinyMaskingModel, random_sample
 from torch.utils.data import Dataset
-
-from avalanche.training import Naive
-from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
 
 from avalanche_exmask.benchmarks.common import build_class_incremental
 from avalanche_exmask.data.sample import MultimodalSample
@@ -245,7 +244,7 @@ def test_token_importance_is_computed_only_for_the_candidates_that_are_encoded()
     assert list(buffer.exemplars_per_class().values()) == [2, 2]
     # one text per encoded record (the two stored and the first that did not fit), not 6 per class
     assert len(model.asked) == len(encoded) == 6
-    assert all(a.shape == (1, CONTEXT) and torch.equal(a[0], e) for a, e in zip(model.asked, encoded))
+    assert all(a.shape == (1, CONTEXT) and torch.equal(a[0], e) for a, e in zip(model.asked, encoded, strict=True))
 
 
 def test_scores_of_a_class_are_freed_before_the_next_class_is_scored():

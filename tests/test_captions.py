@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures_data import write_jpeg
 from PIL import Image
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
@@ -26,7 +27,6 @@ from avalanche_exmask.benchmarks.image_text_folder import image_text_folder
 from avalanche_exmask.captions.cli import add_caption_parser
 from avalanche_exmask.captions.generate import caption_images, generate_captions, list_images, read_done
 from avalanche_exmask.data.image_text import BadInputError
-from fixtures_data import write_jpeg
 
 PROMPT = "describe the image"
 WORDS = "a photo of the describe image in detail short caption cat dog red blue green".split()

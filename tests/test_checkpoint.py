@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin
+from safetensors import safe_open
+from safetensors.torch import save_file
+from storage_fakes import TinyMaskingModel, random_sample
 
 from avalanche_exmask import checkpoint_file
 from avalanche_exmask.benchmarks.common import build_class_incremental
@@ -33,7 +33,6 @@ from avalanche_exmask.storage.budget import budget_from_samples_per_class
 from avalanche_exmask.storage.buffer import ByteBudgetBuffer
 from avalanche_exmask.storage.codecs import CimCodec, JpegCodec, MaskedCodec, RawCodec
 from avalanche_exmask.training.strategy import ExemplarMasking
-from storage_fakes import TinyMaskingModel, random_sample
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +185,7 @@ def test_every_record_type_round_trips(tmp_path, codec):
     load_checkpoint(path, model=torch.nn.Linear(2, 2), buffer=restored)
     assert _records(restored) == _records(buffer) and len(restored.buffer) == len(buffer.buffer)
     assert torch.equal(restored._generator.get_state(), buffer._generator.get_state())
-    for (a, *_), (b, *_) in zip(restored.buffer, buffer.buffer):
+    for (a, *_), (b, *_) in zip(restored.buffer, buffer.buffer, strict=True):
         assert torch.equal(a.image, b.image) and torch.equal(a.input_ids, b.input_ids)
 
 
@@ -379,8 +378,8 @@ def test_runner_resumes_an_interrupted_run_with_the_uninterrupted_results(tmp_pa
 def test_exemplar_masking_refuses_pickle_and_names_the_safe_route():
     import pickle
 
-    from avalanche_exmask.training.strategy import ExemplarMasking
     from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+    from avalanche_exmask.training.strategy import ExemplarMasking
 
     model = MultimodalCLIPClassifier(pretrained=None)
     strategy = ExemplarMasking(model=model, optimizer=torch.optim.SGD(model.classifier.parameters(), lr=0.1), mem_size=100_000)

@@ -195,7 +195,7 @@ def test_composite_mask_is_the_objects_alpha_on_top_of_clutter(fake_material):
     patches = material_module.patch_mask(mask, 8)
     assert patches.shape == (64,)
     rows, cols = mask.nonzero()
-    expected = {(r // 8) * 8 + c // 8 for r, c in zip(rows, cols)}
+    expected = {(r // 8) * 8 + c // 8 for r, c in zip(rows, cols, strict=True)}
     assert set(patches.nonzero()[0]) == expected
 
 

@@ -115,7 +115,8 @@ def test_jpeg_full_chroma_costs_more_and_keeps_colour_closer():
     assert full_record.nbytes > half_record.nbytes
     error = [(c.decode(r).image.float() - sample.image.float()).abs().mean() for c, r in ((half, half_record), (full, full_record))]
     assert error[1] < error[0]
-    assert JpegCodec(quality=50).encode(sample, scores, 0).data == JpegCodec(quality=50, chroma_subsampling="4:2:0").encode(sample, scores, 0).data
+    default = JpegCodec(quality=50).encode(sample, scores, 0).data
+    assert default == JpegCodec(quality=50, chroma_subsampling="4:2:0").encode(sample, scores, 0).data
     with pytest.raises(ValueError, match="chroma_subsampling"):
         JpegCodec(chroma_subsampling="4:1:1")
     with pytest.raises(ValueError, match="quality"):
@@ -166,8 +167,8 @@ def test_cim_pixels_once_decodes_as_stored_twice_for_fewer_bytes(size, downsampl
     low = -(-size // downsample)
     starts = [(i * size) // low for i in range(low)]
     ends = [-(-(i + 1) * size // low) for i in range(low)]
-    inside_rows = sum(1 for a, b in zip(starts, ends) if a >= top and b <= bottom)
-    inside_cols = sum(1 for a, b in zip(starts, ends) if a >= left and b <= right)
+    inside_rows = sum(1 for a, b in zip(starts, ends, strict=True) if a >= top and b <= bottom)
+    inside_cols = sum(1 for a, b in zip(starts, ends, strict=True) if a >= left and b <= right)
     assert inside_rows * inside_cols > 0
     assert twice.nbytes - once.nbytes == 3 * inside_rows * inside_cols
     assert torch.equal(CimCodec().decode(once).image, CimCodec().decode(twice).image)
@@ -263,7 +264,8 @@ def test_masked_background_stores_discarded_patches_at_low_resolution(background
     assert np.array_equal(restored[keep.numpy()], original[keep.numpy()])  # kept: exact
     error = np.abs(restored[~keep.numpy()].astype(int) - original[~keep.numpy()].astype(int)).mean()
     assert error < 12  # a smooth gradient is well approximated by a low-resolution background
-    assert torch.equal(decoded.input_ids, MaskedCodec(image_rule=rule, patch_size=patch, background_downsample=None).decode(black).input_ids)
+    black_codec = MaskedCodec(image_rule=rule, patch_size=patch, background_downsample=None)
+    assert torch.equal(decoded.input_ids, black_codec.decode(black).input_ids)
     with pytest.raises(ValueError, match="background_downsample"):
         MaskedCodec(patch_size=8, background_downsample=3)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from avalanche_exmask.experiment import run_experiment
 from avalanche_exmask.config import load_runs
+from avalanche_exmask.experiment import run_experiment
 
 CONFIG = Path(__file__).parents[1] / "benchmarks" / "configs" / "distributed_tiny.yaml"
 RESULTS = "distributed_tiny_masking_seed0.json"
@@ -33,8 +33,10 @@ def launch(tmp_path_factory):
     config = out / CONFIG.name
     shutil.copy(CONFIG, config)
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(Path(__file__).with_name("distributed_worker.py")), str(config), str(out)]
+    python_path = os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
+    worker = str(Path(__file__).with_name("distributed_worker.py"))
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", worker, str(config), str(out)]
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
@@ -82,7 +84,7 @@ def test_every_rank_holds_the_same_buffer_within_the_single_process_budget(launc
 def test_per_class_accuracies_are_gathered_over_the_ranks(launch):
     results = json.loads((launch["out"] / "results" / RESULTS).read_text())
     order = results["class_order"]
-    for t, (row, per_class) in enumerate(zip(results["accuracy_matrix"], results["class_accuracy_matrix"])):
+    for t, (row, per_class) in enumerate(zip(results["accuracy_matrix"], results["class_accuracy_matrix"], strict=True)):
         assert sorted(map(int, per_class)) == sorted(order[: 3 * (t + 1)])
         # 5 test images in every class: an experience's accuracy is the mean of its classes'
         for j in range(t + 1):
@@ -144,13 +146,14 @@ def test_captions_are_shared_among_ranks_resumed_and_merged_once(launch):
 
 # ------------------------------------------------------------------ one process, no process group
 def test_the_models_methods_are_reached_through_a_wrapper():
+    from conftest import random_batch
+
     from avalanche_exmask.distributed import batch_shard, gather_shards, unwrap_model
     from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
     from avalanche_exmask.storage.buffer import MaskedExemplarBuffer, default_scorer
     from avalanche_exmask.training.codec_augmentation import through_codec
     from avalanche_exmask.training.strategy import ExemplarMasking
     from avalanche_exmask.training.weight_aligning import _linear_head
-    from conftest import random_batch
 
     torch.manual_seed(0)
     model = MultimodalCLIPClassifier(pretrained=None)

@@ -6,13 +6,13 @@ import inspect
 from pathlib import Path
 
 import pytest
+from fixtures_data import make_image_text_folder, make_imagenet_r, make_upmc_food101
 
 from avalanche_exmask.benchmarks.image_text_folder import image_text_folder
 from avalanche_exmask.benchmarks.info import BenchmarkInfo
 from avalanche_exmask.benchmarks.mm_imagenet_r import mm_imagenet_r
 from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
 from avalanche_exmask.benchmarks.upmc_food101 import upmc_food101
-from fixtures_data import make_image_text_folder, make_imagenet_r, make_upmc_food101
 
 #: The keyword-only arguments every file-based generator takes, in this order, with these defaults.
 SHARED = {

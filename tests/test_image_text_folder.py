@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, load_from_disk
+from fixtures_data import make_image_text_folder, train_one_experience, write_captions, write_jpeg
 from PIL import Image
 
 from avalanche_exmask.benchmarks.image_text_folder import image_text_folder
 from avalanche_exmask.benchmarks.splits import stratified_split
 from avalanche_exmask.data.image_text import BadInputError, ImageTextDataset
 from avalanche_exmask.data.sample import MultimodalSample
-from fixtures_data import make_image_text_folder, train_one_experience, write_captions, write_jpeg
 
 SEVEN = {f"class{c}": 5 + c for c in range(7)}  # 5..11 images per class
 
@@ -182,7 +182,7 @@ def test_stratified_split_keeps_one_item_classes_in_train():
 def _hf_dataset(n_classes: int = 3, per_class: int = 5) -> Dataset:
     rows = [(Image.new("RGB", (20, 16), (40 * c, 10 * i, 0)), f"item {i} of class {c}", c)
             for c in range(n_classes) for i in range(per_class)]
-    images, texts, labels = zip(*rows)
+    images, texts, labels = zip(*rows, strict=True)
     dataset = Dataset.from_dict({"image": list(images), "text": list(texts), "label": list(labels)})
     return dataset.cast_column("label", ClassLabel(names=[f"name{c}" for c in range(n_classes)]))
 

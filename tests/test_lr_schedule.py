@@ -66,7 +66,7 @@ def test_cosine_schedule_spans_each_experience_of_a_replayed_run_and_restarts():
     for experience in benchmark.train_stream:
         strategy.train(experience)
     assert len(set(recorder.loader_lengths)) > 1  # the replayed loaders differ in length
-    for rates, length in zip(recorder.rates, recorder.loader_lengths):
+    for rates, length in zip(recorder.rates, recorder.loader_lengths, strict=True):
         assert len(rates) == 2 * length
         expected = [4e-3 * cosine_factor(step, 2 * length) for step in range(2 * length)]
         assert rates == pytest.approx(expected, rel=1e-6)  # starts at the base rate, every experience

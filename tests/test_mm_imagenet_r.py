@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import ClassLabel, Dataset
+from fixtures_data import make_imagenet_r, train_one_experience
 from PIL import Image
 
 from avalanche_exmask.benchmarks.mm_imagenet_r import IMAGENET_R_CLASSES, fixed_split, mm_imagenet_r
 from avalanche_exmask.benchmarks.records import Records
 from avalanche_exmask.data.image_text import BadInputError
-from fixtures_data import make_imagenet_r, train_one_experience
 
 WNIDS = ["n01443537", "n01484850", "n02099601", "n07753592", "n12267677"]  # 4 shipped + 1 below
 UNKNOWN = "n99999999"
@@ -89,7 +89,7 @@ def test_missing_listed_image_names_the_caption_line(data):
 def test_hf_dataset_labels_that_are_wnids_get_names():
     wnids = WNIDS[:3]
     rows = [(Image.new("RGB", (16, 16), (c * 60, i, 0)), f"caption {i}", c) for c in range(3) for i in range(5)]
-    images, texts, labels = map(list, zip(*rows))
+    images, texts, labels = map(list, zip(*rows, strict=True))
     dataset = Dataset.from_dict({"image": images, "text": texts, "label": labels}).cast_column(
         "label", ClassLabel(names=wnids)
     )

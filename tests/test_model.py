@@ -5,14 +5,13 @@ import copy
 
 import pytest
 import torch
+from conftest import random_batch
 from torch import nn
 
 from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.models.attention import AttentionRecorder, attention_rollout, block_attention_module
 from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 from avalanche_exmask.models.factory import create_clip, load_weights
-
-from conftest import random_batch
 
 
 def _randomise_ssf(model: MultimodalCLIPClassifier, seed: int = 0) -> None:
@@ -33,7 +32,7 @@ def test_attention_recorder_matches_need_weights_true(batch):
         attn = block_attention_module(tower, -1)
         inputs = {}
         handle = attn.register_forward_pre_hook(
-            lambda m, a, kw: inputs.update(x=a[0], mask=kw.get("attn_mask")), with_kwargs=True
+            lambda m, a, kw, inputs=inputs: inputs.update(x=a[0], mask=kw.get("attn_mask")), with_kwargs=True
         )
         with AttentionRecorder(attn) as recorder, torch.no_grad():
             run()
@@ -69,7 +68,8 @@ def test_class_activation_is_the_predicted_class_map(batch):
     """CAM: the predicted class's image-part head row dotted with each patch's normalised feature."""
     model = MultimodalCLIPClassifier(pretrained=None, initial_out_features=3).eval()
     with torch.no_grad():
-        model.classifier.classifier.weight.copy_(torch.randn(model.classifier.classifier.weight.shape, generator=torch.Generator().manual_seed(1)))
+        weight = model.classifier.classifier.weight
+        weight.copy_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(1)))
         scores = model.masking_scores(batch)
         predicted = model(batch).argmax(-1)
     assert scores.class_activation.shape == (4, model.num_patches)

@@ -114,7 +114,7 @@ def test_build_photo_backgrounds_rewrites_the_shipped_set(tmp_path):
     spec.loader.exec_module(module)
     source = tmp_path / "skimage-data"
     source.mkdir()
-    for name, entry in PHOTO_SOURCES.items():  # stand-ins for scikit-image's files, 300 x 200
+    for entry in PHOTO_SOURCES.values():  # stand-ins for scikit-image's files, 300 x 200
         Image.fromarray(np.full((200, 300, 3), 100, np.uint8)).save(source / entry["file"])
     written = module.main(["--skimage-data", str(source), "--out", str(tmp_path / "out"), "--short-side", "50"])
     assert sorted(p.name for p in written) == sorted(f"{n}.jpg" for n in PHOTO_SOURCES)

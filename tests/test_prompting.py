@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin
+from conftest import random_batch
 
 from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
 from avalanche_exmask.checkpoint import load_strategy_checkpoint, save_strategy_checkpoint
@@ -14,12 +14,11 @@ from avalanche_exmask.config import ConfigError, expand_runs
 from avalanche_exmask.models.attention import block_attention_module
 from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 from avalanche_exmask.models.dualprompt import DualPromptCLIP
-from avalanche_exmask.models.ease import COMPLETED, FROM_DATA, EASECLIP
+from avalanche_exmask.models.ease import COMPLETED, EASECLIP, FROM_DATA
 from avalanche_exmask.models.l2p import L2PCLIP
 from avalanche_exmask.models.prompt_injection import attention_prefixes, prompt_tokens, widen_attention_mask
 from avalanche_exmask.models.towers import pooled_features, towers_of
 from avalanche_exmask.training.prompting import DualPromptStrategy, EASEStrategy, LearningToPromptCLIP
-from conftest import random_batch
 
 METHODS = ("l2p", "dualprompt", "ease")
 
@@ -126,7 +125,7 @@ def test_checkpoint_round_trip_resumes_exactly(method, benchmark, trained):
     load_strategy_checkpoint(run["checkpoint"], resumed)
     resumed.train(benchmark.train_stream[1])
     saved = run["strategy"]
-    for (name, expected), (_, actual) in zip(saved.model.state_dict().items(), resumed.model.state_dict().items()):
+    for (name, expected), (_, actual) in zip(saved.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         torch.testing.assert_close(actual, expected, msg=lambda m, name=name: f"{name}: {m}")
     x = random_batch(3)
     saved.model.eval(), resumed.model.eval()
@@ -233,7 +232,7 @@ def test_text_prompts_keep_the_text_tower_causal():
     with prompt_tokens(tower.transformer, prompts, tower.prompt_position):
         for ids in (x.input_ids, changed):
             captured = {}
-            handle = tower.final_norm.register_forward_hook(lambda _m, _i, out: captured.setdefault("tokens", out))
+            handle = tower.final_norm.register_forward_hook(lambda _m, _i, out, captured=captured: captured.setdefault("tokens", out))
             model.clip.encode_text(ids)
             handle.remove()
             outputs.append(captured["tokens"])

@@ -6,7 +6,12 @@ import json
 import pytest
 
 from avalanche_exmask.reporting import (
-    aggregate, class_forgetting, load_results, markdown_table, paired_differences, t_interval,
+    aggregate,
+    class_forgetting,
+    load_results,
+    markdown_table,
+    paired_differences,
+    t_interval,
 )
 
 
@@ -38,7 +43,8 @@ def test_aggregate_means_and_std_over_seeds_and_separates_variants(tmp_path):
 
 
 def test_flat_configs_of_earlier_versions_name_variants_the_same_way():
-    flat = [{"config": {"method": "masking", "seed": s, "text_mode": mode}, "final_accuracy": 1.0} for s, mode in ((0, "both"), (0, "none"))]
+    flat = [{"config": {"method": "masking", "seed": s, "text_mode": mode}, "final_accuracy": 1.0}
+            for s, mode in ((0, "both"), (0, "none"))]
     rows = aggregate(flat)
     assert {row["name"] for row in rows} == {"masking (text_rule.mode=both)", "masking (text_rule.mode=none)"}
 
@@ -57,7 +63,9 @@ def test_paired_differences_pair_by_seed_with_t_intervals():
     with pytest.raises(ValueError, match="no runs named 'cim'"):
         paired_differences(runs, "cim")
     with pytest.raises(ValueError, match="share a seed but not the class order"):
-        paired_differences([_run("raw", 0, 1.0), _run("raw", 1, 1.0), _run("masking", 0, 2.0, order=(1, 0)), _run("masking", 1, 2.0)], "raw")
+        paired_differences(
+            [_run("raw", 0, 1.0), _run("raw", 1, 1.0), _run("masking", 0, 2.0, order=(1, 0)), _run("masking", 1, 2.0)], "raw"
+        )
     with pytest.raises(ValueError, match=">= 2 values"):
         t_interval([1.0])
 

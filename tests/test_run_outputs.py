@@ -192,7 +192,10 @@ def test_errors_print_one_line_and_a_traceback_only_when_asked(tmp_path, capsys,
     monkeypatch.delenv("EXMASK_DEBUG")
     missing = tmp_path / "no-such-data"
     data = tmp_path / "data.yaml"
-    data.write_text(f"method: raw\nbenchmark: {{name: image_text_folder, args: {{root: {missing}, captions: {missing}.jsonl}}}}\nmodel: {{pretrained: null}}\n")
+    data.write_text(
+        f"method: raw\nbenchmark: {{name: image_text_folder, args: {{root: {missing}, captions: {missing}.jsonl}}}}\n"
+        "model: {pretrained: null}\n"
+    )
     assert cli.main(["run", str(data), "--out", str(tmp_path / "out")]) == 1  # a data-set error, raised by the generator
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and str(missing) in err and "Traceback" not in err

@@ -107,7 +107,8 @@ def test_a_kept_checkpoint_gives_back_the_trained_model(run_study, tmp_path):
         load_trained_model(bad)
 
 
-@pytest.mark.parametrize("path", sorted((SCRIPT.parent / "configs").glob("*study*.yaml")) + sorted((SCRIPT.parent / "configs").glob("table1_*.yaml")),
+@pytest.mark.parametrize("path", sorted((SCRIPT.parent / "configs").glob("*study*.yaml"))
+                         + sorted((SCRIPT.parent / "configs").glob("table1_*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_study_files_validate(run_study, path, tmp_path):
     jobs = run_study.plan(run_study.read_study(path, []), tmp_path, [], str(path))

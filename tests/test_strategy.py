@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training import LwF
 from avalanche.training.plugins import EvaluationPlugin
@@ -14,10 +13,10 @@ from avalanche_exmask import __main__ as cli
 from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
 from avalanche_exmask.config import RunConfig
 from avalanche_exmask.experiment import run_experiment, summarise_accuracy
+from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
 from avalanche_exmask.storage.budget import budget_from_samples_per_class
 from avalanche_exmask.storage.buffer import ByteBudgetBuffer
-from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.storage.codecs import MaskedCodec, RawCodec
 from avalanche_exmask.training.augmentation import MultimodalAugmentation
 from avalanche_exmask.training.plugin import ExemplarMaskingPlugin

@@ -90,7 +90,7 @@ def test_captions_fit_the_context_and_name_attributes_only_sometimes():
     tokenizer = get_tokenizer("exmask-tiny")
     assert max(len(tokenizer.encode(text)) + 2 for text in generated.texts) <= 32
     names = [benchmark_classes()[label].name for label in generated.labels]
-    named = np.array([name in text for name, text in zip(names, generated.texts)])
+    named = np.array([name in text for name, text in zip(names, generated.texts, strict=True)])
     np.testing.assert_array_equal(named, generated.names_attributes)
     assert 0.4 < named.mean() < 0.6
     assert all("background" in text for text in generated.texts)

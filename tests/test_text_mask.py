@@ -82,7 +82,8 @@ def test_text_without_content_keeps_start_and_end_only():
     ids = torch.tensor([START, END, 0, 0, 0, 0, 0, 0])
     tokens, patches = _context_features()
     scores = _scores(torch.rand(8), tokens, patches)
-    keep = TextMaskRule(class_source="attention", class_kind="ratio", class_ratio=1.0, context_ratio=1.0)(ids, scores, torch.tensor([True, False]))
+    rule = TextMaskRule(class_source="attention", class_kind="ratio", class_ratio=1.0, context_ratio=1.0)
+    keep = rule(ids, scores, torch.tensor([True, False]))
     assert keep.tolist() == [True, True, False, False, False, False, False, False]
 
 

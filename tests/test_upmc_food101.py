@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict
+from fixtures_data import make_upmc_food101, train_one_experience, write_jpeg
 from PIL import Image
 
 from avalanche_exmask.benchmarks.upmc_food101 import upmc_food101
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.image_text import BadInputError
-from fixtures_data import make_upmc_food101, train_one_experience, write_jpeg
 
 CLASSES = ["apple_pie", "baby_back_ribs", "baklava", "beef_carpaccio", "beignets"]
 
@@ -101,7 +101,7 @@ def test_hf_dataset_dict_with_validation():
     def part(per_class):
         rows = [(Image.new("RGB", (16, 16), (c * 40, i, 0)), f"{name} title {i}", c)
                 for c, name in enumerate(CLASSES) for i in range(per_class)]
-        images, texts, labels = map(list, zip(*rows))
+        images, texts, labels = map(list, zip(*rows, strict=True))
         return Dataset.from_dict({"image": images, "text": texts, "label": labels}).cast_column(
             "label", ClassLabel(names=CLASSES)
         )
