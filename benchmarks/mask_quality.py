@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from avalanche_exmask.benchmarks.synthetic import _BACKGROUND_COLOURS, benchmark_classes, generate_synthetic
+from avalanche_exmask.benchmarks.synthetic import benchmark_classes, generate_synthetic
+from avalanche_exmask.benchmarks.synthetic_render import BACKGROUND_COLOURS
 from avalanche_exmask.config import ConfigError
 from avalanche_exmask.data.encode import SampleEncoder
 from avalanche_exmask.data.sample import MultimodalSample
@@ -38,7 +39,7 @@ from avalanche_exmask.models.factory import get_tokenizer
 
 #: Words that describe only the part of a synthetic scene the object is not: background colours and
 #: patterns, distractor size and counts. None is a class word.
-SCENE_WORDS = (*_BACKGROUND_COLOURS, "background", "plain", "tiled", "small", "more", "two", "three")
+SCENE_WORDS = (*BACKGROUND_COLOURS, "background", "plain", "tiled", "small", "more", "two", "three")
 
 #: Text rules compared: the paper's attention rule and the class-name rule at several context ratios.
 TEXT_RULES = {

@@ -16,7 +16,8 @@ from avalanche_exmask.benchmarks.common import build_class_incremental
 from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.storage.budget import budget_from_samples_per_class
-from avalanche_exmask.storage.buffer import ByteBudgetBuffer, MaskedExemplarBuffer, _fit_to_budget, default_scorer
+from avalanche_exmask.storage.budget_fit import fit_to_budget
+from avalanche_exmask.storage.buffer import ByteBudgetBuffer, MaskedExemplarBuffer, default_scorer
 from avalanche_exmask.storage.codecs import MaskedCodec, MaskedRecord, RawCodec, Record
 from avalanche_exmask.storage.selection import herding_order, random_order
 
@@ -58,10 +59,10 @@ def _records(label, sizes):
 
 
 def test_fit_to_budget_takes_selection_prefix_and_skips_leading_misfits():
-    assert _fit_to_budget([5, 3, 4], 8) == [0, 1]
-    assert _fit_to_budget([3, 10, 1], 5) == [0]  # stops at the first that does not fit
-    assert _fit_to_budget([10, 3, 3, 9, 1], 7) == [1, 2]  # leading misfit skipped
-    assert _fit_to_budget([10, 9], 8) == []
+    assert fit_to_budget([5, 3, 4], 8) == [0, 1]
+    assert fit_to_budget([3, 10, 1], 5) == [0]  # stops at the first that does not fit
+    assert fit_to_budget([10, 3, 3, 9, 1], 7) == [1, 2]  # leading misfit skipped
+    assert fit_to_budget([10, 9], 8) == []
     consumed = []
 
     def lazy():
@@ -69,7 +70,7 @@ def test_fit_to_budget_takes_selection_prefix_and_skips_leading_misfits():
             consumed.append(size)
             yield size
 
-    assert _fit_to_budget(lazy(), 5) == [0, 1]
+    assert fit_to_budget(lazy(), 5) == [0, 1]
     assert consumed == [2, 2, 5]  # nothing encoded past the first misfit
 
 

@@ -18,14 +18,20 @@ Accounting rules (all in bytes; a record's cost is :attr:`Record.nbytes`):
 * A share smaller than every record of a class raises :class:`ValueError` and leaves the buffer
   unchanged. Growing the budget (:meth:`ByteBudgetBuffer.resize`) adds no exemplar before the
   next update: candidates of past experiences are not kept.
+
+The pieces the buffer uses live beside it: the scorer (:mod:`~avalanche_exmask.storage.scoring`),
+the fitting rule (:mod:`~avalanche_exmask.storage.budget_fit`), the replay and candidate datasets
+(:mod:`~avalanche_exmask.storage.buffer_datasets`) and the statistics
+(:mod:`~avalanche_exmask.storage.buffer_stats`). The names of its interface (:data:`Scorer`,
+:data:`Augmentation`, :func:`default_scorer`, :class:`ClassStats`, :class:`BufferStats`) are
+importable from here too.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import sys
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, cast
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
@@ -36,12 +42,14 @@ from avalanche.training.storage_policy import (
 )
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.distributed import batch_shard, gather_shards, is_distributed, rank_aligned_rng, unwrap_model
 from avalanche_exmask.models.outputs import MaskingScores
-from avalanche_exmask.models.protocols import MaskScorer, TokenScorer
+from avalanche_exmask.storage.budget_fit import fit_to_budget, record_sizes
+from avalanche_exmask.storage.buffer_datasets import Augmentation, ListDataset, RecordDataset
+from avalanche_exmask.storage.buffer_stats import BufferStats, ClassStats, mean_of
 from avalanche_exmask.storage.codecs.base import Codec, Record
 from avalanche_exmask.storage.codecs.masked import MaskedCodec
+from avalanche_exmask.storage.scoring import Scorer, default_scorer, token_importance
 from avalanche_exmask.storage.selection import herding_order, random_order
 
 if TYPE_CHECKING:
@@ -57,176 +65,10 @@ __all__ = [
     "MaskedExemplarBuffer",
 ]
 
-Scorer = Callable[[torch.nn.Module, Sequence[Any], Any, int], tuple[MaskingScores, torch.Tensor]]
-"""``scorer(model, dataset, device, batch_size) -> (MaskingScores [n], labels long [n])``, one
-forward pass over a dataset of ``(x, y, t)`` items (the buffer passes a list), in dataset order,
-results on the CPU."""
-
-Augmentation = Callable[[Record, Sequence[Record], Callable[[Record], MultimodalSample]], MultimodalSample]
-"""``augmentation(record, class_records, decode) -> sample``: decode ``record``, possibly combined
-with other records of its class (``class_records`` includes ``record`` itself)."""
-
-
-def default_scorer(
-    model: torch.nn.Module, dataset: Dataset | Sequence[Any], device: Any, batch_size: int
-) -> tuple[MaskingScores, torch.Tensor]:
-    """Score ``dataset`` with ``model.masking_scores(x) -> MaskingScores [B]``.
-
-    Runs in eval mode under ``torch.no_grad()`` and restores the model's train/eval mode.
-
-    :return: ``(MaskingScores [n], labels long [n])`` on the CPU (without ``token_importance``:
-        the buffer computes it for the encoded candidates only).
-    """
-    scorer = cast(MaskScorer, model)  # the model's contract (see models/protocols.py)
-    was_training = model.training
-    model.eval()
-    scores: list[MaskingScores] = []
-    labels: list[torch.Tensor] = []
-    try:
-        with torch.no_grad():
-            # torch's hint asks for a Dataset; a DataLoader reads any sized, indexable sequence (a list).
-            for x, y, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):  # type: ignore[arg-type]
-                x = x.to(device)
-                scores.append(scorer.masking_scores(x).cpu())
-                labels.append(torch.as_tensor(y))
-    finally:
-        model.train(was_training)
-    # torch.cat of MaskingScores is a MaskingScores (tensordict's __torch_function__); torch's hint
-    # says Tensor.
-    return cast(MaskingScores, torch.cat(scores)), torch.cat(labels).long()  # type: ignore[arg-type]
-
-
-def _token_importance(model: torch.nn.Module, input_ids: torch.Tensor, device: Any) -> torch.Tensor:
-    """``model.token_importance`` (float ``[T]``, on the CPU) of one text, long ``[T]``, in eval mode.
-
-    Asked for lazily, record by record, as the buffer encodes in selection order: its cost (one
-    text-tower pass per content token) is paid only for candidates that are encoded.
-    """
-    model = unwrap_model(model)
-    scorer = cast(TokenScorer, model)  # the model's contract (see models/protocols.py)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return scorer.token_importance(input_ids[None].to(device))[0].cpu()
-    finally:
-        model.train(was_training)
-
 
 def _as_is(item: Any) -> Any:
     """A DataLoader ``collate_fn`` returning each item unchanged (module level: workers pickle it)."""
     return item
-
-
-def _fit_to_budget(sizes: Iterable[int], budget: int) -> list[int]:
-    """Indices of the records kept in a ``budget`` (bytes), given their sizes in selection order.
-
-    Records that do not fit before the first kept one are skipped; after it, the first record
-    that does not fit ends the walk (``sizes`` is not consumed further, so it may be lazy).
-
-    :return: increasing indices whose sizes sum to at most ``budget``; empty only if no single
-        record fits.
-    """
-    kept: list[int] = []
-    spent = 0
-    for index, size in enumerate(sizes):
-        if spent + size <= budget:
-            kept.append(index)
-            spent += size
-        elif kept:
-            break
-    return kept
-
-
-def _sizes(records: Iterable[Record], seen: list[Record]) -> Iterator[int]:
-    """The ``nbytes`` of ``records``, appending each record to ``seen`` as it is drawn."""
-    for record in records:
-        seen.append(record)
-        yield record.nbytes
-
-
-@dataclasses.dataclass(frozen=True)
-class ClassStats:
-    """What the buffer holds for one class.
-
-    :param n_exemplars: stored records.
-    :param nbytes: their accounted bytes.
-    :param kept_patch_fraction: mean kept-patch fraction (masked records; else ``None``).
-    :param kept_token_fraction: mean kept-token fraction (masked records; else ``None``).
-    """
-
-    n_exemplars: int
-    nbytes: int
-    kept_patch_fraction: float | None
-    kept_token_fraction: float | None
-
-
-@dataclasses.dataclass(frozen=True)
-class BufferStats:
-    """A snapshot of the buffer (bytes throughout).
-
-    :param budget_nbytes: ``max_size``.
-    :param accounted_nbytes: the sum of the stored records' ``nbytes``.
-    :param resident_nbytes: the bytes the records' Python objects occupy.
-    :param classes: per-class statistics.
-    """
-
-    codec: str
-    budget_nbytes: int
-    accounted_nbytes: int
-    resident_nbytes: int
-    classes: dict[int, ClassStats]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (class keys as strings)."""
-        summary = dataclasses.asdict(self)
-        summary["classes"] = {str(label): stats for label, stats in summary["classes"].items()}
-        return summary
-
-
-def _mean_of(values: Iterable[float | None]) -> float | None:
-    """Mean of the values that are not ``None``; ``None`` if there are none."""
-    present = [value for value in values if value is not None]
-    return sum(present) / len(present) if present else None
-
-
-class _ListDataset(Dataset):
-    """Items ``(x, y)`` of a list of candidates (an Avalanche selection strategy reads them)."""
-
-    def __init__(self, items: list) -> None:
-        self._items = items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, index: int):
-        x, y, *_ = self._items[index]
-        return x, y
-
-
-class _RecordDataset(Dataset):
-    """Items ``(MultimodalSample, label)`` decoded from records on access."""
-
-    def __init__(
-        self,
-        records: Mapping[int, list[Record]],
-        decode: Callable[[Record], MultimodalSample],
-        augmentation: Augmentation | None,
-    ) -> None:
-        self._by_class = dict(records)
-        self._items = [(label, position) for label, group in self._by_class.items() for position in range(len(group))]
-        self._decode = decode
-        self._augmentation = augmentation
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, index: int) -> tuple[MultimodalSample, int]:
-        label, position = self._items[index]
-        group = self._by_class[label]
-        if self._augmentation is None:
-            return self._decode(group[position]), label
-        return self._augmentation(group[position], group, self._decode), label
 
 
 class ByteBudgetBuffer(ExemplarsBuffer):
@@ -349,7 +191,7 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         for position in order.tolist():
             sample, item_scores = candidates[position][0], scores[position]
             if needs_importance:
-                item_scores.token_importance = _token_importance(model, sample.input_ids, device)
+                item_scores.token_importance = token_importance(model, sample.input_ids, device)
             yield self.codec.encode(sample, item_scores, label)
 
     def _score(self, model: torch.nn.Module, candidates: list, device: Any) -> tuple[MaskingScores, torch.Tensor]:
@@ -388,7 +230,7 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             order = self.selection.make_sorted_indices_from_features(scores.embedding)
         else:
             subset = _make_taskaware_classification_dataset(
-                _ListDataset(candidates), targets=[int(y) for _, y, *_ in candidates], task_labels=0
+                ListDataset(candidates), targets=[int(y) for _, y, *_ in candidates], task_labels=0
             )
             order = self.selection.make_sorted_indices(strategy, subset)
         order = torch.as_tensor(list(order), dtype=torch.long)
@@ -416,7 +258,7 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         fitted: dict[int, list[Record]] = {}
         for label, source in [*self._records.items(), *new.items()]:
             seen: list[Record] = []
-            kept = _fit_to_budget(_sizes(source, seen), shares[label])
+            kept = fit_to_budget(record_sizes(source, seen), shares[label])
             if isinstance(source, Generator):
                 source.close()  # frees the class's scores before the next class is scored
             if not kept:
@@ -428,7 +270,7 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             fitted[label] = [seen[index] for index in kept]
         self._records = fitted
         self.buffer = _make_taskaware_classification_dataset(
-            _RecordDataset(fitted, self.codec.decode, self.augmentation),
+            RecordDataset(fitted, self.codec.decode, self.augmentation),
             targets=[label for label, group in fitted.items() for _ in group],
             task_labels=0,
         )
@@ -512,8 +354,8 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             classes[label] = ClassStats(
                 n_exemplars=len(group),
                 nbytes=sum(record.nbytes for record in group),
-                kept_patch_fraction=_mean_of(record.kept_patch_fraction for record in group),
-                kept_token_fraction=_mean_of(record.kept_token_fraction for record in group),
+                kept_patch_fraction=mean_of(record.kept_patch_fraction for record in group),
+                kept_token_fraction=mean_of(record.kept_token_fraction for record in group),
             )
         return BufferStats(
             codec=self.codec.name,
