@@ -35,9 +35,12 @@ if [ "${SUMMARISE_ONLY:-0}" != 1 ]; then
 fi
 S="$PY benchmarks/summarise.py"
 present() { for group in "$@"; do [ -d "$OUT/$group" ] && echo "$OUT/$group"; done; }
-# Table 1: every pair of the paper presets (raw is main's run: current_through_codec is a no-op for it)
+# Table 1: every pair of the paper presets, with two raw rows: main's (an older commit, current data through
+# the identity codec) and paper-raw-check's (today's code, current data as they are; bit-identical to the
+# other setting on a tiny run, so what differs is the commit)
 # shellcheck disable=SC2046
-$S $(present $PRESETS) "$OUT"/main/raw_seed*.json --versus "$OUT"/main/raw_seed0.json $(present $PRESETS) > "$OUT/table1-paper-presets_paired.md"
+$S $(present $PRESETS paper-raw-check) "$OUT"/main/raw_seed*.json \
+  --versus "$OUT"/main/raw_seed0.json $(present $PRESETS paper-raw-check) > "$OUT/table1-paper-presets_paired.md"
 # each paper preset against the package default of its policy (main) and the composed variant
 for policy in masking mrdc cim; do
   $S $(present paper-$policy) "$OUT"/main/${policy}_seed*.json --versus "$OUT"/main/${policy}_seed0.json > "$OUT/table1-paper-$policy-vs-default_paired.md"
