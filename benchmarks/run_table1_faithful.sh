@@ -2,8 +2,8 @@
 # Table 1 at the papers' operating points (benchmarks/configs/table1_faithful.yaml; docs/table1-faithful.md),
 # then its paired tables. Resumable: a run whose results file exists is skipped. Seeds run in pairs
 # across the paper presets, so an interrupted study leaves complete, paired seeds; then the protocol
-# groups, paper-masking's ingredients and the operating-point curves.
-#   bash benchmarks/run_table1_faithful.sh            # about 6 hours on 2 CPU cores (105 runs at 3 epochs)
+# groups, the operating-point curves and paper-masking's ingredients.
+#   bash benchmarks/run_table1_faithful.sh            # about 7 hours on 2 CPU cores (109 runs at 3 epochs)
 #   SUMMARISE_ONLY=1 bash benchmarks/run_table1_faithful.sh
 # STUDY, OUT and DEFAULT_GROUPS (groups run in seed pairs beside the presets: a study that carries its
 # own `main`) select another study of the same groups: benchmarks/run_table1_128.sh.
@@ -21,17 +21,24 @@ if [ "${SUMMARISE_ONLY:-0}" != 1 ]; then
     # shellcheck disable=SC2086
     run --only $DEFAULT_GROUPS $PRESETS --seeds $seeds
   done
-  # protocol groups first (they settle the package defaults), then paper-masking's ingredients, each in
-  # seed pairs so that a stop leaves complete, paired seeds
-  for groups in "current-as-they-are" "paper-masking-pretrained-scores paper-masking-replay-per-class" \
-    "paper-masking-current-through-codec paper-masking-no-text-mask paper-masking-mean-colour-background paper-masking-no-augmentation"; do
+  # protocol groups first (they settle the package defaults), each in seed pairs so that a stop leaves
+  # complete, paired seeds; then raw at today's code and the operating-point curves (seeds 0-1 of every
+  # point before seed 2); then paper-masking's ingredients, in seed pairs
+  for groups in "current-as-they-are" "paper-masking-pretrained-scores paper-masking-replay-per-class"; do
     for seeds in "0 1" "2 3" "4"; do
       # shellcheck disable=SC2086
       run --only $groups --seeds $seeds
     done
   done
-  run --only paper-raw-check
-  run --only $(grep -o 'name: curve-[^ ,}]*' "$STUDY" | cut -d' ' -f2)
+  curves=$(grep -o 'name: curve-[^ ,}]*' "$STUDY" | cut -d' ' -f2)
+  # shellcheck disable=SC2086
+  run --only paper-raw-check $curves --seeds 0 1
+  # shellcheck disable=SC2086
+  run --only paper-raw-check $curves --seeds 2 3 4
+  for seeds in "0 1" "2 3" "4"; do
+    run --only paper-masking-current-through-codec paper-masking-no-text-mask paper-masking-mean-colour-background \
+      paper-masking-no-augmentation --seeds $seeds
+  done
 fi
 S="$PY benchmarks/summarise.py"
 present() { for group in "$@"; do [ -d "$OUT/$group" ] && echo "$OUT/$group"; done; }
