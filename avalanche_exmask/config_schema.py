@@ -169,11 +169,16 @@ class TrainSection:
     :param current_through_codec: probability that a current-data sample is replaced by its own
         decoded record (:class:`~avalanche_exmask.training.codec_augmentation.CurrentThroughCodecPlugin`;
         replay methods).
+    :param current_codec_scores: ``step`` (default) or ``experience``: when current data are scored
+        and encoded for that trip (in every step by the model as it is, or once an experience before
+        its training, decoded in the loader; see
+        :mod:`~avalanche_exmask.training.codec_augmentation`).
     """
 
     #: The fields that apply only to methods with an exemplar buffer.
     replay_fields: ClassVar[tuple[str, ...]] = (
-        "memory_batch", "replay_rate", "weight_aligning", "augmentation", "current_through_codec"
+        "memory_batch", "replay_rate", "weight_aligning", "augmentation", "current_through_codec",
+        "current_codec_scores",
     )
 
     epochs: int = 5
@@ -185,6 +190,7 @@ class TrainSection:
     weight_aligning: bool = False
     augmentation: AugmentationSection = AugmentationSection()
     current_through_codec: float = 1.0
+    current_codec_scores: Literal["step", "experience"] = "step"
 
     def __post_init__(self) -> None:
         if not 0 <= self.current_through_codec <= 1:
@@ -195,6 +201,8 @@ class TrainSection:
             raise ValueError(f"lr must be > 0; got {self.lr}")
         if self.replay_rate == "per_class" and self.memory_batch == "fixed":
             raise ValueError("replay_rate 'per_class' needs memory_batch 'class_share' or 'class_balanced'")
+        if self.current_codec_scores not in ("step", "experience"):
+            raise ValueError(f"current_codec_scores must be 'step' or 'experience'; got {self.current_codec_scores!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine'; got {self.lr_schedule!r}")
 

@@ -44,6 +44,7 @@ def buffered_replay(codec: str) -> Callable[[BuildContext], Naive]:
             replay_rate=config.train.replay_rate,
             weight_aligning=config.train.weight_aligning,
             current_through_codec=config.train.current_through_codec,
+            current_codec_scores=config.train.current_codec_scores,
             seed=config.seed,
             plugins=template_kwargs.pop("plugins", []),
         )

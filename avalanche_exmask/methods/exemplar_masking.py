@@ -21,6 +21,7 @@ def build(context: BuildContext) -> ExemplarMasking:
         replay_rate=config.train.replay_rate,
         weight_aligning=config.train.weight_aligning,
         current_through_codec=config.train.current_through_codec,
+        current_codec_scores=config.train.current_codec_scores,
         seed=config.seed,
         **context.template_kwargs,
     )

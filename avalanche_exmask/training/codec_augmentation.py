@@ -11,20 +11,40 @@ probability ``p``, by its own record as the codec would store and decode it (ima
 scored by the model being trained (one extra no-grad forward pass over the chosen samples, skipped
 for a codec that declares ``uses_scores = False``, e.g. JPEG). A codec that declares
 ``lossless = True`` (raw) is skipped: its records decode to the sample itself.
+
+When the scores are taken is the plugin's ``scores`` setting:
+
+* ``"step"``: in every training step, by the model as it is at that step; the scoring forward and
+  the encode + decode of the chosen current samples run inside the step.
+* ``"experience"``: once an experience, before its training, by the model as the previous
+  experience left it. The chosen samples are scored (one no-grad pass over them) and encoded then;
+  the training dataset serves each chosen sample as its record, decoded on access, i.e. in the
+  training loader's workers when it has some. The step then holds no codec work: a record decodes
+  in well under a millisecond. Which samples are replaced is drawn once an experience (the same
+  samples in every epoch), and a random training transform is drawn once for a replaced sample
+  (its record is what is trained in every epoch). For a codec that does not use scores (JPEG) the
+  records, and so the training inputs, are those of ``"step"`` at ``probability = 1``.
 """
 from __future__ import annotations
 
-from typing import Any, cast
+import time
+from collections.abc import Mapping
+from typing import Any, Literal, cast
 
 import torch
+from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
 from avalanche.training.plugins import SupervisedPlugin
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.distributed import unwrap_model
 from avalanche_exmask.models.outputs import MaskingScores
 from avalanche_exmask.models.protocols import MaskScorer
 
-__all__ = ["through_codec", "CurrentThroughCodecPlugin"]
+__all__ = ["CurrentScores", "through_codec", "encode_through_codec", "RecordsInPlaceDataset", "CurrentThroughCodecPlugin"]
+
+CurrentScores = Literal["step", "experience"]
+"""When current data are scored for their trip through the codec (see the module docstring)."""
 
 
 @torch.no_grad()
@@ -51,6 +71,52 @@ def through_codec(model: torch.nn.Module, codec: Any, x: MultimodalSample, label
     )
 
 
+@torch.no_grad()
+def encode_through_codec(model: torch.nn.Module, codec: Any, dataset: Dataset, device: Any, batch_size: int) -> list[Any]:
+    """The records ``codec`` makes of every ``(x, y, ...)`` item of ``dataset``, in order, scored in
+    batches of ``batch_size`` by ``model`` in eval mode (no forward pass for a codec that declares
+    ``uses_scores = False``). The global random state is left as it was.
+
+    :return: one ``Record`` per item.
+    """
+    records: list[Any] = []
+    uses_scores = getattr(codec, "uses_scores", True)
+    # a private generator: the loader's seed draw leaves the global RNG (the training order) untouched
+    for x, y, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator()):
+        scores = _scores(model, codec, x.to(device)) if uses_scores else None
+        images, input_ids = x.image.cpu(), x.input_ids.cpu()
+        records.extend(
+            codec.encode(make_sample(images[i], input_ids[i]), None if scores is None else scores[i], int(label))
+            for i, label in enumerate(torch.as_tensor(y).tolist())
+        )
+    return records
+
+
+class RecordsInPlaceDataset(Dataset):
+    """``dataset``'s ``(x, y)`` items, with ``x`` replaced by ``decode(records[index])`` at the indices
+    ``records`` holds (decoded on access, so in a DataLoader's workers when it has some).
+
+    :param dataset: items ``(x, y, ...)``; only ``x`` and ``y`` are passed on.
+    :param records: dataset index -> the record that replaces its ``x``.
+    :param decode: ``Record -> MultimodalSample``.
+    """
+
+    def __init__(self, dataset: Dataset, records: Mapping[int, Any], decode: Any) -> None:
+        self._dataset = dataset
+        self._records = dict(records)
+        self._decode = decode
+
+    def __len__(self) -> int:
+        return len(self._dataset)  # type: ignore[arg-type]  # an Avalanche dataset is sized
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        record = self._records.get(index)
+        if record is None:
+            x, y, *_ = self._dataset[index]
+            return x, y
+        return self._decode(record), int(self._dataset.targets[index])  # type: ignore[attr-defined]
+
+
 def _scores(model: torch.nn.Module, codec: Any, x: MultimodalSample) -> MaskingScores:
     """The model's batched ``MaskingScores [B]`` of ``x`` in eval mode (on the CPU), with the token
     importance when ``codec`` needs it; the model's train/eval mode is restored."""
@@ -74,19 +140,47 @@ class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):  #
     :param codec: the buffer's codec.
     :param probability: chance for each current-data sample of a training batch, in ``[0, 1]``.
     :param seed: seeds the private draw of which samples are replaced.
+    :param scores: ``"step"`` (default) or ``"experience"``: when the samples are scored and encoded
+        (see the module docstring).
+
+    ``replaced`` counts replaced samples: each time one is trained (``"step"``), or each sample
+    encoded (``"experience"``). ``pass_seconds`` holds, with ``"experience"``, the wall time (s) of
+    each experience's scoring and encoding pass (before training, so outside the training steps).
     """
 
-    def __init__(self, codec: Any, probability: float, seed: int | None = 0) -> None:
+    def __init__(self, codec: Any, probability: float, seed: int | None = 0, scores: CurrentScores = "step") -> None:
         if not 0 <= probability <= 1:
             raise ValueError(f"probability must be in [0, 1]; got {probability}")
+        if scores not in ("step", "experience"):
+            raise ValueError(f"scores must be 'step' or 'experience'; got {scores!r}")
         super().__init__()
         self.codec = codec
         self.probability = probability
+        self.scores = scores
         self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.replaced = 0
+        self.pass_seconds: list[float] = []
+
+    def after_train_dataset_adaptation(self, strategy, **kwargs) -> None:
+        """With ``scores="experience"``: encode the chosen samples of the experience's training data
+        and train them as their records (the replay plugin builds its loader from this dataset)."""
+        if self.scores != "experience" or getattr(self.codec, "lossless", False):
+            return
+        start = time.perf_counter()
+        dataset = strategy.adapted_dataset
+        chosen = torch.rand(len(dataset), generator=self._generator) < self.probability
+        index = torch.nonzero(chosen).flatten().tolist()
+        records = encode_through_codec(strategy.model, self.codec, Subset(dataset, index), strategy.device, strategy.eval_mb_size)
+        strategy.adapted_dataset = _make_taskaware_classification_dataset(
+            RecordsInPlaceDataset(dataset, dict(zip(index, records, strict=True)), self.codec.decode),
+            targets=list(dataset.targets),
+            task_labels=list(dataset.targets_task_labels),
+        )
+        self.replaced += len(index)
+        self.pass_seconds.append(time.perf_counter() - start)
 
     def before_forward(self, strategy, **kwargs) -> None:
-        if getattr(self.codec, "lossless", False):
+        if self.scores != "step" or getattr(self.codec, "lossless", False):
             return
         labels = strategy.mb_y.cpu()
         current = torch.isin(labels, torch.as_tensor(sorted(strategy.experience.classes_in_this_experience)))

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from avalanche_exmask.storage.buffer import ByteBudgetBuffer
 from avalanche_exmask.training.augmentation import MultimodalAugmentation
-from avalanche_exmask.training.codec_augmentation import CurrentThroughCodecPlugin
+from avalanche_exmask.training.codec_augmentation import CurrentScores, CurrentThroughCodecPlugin
 from avalanche_exmask.training.plugin import ByteBudgetReplayPlugin
 from avalanche_exmask.training.weight_aligning import WeightAligningPlugin
 
@@ -27,6 +27,7 @@ def byte_budget_replay_plugins(
     replay_rate: Literal["per_record", "per_class"] = "per_record",
     weight_aligning: bool = False,
     current_through_codec: float = 1.0,
+    current_codec_scores: CurrentScores = "step",
     seed: int = 0,
     plugins: Sequence[Any] = (),
     buffer_class: type[ByteBudgetBuffer] = ByteBudgetBuffer,
@@ -62,6 +63,6 @@ def byte_budget_replay_plugins(
     if weight_aligning:
         stack.append(WeightAligningPlugin())
     if current_through_codec:
-        stack.append(CurrentThroughCodecPlugin(buffer.codec, current_through_codec, seed=seed))
+        stack.append(CurrentThroughCodecPlugin(buffer.codec, current_through_codec, seed=seed, scores=current_codec_scores))
     stack.extend(plugins)
     return stack

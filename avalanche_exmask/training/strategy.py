@@ -13,6 +13,7 @@ from avalanche_exmask.models.protocols import Patched
 from avalanche_exmask.storage.buffer import MaskedExemplarBuffer
 from avalanche_exmask.storage.codecs import MaskedCodec
 from avalanche_exmask.training.augmentation import MultimodalAugmentation
+from avalanche_exmask.training.codec_augmentation import CurrentScores
 from avalanche_exmask.training.plugin import ExemplarMaskingPlugin
 from avalanche_exmask.training.replay_stack import byte_budget_replay_plugins
 
@@ -71,6 +72,8 @@ class ExemplarMasking(SupervisedTemplate):
         its own masked version, so that new and old classes look alike
         (:class:`~avalanche_exmask.training.codec_augmentation.CurrentThroughCodecPlugin`; the
         README's ablation measures 0 against the default).
+    :param current_codec_scores: ``"step"`` (default) or ``"experience"``: when those samples are
+        scored and encoded (see :mod:`~avalanche_exmask.training.codec_augmentation`).
     :param seed: seeds selection, the candidate cap and the current-data draws.
     :param base_kwargs: the remaining arguments of Avalanche's ``SupervisedTemplate``
         (``train_mb_size``, ``train_epochs``, ``eval_mb_size``, ``device``, ``plugins``,
@@ -93,6 +96,7 @@ class ExemplarMasking(SupervisedTemplate):
         replay_rate: Literal["per_record", "per_class"] = "per_record",
         weight_aligning: bool = False,
         current_through_codec: float = 1.0,
+        current_codec_scores: CurrentScores = "step",
         seed: int = 0,
         **base_kwargs: Any,
     ) -> None:
@@ -107,6 +111,7 @@ class ExemplarMasking(SupervisedTemplate):
             replay_rate=replay_rate,
             weight_aligning=weight_aligning,
             current_through_codec=current_through_codec,
+            current_codec_scores=current_codec_scores,
             seed=seed,
             plugins=base_kwargs.pop("plugins", None) or [],
             buffer_class=MaskedExemplarBuffer,

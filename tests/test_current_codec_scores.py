@@ -1,0 +1,125 @@
+"""Current data through the codec, scored once an experience (``current_codec_scores: experience``)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from avalanche.evaluation.metrics import accuracy_metrics
+from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
+from avalanche.training.templates import SupervisedTemplate
+
+from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
+from avalanche_exmask.masking.image_mask import ImageMaskRule
+from avalanche_exmask.masking.text_mask import TextMaskRule
+from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+from avalanche_exmask.storage.budget import budget_from_samples_per_class
+from avalanche_exmask.storage.buffer import ByteBudgetBuffer
+from avalanche_exmask.storage.codecs import MaskedCodec
+from avalanche_exmask.training.codec_augmentation import CurrentThroughCodecPlugin
+from avalanche_exmask.training.plugin import ByteBudgetReplayPlugin
+
+
+def _tiny_config(method: str, scores: str, **train):
+    from avalanche_exmask.config import RunConfig
+
+    return RunConfig.from_dict({
+        "method": method, "model": {"pretrained": None}, "logging": {"progress": False},
+        "benchmark": {"n_experiences": 2, "args": {"n_classes": 4, "train_per_class": 6, "test_per_class": 2}},
+        "train": {"epochs": 2, "batch_size": 8, "current_codec_scores": scores, **train},
+        "storage": {"budget": {"samples_per_class": 2}},
+    })
+
+
+def test_a_score_free_codec_trains_the_same_inputs_whether_encoded_each_step_or_once_an_experience():
+    """JPEG records do not depend on scores: at probability 1 both settings train identical batches."""
+    from avalanche_exmask.experiment import run_experiment
+
+    step = run_experiment(_tiny_config("mrdc", "step"))
+    experience = run_experiment(_tiny_config("mrdc", "experience"))
+    assert experience["accuracy_matrix"] == step["accuracy_matrix"]
+    assert experience["class_accuracy_matrix"] == step["class_accuracy_matrix"]
+    assert experience["buffer"]["classes"] == step["buffer"]["classes"]
+
+
+def test_scores_once_an_experience_leave_the_training_steps_free_of_codec_work_and_train_the_records():
+    benchmark = synthetic_multimodal(n_classes=4, n_experiences=2, train_per_class=8, test_per_class=2, seed=0)
+    model = MultimodalCLIPClassifier(pretrained=None)
+    codec = MaskedCodec(image_rule=ImageMaskRule(kind="ratio", ratio=0.25), text_rule=TextMaskRule(mode="none"),
+                        background_downsample=None, patch_size=model.patch_size)
+    scoring_calls = {"training": 0, "eval": 0}
+    real_scores = model.masking_scores
+
+    def counting_scores(x, **kwargs):
+        scoring_calls["training" if counting_scores.in_step else "eval"] += 1
+        return real_scores(x, **kwargs)
+
+    counting_scores.in_step = False
+    model.masking_scores = counting_scores
+
+    class StepWatcher(SupervisedPlugin):
+        """Marks scoring calls made inside a training step, and records the current samples' black share."""
+
+        def __init__(self):
+            super().__init__()
+            self.current_black: list[float] = []
+
+        def before_training_iteration(self, strategy, **kwargs):
+            counting_scores.in_step = True
+
+        def after_training_iteration(self, strategy, **kwargs):
+            counting_scores.in_step = False
+
+        def before_backward(self, strategy, **kwargs):
+            current = torch.isin(strategy.mb_y.cpu(), torch.tensor(sorted(strategy.experience.classes_in_this_experience)))
+            black = (strategy.mb_x.image == 0).all(dim=1).flatten(1).float().mean(1).cpu()
+            self.current_black.extend(black[current].tolist())
+
+    budget = budget_from_samples_per_class(2, 4, model.image_size, model.context_length)
+    buffer = ByteBudgetBuffer(max_size=budget, codec=codec, mode="per_class", total_num_classes=4)
+    plugin = CurrentThroughCodecPlugin(codec, probability=1.0, seed=0, scores="experience")
+    watcher = StepWatcher()
+    strategy = SupervisedTemplate(
+        model=model, optimizer=torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0),
+        train_mb_size=8, train_epochs=2, eval_mb_size=5,
+        plugins=[ByteBudgetReplayPlugin(mem_size=budget, storage_policy=buffer), plugin, watcher],
+        evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
+    )
+    for experience in benchmark.train_stream:
+        strategy.train(experience, num_workers=1)  # records decoded in the loader's worker
+    assert scoring_calls["training"] == 0
+    # 16 current samples an experience, scored in batches of 5 (4 calls), then the buffer's own pass
+    assert plugin.replaced == 32 and len(plugin.pass_seconds) == 2
+    assert scoring_calls["eval"] >= 8
+    # every current sample is trained as its record: 75% of its patches discarded (black), in both epochs
+    assert len(watcher.current_black) == 2 * 2 * 16
+    assert all(0.70 <= share <= 0.80 for share in watcher.current_black)
+
+
+def test_records_in_place_serve_each_replaced_sample_as_its_decoded_record():
+    from avalanche_exmask.training.codec_augmentation import RecordsInPlaceDataset, encode_through_codec
+
+    benchmark = synthetic_multimodal(n_classes=2, n_experiences=1, train_per_class=3, test_per_class=1, seed=0)
+    dataset = benchmark.train_stream[0].dataset
+    model = MultimodalCLIPClassifier(pretrained=None)
+    codec = MaskedCodec(image_rule=ImageMaskRule(kind="ratio", ratio=0.5), text_rule=TextMaskRule(mode="none"),
+                        background_downsample=None, patch_size=model.patch_size)
+    records = encode_through_codec(model, codec, torch.utils.data.Subset(dataset, [1, 4]), "cpu", batch_size=2)
+    assert len(records) == 2
+    served = RecordsInPlaceDataset(dataset, {1: records[0], 4: records[1]}, codec.decode)
+    assert len(served) == len(dataset)
+    for index in range(len(dataset)):
+        x, y, *_ = dataset[index]
+        got, label = served[index]
+        assert label == int(y)
+        if index in (1, 4):
+            expected = codec.decode(records[(1, 4).index(index)])
+            assert torch.equal(got.image, expected.image) and not torch.equal(got.image, x.image)
+        else:
+            assert torch.equal(got.image, x.image)
+
+
+def test_an_unknown_current_codec_scores_setting_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match="current_codec_scores"):
+        _tiny_config("masking", "batch")
+    codec = MaskedCodec()
+    with pytest.raises(ValueError, match="scores"):
+        CurrentThroughCodecPlugin(codec, probability=1.0, scores="epoch")  # type: ignore[arg-type]
