@@ -15,6 +15,9 @@ so every method's steps meet the same load on a shared machine. Per method:
 * **through codec**: the part of a step before the forward (for a lossy codec, the current data's
   no-grad scoring pass, encode and decode: ``train.current_through_codec``); the step ratio with it
   removed from both steps;
+* **pass**: with ``+experience``, the per-experience scoring and encoding pass of the current data
+  (before the first experience's training) over that experience's training time;
+* **exp-1 total**: the first experience's training time plus that pass, over ``raw``'s training time;
 * **first experience**: its median step time (no replay yet: current data only, through the codec
   for a lossy one) relative to ``raw``'s;
 * **masking + selection**: the buffer update after the first experience (scoring pass, herding,
@@ -52,6 +55,10 @@ import torch
 from avalanche.training.plugins import SupervisedPlugin
 
 METHODS = ("raw", "mrdc", "cim", "masking")
+#: a lossy method with ``train.current_codec_scores: experience`` (current data scored and encoded once
+#: an experience, their records decoded in the loader) is the method's name with this suffix
+EXPERIENCE_SCORES = "+experience"
+CHOICES = (*METHODS, *(f"{method}{EXPERIENCE_SCORES}" for method in METHODS[1:]))
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "avalanche_exmask" / "models" / "configs" / "exmask-tiny.json"
 
 
@@ -95,7 +102,8 @@ class StepTimer(SupervisedPlugin):
         self.experiences: list[list[dict[str, float]]] = []
         self._last_end = self._start = self._forward = 0.0
 
-    def before_training_exp(self, strategy, **kwargs) -> None:
+    def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
+        # the turn covers the current data's per-experience pass (``+experience``), which runs next
         if self.rotation is not None:
             self.rotation.acquire(self.name)
         self.experiences.append([])
@@ -134,7 +142,8 @@ def register_tiny_224(folder: Path) -> str:
 
 
 def build(method: str, geometry: dict[str, Any], benchmark, args: argparse.Namespace):
-    """``method`` built by its registered builder (from a model seeded with 0); returns the strategy
+    """``method`` built by its registered builder (from a model seeded with 0), with
+    ``current_codec_scores: experience`` for a name ending in ``+experience``; returns the strategy
     and its :class:`StepTimer`."""
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
@@ -147,10 +156,13 @@ def build(method: str, geometry: dict[str, Any], benchmark, args: argparse.Names
 
     [config] = expand_runs(
         {
-            "method": method, "seed": 0, "model": {"name": geometry["model"], "pretrained": geometry["pretrained"]},
+            "method": method.removesuffix(EXPERIENCE_SCORES), "seed": 0,
+            "model": {"name": geometry["model"], "pretrained": geometry["pretrained"]},
             "benchmark": {"n_experiences": 2, "args": {"n_classes": geometry["classes"]}},
             "storage": {"budget": {"samples_per_class": args.samples_per_class, "mode": "per_class"}},
-            "train": {"epochs": geometry["epochs"], "batch_size": geometry["batch_size"]}, "logging": {"progress": False},
+            "train": {"epochs": geometry["epochs"], "batch_size": geometry["batch_size"],
+                      "current_codec_scores": "experience" if method.endswith(EXPERIENCE_SCORES) else "step"},
+            "logging": {"progress": False},
         },
         source="overhead",
     )
@@ -168,7 +180,7 @@ def build(method: str, geometry: dict[str, Any], benchmark, args: argparse.Names
             evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
         ),
     )
-    return REGISTERED.get(method).build(context), timer
+    return REGISTERED.get(config.method).build(context), timer
 
 
 def loader_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -203,6 +215,7 @@ def measure_methods(methods: list[str], geometry: dict[str, Any], benchmark, arg
     """Every method's row (see the module docstring). Each experience is trained by every method
     in threads that take turns step by step (:class:`Rotation`)."""
     from avalanche_exmask.methods.buffered import replay_plugin_of
+    from avalanche_exmask.training.codec_augmentation import CurrentThroughCodecPlugin
 
     built = {method: build(method, geometry, benchmark, args) for method in methods}
     for experience in benchmark.train_stream:
@@ -216,6 +229,8 @@ def measure_methods(methods: list[str], geometry: dict[str, Any], benchmark, arg
         first = plugin.timings[0]
         steps = timer.experiences[1][1:]  # the first step of the experience starts the loader
         records = sum(len(group) for group in buffers[method].records.values())
+        passes = [p.pass_seconds for p in strategy.plugins if isinstance(p, CurrentThroughCodecPlugin)]
+        train_s = sum(s["step"] for s in timer.experiences[0])
         rows[method] = {
             "method": method,
             "steps": len(steps),
@@ -225,8 +240,9 @@ def measure_methods(methods: list[str], geometry: dict[str, Any], benchmark, arg
             "current_batch": plugin.timings[1]["current_batch"],
             "memory_batch": plugin.timings[1]["memory_batch"],
             "update_s": first["update_s"],
-            "train_s": sum(s["step"] for s in timer.experiences[0]),
-            "update_over_train": first["update_s"] / sum(s["step"] for s in timer.experiences[0]),
+            "train_s": train_s,
+            "update_over_train": first["update_s"] / train_s,
+            "pass_over_train": passes[0][0] / train_s if passes and passes[0] else 0.0,
             "first_experience_step_s": statistics.median(s["step"] for s in timer.experiences[0][1:]),
             "records": records,
             "record_bytes_mean": buffers[method].accounted_nbytes / records,
@@ -352,16 +368,17 @@ def codec_decode_rates(geometry: dict[str, Any], benchmark, args: argparse.Names
 
 def print_table(results: dict[str, Any]) -> None:
     """The one table: per geometry and method, and the token-dropping rows."""
-    header = (f"{'geometry':<8} {'method':<8} {'step ms':>8} {'x raw':>6} {'codec ms':>9} {'x raw w/o':>9} "
-              f"{'exp-1 x raw':>11} {'update/train':>12} {'decode/s':>9} {'data wait':>9}")
+    header = (f"{'geometry':<8} {'method':<18} {'step ms':>8} {'x raw':>6} {'codec ms':>9} {'x raw w/o':>9} "
+              f"{'exp-1 x raw':>11} {'exp-1 total':>11} {'update/train':>12} {'pass/train':>10} {'decode/s':>9} {'data wait':>9}")
     print(header)
     for geometry, block in results["geometries"].items():
         raw = block["methods"]["raw"]
         for method, row in block["methods"].items():
             without = (row["step_s"] - row["before_forward_s"]) / (raw["step_s"] - raw["before_forward_s"])
-            print(f"{geometry:<8} {method:<8} {1000 * row['step_s']:>8.1f} {row['step_vs_raw']:>6.2f} "
+            print(f"{geometry:<8} {method:<18} {1000 * row['step_s']:>8.1f} {row['step_vs_raw']:>6.2f} "
                   f"{1000 * row['before_forward_s']:>9.1f} {without:>9.2f} {row['first_experience_step_vs_raw']:>11.2f} "
-                  f"{row['update_over_train']:>12.1%} "
+                  f"{row['train_s'] * (1 + row.get('pass_over_train', 0.0)) / raw['train_s']:>11.2f} "
+                  f"{row['update_over_train']:>12.1%} {row.get('pass_over_train', 0.0):>10.1%} "
                   f"{row['decode_records_per_s']:>9.0f} {row['data_wait_fraction']:>9.1%}")
     print(f"\n{'geometry':<8} {'batch':<9} {'full ms':>8} {'attn-mask':>9} {'drop':>6}   (token-dropping replay, x full)")
     for geometry, block in results["geometries"].items():
@@ -385,7 +402,7 @@ def print_table(results: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--geometries", nargs="+", type=int, default=[64, 224], choices=[64, 224])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=CHOICES)
     parser.add_argument("--samples-per-class", type=int, default=5)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the training loader")
     parser.add_argument("--drop-steps", type=int, default=5, help="timed steps per token-dropping mode")
