@@ -10,6 +10,9 @@ experience, before adaptation) unless ``--run`` names a trained run.
 Usage::
 
     python benchmarks/mrdc_quality_rule.py --out results/synthetic/mrdc_quality_rule.json
+    # the 128 px regime (docs/regime-128.md): its model, weights and photographic backgrounds
+    python benchmarks/mrdc_quality_rule.py --model exmask-tiny-128 --pretrained real --background photo \
+        --out results/regime-128/mrdc_quality_rule.json
 """
 from __future__ import annotations
 
@@ -36,12 +39,15 @@ def main() -> None:
     parser.add_argument("--chroma-subsampling", default="4:2:0", choices=["4:2:0", "4:4:4"])
     parser.add_argument("--epsilon", type=float, default=0.1)
     parser.add_argument("--run", type=Path, default=None, help="a run's results JSON whose kept checkpoint gives the model")
+    parser.add_argument("--model", default="exmask-tiny", help="the model (its resolution and patch grid), without --run")
+    parser.add_argument("--pretrained", default="synthetic", help="its weights tag, without --run")
+    parser.add_argument("--background", default="default", help="the generator's backgrounds (e.g. photo)")
     parser.add_argument("--out", default=None, help="also write the report as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    model = measured_model(args.run, pretrained="synthetic")
-    samples, batch, scores = scored_samples(model, benchmark_classes()[: args.classes], args.per_class, args.seed)
+    model = measured_model(args.run, pretrained=args.pretrained, model_name=args.model)
+    samples, batch, scores = scored_samples(model, benchmark_classes()[: args.classes], args.per_class, args.seed, args.background)
     labels = torch.as_tensor(samples.labels)
     budget = args.samples_per_class * plain_exemplar_nbytes(model.image_size, model.context_length)
     with torch.no_grad():
