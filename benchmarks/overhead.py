@@ -366,6 +366,15 @@ def codec_decode_rates(geometry: dict[str, Any], benchmark, args: argparse.Names
     return decode_rates(stores, repeats=5)
 
 
+def print_decode_table(results: dict[str, Any]) -> None:
+    """Per geometry, every codec's decoding rate (records/s, one thread)."""
+    names = list(next(iter(results["geometries"].values()))["decode_records_per_s"])
+    print(f"{'geometry':<8} " + " ".join(f"{name:>{max(9, len(name))}}" for name in names) + "   (decode, records/s, one thread)")
+    for geometry, block in results["geometries"].items():
+        rates = block["decode_records_per_s"]
+        print(f"{geometry:<8} " + " ".join(f"{rates[name]:>{max(9, len(name))}.0f}" for name in names))
+
+
 def print_table(results: dict[str, Any]) -> None:
     """The one table: per geometry and method, and the token-dropping rows."""
     header = (f"{'geometry':<8} {'method':<18} {'step ms':>8} {'x raw':>6} {'codec ms':>9} {'x raw w/o':>9} "
@@ -386,11 +395,8 @@ def print_table(results: dict[str, Any]) -> None:
             row = block["token_dropping"][name]
             print(f"{geometry:<8} {name:<9} {1000 * row['step_s']['full']:>8.1f} {row['vs_full']['attention_mask']:>9.2f} "
                   f"{row['vs_full']['drop']:>6.2f}")
-    names = list(next(iter(results["geometries"].values()))["decode_records_per_s"])
-    print(f"\n{'geometry':<8} " + " ".join(f"{name:>{max(9, len(name))}}" for name in names) + "   (decode, records/s, one thread)")
-    for geometry, block in results["geometries"].items():
-        rates = block["decode_records_per_s"]
-        print(f"{geometry:<8} " + " ".join(f"{rates[name]:>{max(9, len(name))}.0f}" for name in names))
+    print()
+    print_decode_table(results)
     print(f"\n{'geometry':<8} {'batch':>5} {'scoring ms':>10} {'masked enc+dec ms':>17} {'jpeg enc+dec ms':>15}"
           "   (current data through codec)")
     for geometry, block in results["geometries"].items():
@@ -408,6 +414,7 @@ def main() -> None:
     parser.add_argument("--drop-steps", type=int, default=5, help="timed steps per token-dropping mode")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per experience (default: 5 at 64 px, 3 at 224 px)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--decode-only", action="store_true", help="measure the codecs' decoding rates only (about a minute)")
     parser.add_argument("--out", default="results/overhead/overhead-cpu.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -427,6 +434,10 @@ def main() -> None:
                 n_classes=geometry["classes"], n_experiences=2, train_per_class=geometry["per_class"], test_per_class=2,
                 image_size=size, seed=0,
             )
+            if args.decode_only:
+                rates = codec_decode_rates(geometry, benchmark, args)
+                results["geometries"][f"{size}px"] = {"geometry": geometry, "decode_records_per_s": rates}
+                continue
             rows = measure_methods(list(dict.fromkeys(["raw", *args.methods])), geometry, benchmark, args)
             for row in rows.values():
                 row["step_vs_raw"] = row["step_s"] / rows["raw"]["step_s"]
@@ -437,7 +448,7 @@ def main() -> None:
                 "through_codec_parts": through_codec_parts(geometry, benchmark, args),
                 "decode_records_per_s": codec_decode_rates(geometry, benchmark, args),
             }
-    print_table(results)
+    (print_decode_table if args.decode_only else print_table)(results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
 
