@@ -31,6 +31,7 @@ def _observations(config_path: str) -> dict:
     from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
     from avalanche_exmask.storage.budget import budget_from_samples_per_class
     from avalanche_exmask.storage.buffer import MaskedExemplarBuffer, default_scorer
+    from avalanche_exmask.training.codec_augmentation import encode_through_codec
     from avalanche_exmask.training.distributed_metrics import gathered_accuracy_metrics
     from avalanche_exmask.training.distributed_plugin import DistributedTrainingPlugin
     from avalanche_exmask.training.strategy import ExemplarMasking
@@ -80,8 +81,13 @@ def _observations(config_path: str) -> dict:
         torch.equal(getattr(sharded_scores, name), getattr(one_process_scores, name))
         for name in ("embedding", "patch_attention", "token_attention", "patch_features", "token_features")
     )
+    # current data through the codec, scored and encoded once an experience: sharded like the scoring pass
+    codec = strategy.buffer.codec
+    sharded_records = encode_through_codec(model, codec, torch.utils.data.Subset(dataset, range(11)), device, 3)
+    reference_records = [codec.encode(candidates[i][0], one_process_scores[i], int(candidates[i][1])) for i in range(11)]
     observations = {
         "rank": distributed.rank(),
+        "through_codec_records_equal_one_process": [r.data for r in sharded_records] == [r.data for r in reference_records],
         "world_size": distributed.world_size(),
         "batch_shard": distributed.batch_shard(11, 3),
         "scores_equal_one_process": scores_equal and torch.equal(sharded_labels, one_process_labels),

@@ -99,6 +99,11 @@ def test_scoring_is_sharded_by_batch_and_gathered_bit_identical_to_one_process(l
     assert first["buffer_sha256"] == second["buffer_sha256"]
 
 
+def test_current_data_encoded_once_an_experience_are_sharded_and_gathered_identical_to_one_process(launch):
+    first, second = launch["ranks"]
+    assert first["through_codec_records_equal_one_process"] and second["through_codec_records_equal_one_process"]
+
+
 def test_training_data_is_split_between_the_ranks_and_the_model_is_ddp_while_training(launch):
     first, second = launch["ranks"]
     assert len(first["train_seen"]) == len(second["train_seen"]) == first["train_size"] // 2

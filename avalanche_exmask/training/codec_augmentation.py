@@ -37,7 +37,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
-from avalanche_exmask.distributed import unwrap_model
+from avalanche_exmask.distributed import batch_shard, gather_objects, is_distributed, unwrap_model
 from avalanche_exmask.models.outputs import MaskingScores
 from avalanche_exmask.models.protocols import MaskScorer
 
@@ -71,14 +71,28 @@ def through_codec(model: torch.nn.Module, codec: Any, x: MultimodalSample, label
     )
 
 
-@torch.no_grad()
 def encode_through_codec(model: torch.nn.Module, codec: Any, dataset: Dataset, device: Any, batch_size: int) -> list[Any]:
     """The records ``codec`` makes of every ``(x, y, ...)`` item of ``dataset``, in order, scored in
     batches of ``batch_size`` by ``model`` in eval mode (no forward pass for a codec that declares
     ``uses_scores = False``). The global random state is left as it was.
 
+    Under ``torchrun`` each rank reads, scores and encodes its batches (batch ``b`` on rank
+    ``b mod world_size``, :func:`~avalanche_exmask.distributed.batch_shard`) and every rank gets all
+    records, the same as one process's (each batch is the same batch).
+
     :return: one ``Record`` per item.
     """
+    mine = batch_shard(len(dataset), batch_size)  # type: ignore[arg-type]  # an Avalanche dataset is sized
+    local = _encode_items(model, codec, Subset(dataset, mine), device, batch_size) if mine else []
+    if not is_distributed():
+        return local
+    by_index = {index: record for indices, records in gather_objects((mine, local)) for index, record in zip(indices, records, strict=True)}
+    return [by_index[index] for index in range(len(by_index))]
+
+
+@torch.no_grad()
+def _encode_items(model: torch.nn.Module, codec: Any, dataset: Dataset, device: Any, batch_size: int) -> list[Any]:
+    """:func:`encode_through_codec` in one process."""
     records: list[Any] = []
     uses_scores = getattr(codec, "uses_scores", True)
     # a private generator: the loader's seed draw leaves the global RNG (the training order) untouched
