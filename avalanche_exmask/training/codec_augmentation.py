@@ -58,12 +58,7 @@ def through_codec(model: torch.nn.Module, codec: Any, x: MultimodalSample, label
     :param labels: long ``[B]``.
     :return: the decoded batch (on the CPU), same shapes.
     """
-    scores = _scores(model, codec, x) if getattr(codec, "uses_scores", True) else None
-    images, input_ids = x.image.cpu(), x.input_ids.cpu()
-    decoded = [
-        codec.decode(codec.encode(make_sample(images[i], input_ids[i]), None if scores is None else scores[i], int(label)))
-        for i, label in enumerate(labels.tolist())
-    ]
+    decoded = [codec.decode(record) for record in _encode_batch(model, codec, x, labels)]
     return MultimodalSample(
         image=torch.stack([sample.image for sample in decoded]),
         input_ids=torch.stack([sample.input_ids for sample in decoded]),
@@ -94,16 +89,21 @@ def encode_through_codec(model: torch.nn.Module, codec: Any, dataset: Dataset, d
 def _encode_items(model: torch.nn.Module, codec: Any, dataset: Dataset, device: Any, batch_size: int) -> list[Any]:
     """:func:`encode_through_codec` in one process."""
     records: list[Any] = []
-    uses_scores = getattr(codec, "uses_scores", True)
     # a private generator: the loader's seed draw leaves the global RNG (the training order) untouched
     for x, y, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator()):
-        scores = _scores(model, codec, x.to(device)) if uses_scores else None
-        images, input_ids = x.image.cpu(), x.input_ids.cpu()
-        records.extend(
-            codec.encode(make_sample(images[i], input_ids[i]), None if scores is None else scores[i], int(label))
-            for i, label in enumerate(torch.as_tensor(y).tolist())
-        )
+        records.extend(_encode_batch(model, codec, x.to(device), torch.as_tensor(y)))
     return records
+
+
+def _encode_batch(model: torch.nn.Module, codec: Any, x: MultimodalSample, labels: torch.Tensor) -> list[Any]:
+    """One record per sample of the batch ``x`` (labels long ``[B]``), scored by ``model`` unless the
+    codec declares ``uses_scores = False``."""
+    scores = _scores(model, codec, x) if getattr(codec, "uses_scores", True) else None
+    images, input_ids = x.image.cpu(), x.input_ids.cpu()
+    return [
+        codec.encode(make_sample(images[i], input_ids[i]), None if scores is None else scores[i], int(label))
+        for i, label in enumerate(labels.tolist())
+    ]
 
 
 class RecordsInPlaceDataset(Dataset):
