@@ -53,6 +53,12 @@ for policy in masking mrdc cim; do
   $S $(present paper-$policy) "$OUT"/main/${policy}_seed*.json --versus "$OUT"/main/${policy}_seed0.json > "$OUT/table1-paper-$policy-vs-default_paired.md"
 done
 $S "$OUT/paper-masking" "$OUT/masking-jpeg-patches-ratio-0.35" --versus "$OUT/masking-jpeg-patches-ratio-0.35" > "$OUT/table1-paper-masking-vs-composed_paired.md"
+# a study that carries its own `main`: the package defaults' Table 1 in its regime (every pair of raw,
+# MRDC, CIM, masking and the composed variant), so that "who leads" is read within that regime
+if [[ " $DEFAULT_GROUPS " == *" main "* ]]; then
+  $S "$OUT"/main/{raw,mrdc,cim,masking}_seed*.json "$OUT/masking-jpeg-patches-ratio-0.35" \
+    --versus "$OUT"/main/{raw,mrdc,cim,masking}_seed0.json > "$OUT/table1-defaults_paired.md"
+fi
 # protocol: current data as they are (current-as-they-are) against through the codec (main), per policy
 if [ -d "$OUT/current-as-they-are" ]; then
   $S "$OUT/current-as-they-are" "$OUT"/main/{masking,mrdc,cim}_seed*.json --versus "$OUT"/main/{masking,mrdc,cim}_seed0.json > "$OUT/current-as-they-are_paired.md"
