@@ -46,14 +46,16 @@ def test_scores_once_an_experience_leave_the_training_steps_free_of_codec_work_a
     codec = MaskedCodec(image_rule=ImageMaskRule(kind="ratio", ratio=0.25), text_rule=TextMaskRule(mode="none"),
                         background_downsample=None, patch_size=model.patch_size)
     scoring_calls = {"training": 0, "eval": 0}
-    real_scores = model.masking_scores
 
-    def counting_scores(x, **kwargs):
-        scoring_calls["training" if counting_scores.in_step else "eval"] += 1
-        return real_scores(x, **kwargs)
+    def counting(real):
+        def counted(*args, **kwargs):
+            scoring_calls["training" if counting.in_step else "eval"] += 1
+            return real(*args, **kwargs)
+        return counted
 
-    counting_scores.in_step = False
-    model.masking_scores = counting_scores
+    counting.in_step = False
+    model.masking_scores = counting(model.masking_scores)
+    model.patch_attention_scores = counting(model.patch_attention_scores)
 
     class StepWatcher(SupervisedPlugin):
         """Marks scoring calls made inside a training step, and records the current samples' black share."""
@@ -63,10 +65,10 @@ def test_scores_once_an_experience_leave_the_training_steps_free_of_codec_work_a
             self.current_black: list[float] = []
 
         def before_training_iteration(self, strategy, **kwargs):
-            counting_scores.in_step = True
+            counting.in_step = True
 
         def after_training_iteration(self, strategy, **kwargs):
-            counting_scores.in_step = False
+            counting.in_step = False
 
         def before_backward(self, strategy, **kwargs):
             current = torch.isin(strategy.mb_y.cpu(), torch.tensor(sorted(strategy.experience.classes_in_this_experience)))
@@ -123,3 +125,46 @@ def test_an_unknown_current_codec_scores_setting_is_refused_naming_the_field():
     codec = MaskedCodec()
     with pytest.raises(ValueError, match="scores"):
         CurrentThroughCodecPlugin(codec, probability=1.0, scores="epoch")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text_rule", [TextMaskRule(mode="none"), TextMaskRule(mode="class", class_source="names"),
+                                       TextMaskRule(mode="context")])
+def test_records_from_the_patch_attention_alone_equal_those_from_the_full_scores(text_rule):
+    """A masked codec whose text rule reads no scores is scored by the image tower's attention alone
+    (no text tower); its records are byte for byte those of the full scoring pass. A text rule that
+    reads scores gets the full pass."""
+    from dataclasses import replace
+
+    from avalanche_exmask.training.codec_augmentation import _scores, through_codec
+
+    benchmark = synthetic_multimodal(n_classes=2, n_experiences=1, train_per_class=3, test_per_class=1, seed=0)
+    x, y = next(iter(torch.utils.data.DataLoader(benchmark.train_stream[0].dataset, batch_size=6)))[:2]
+    model = MultimodalCLIPClassifier(pretrained=None).train()
+    codec = MaskedCodec(image_rule=ImageMaskRule(kind="threshold"), text_rule=text_rule,
+                        class_token_ids={0: torch.tensor([320]), 1: torch.tensor([321])}, patch_size=model.patch_size)
+    cheap = text_rule.mode != "context"
+    assert codec.reads_patch_attention_only is cheap
+    scores = _scores(model, codec, x)
+    assert model.training  # restored
+    assert hasattr(scores, "embedding") is not cheap
+    if cheap:
+        with pytest.raises(AttributeError):
+            _ = scores.token_attention
+
+    class FullScores:  # the same codec, without the declaration: the full pass
+        def __init__(self, inner):
+            self.inner = inner
+
+        def encode(self, *args):
+            return self.inner.encode(*args)
+
+        def decode(self, record):
+            return self.inner.decode(record)
+
+    from avalanche_exmask.training.codec_augmentation import _encode_batch
+
+    records = _encode_batch(model, codec, x, y)
+    reference = _encode_batch(model, FullScores(replace(codec)), x, y)
+    assert [r.data for r in records] == [r.data for r in reference]
+    decoded = through_codec(model, codec, x, y)
+    assert torch.equal(decoded.image, torch.stack([codec.decode(r).image for r in reference]))

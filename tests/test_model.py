@@ -302,3 +302,32 @@ def test_peft_adapters_can_be_disabled(adapter, batch):
     assert not torch.allclose(changed, before, atol=1e-4)
     torch.testing.assert_close(disabled, before, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(after, changed)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"image_attention": 0}, {"image_attention": "rollout"}, {"mask_scores_from": "pretrained"},
+    {"skip_empty_patches": True},
+])
+def test_patch_attention_alone_equals_the_full_scores_and_skips_the_rest_of_the_pass(batch, options):
+    """``patch_attention_scores`` gives masking_scores' patch attention bit for bit (also over empty
+    patches and with the pretrained source), without the text tower or the image tower's last MLP."""
+    model = MultimodalCLIPClassifier(pretrained=None, **options).eval()
+    _randomise_ssf(model)
+    images = batch.image.clone()
+    images[:2, :, :16, :] = 0  # two rows of empty patches in two samples
+    x = MultimodalSample(image=images, input_ids=batch.input_ids, batch_size=[4])
+    runs = {"text": 0, "last_mlp": 0}
+    model.clip.transformer.register_forward_hook(lambda *_: runs.__setitem__("text", runs["text"] + 1))
+    model.clip.visual.transformer.resblocks[-1].mlp.register_forward_hook(
+        lambda *_: runs.__setitem__("last_mlp", runs["last_mlp"] + 1))
+    with torch.no_grad():
+        full = model.masking_scores(x).patch_attention
+        assert runs["text"] == 1 and runs["last_mlp"] >= 1
+        runs.update(text=0, last_mlp=0)
+        alone = model.patch_attention_scores(x.image)
+    assert torch.equal(alone, full)
+    assert runs == {"text": 0, "last_mlp": 0}
+    # the hooks are gone: a whole pass afterwards runs every block again
+    with torch.no_grad():
+        model.embed(x)
+    assert runs["last_mlp"] >= 1

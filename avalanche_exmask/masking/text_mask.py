@@ -235,6 +235,11 @@ class TextMaskRule:
             raise ValueError(f"TextMaskRule.context_threshold must be in [-1, 1]; got {self.context_threshold}")
 
     @property
+    def reads_scores(self) -> bool:
+        """Whether the rule reads the scores at all (no for ``"none"`` and for class-name tokens alone)."""
+        return self.mode != "none" and not (self.mode == "class" and self.class_source == "names")
+
+    @property
     def needs_token_importance(self) -> bool:
         """Whether the scores must carry ``token_importance``."""
         return self.mode in ("both", "context") and self.context_source == "text_embedding"

@@ -19,6 +19,25 @@ from avalanche_exmask.models.ssf import SSFConfig
 
 __all__ = ["MultimodalCLIPClassifier", "FUSIONS", "EMPTY_PATCH_MODES"]
 
+
+class _AttentionRecorded(Exception):
+    """Raised by :func:`_stop_before` to end a forward pass whose remaining work is not needed."""
+
+
+@contextlib.contextmanager
+def _stop_before(module: nn.Module):
+    """While active, ``module``'s forward raises :class:`_AttentionRecorded` before it runs (its
+    earlier forward pre-hooks have run)."""
+
+    def stop(_module: nn.Module, _args: Any, _kwargs: Any) -> None:
+        raise _AttentionRecorded
+
+    handle = module.register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
 #: How image and text embeddings (each ``[B, E]``, L2-normalised) become the head's input.
 FUSIONS = ("concat", "sum", "image", "text")
 
@@ -268,13 +287,14 @@ class MultimodalCLIPClassifier(nn.Module):
         norm_hook = ln_final.register_forward_hook(lambda _m, _i, out: captured.__setitem__("tokens", out))
         try:
             image_embedding, patch_tokens, cls_attention = self._image_pass(x.image)
+            assert image_embedding is not None and patch_tokens is not None  # a whole pass
             with AttentionRecorder(block_attention_module(text_transformer, -1)) as text_attention:
                 text_embedding = self.clip.encode_text(x.input_ids)
         finally:
             norm_hook.remove()
         if self.mask_scores_from == "pretrained":
             with self.adapter.disabled():
-                cls_attention = self._image_pass(x.image)[2]
+                cls_attention = self._image_pass(x.image, attention_only=True)[2]
         patch_features = patch_tokens @ visual.proj if visual.proj is not None else patch_tokens
         token_features = captured["tokens"]
         if isinstance(text_projection, nn.Linear):
@@ -296,15 +316,33 @@ class MultimodalCLIPClassifier(nn.Module):
             batch_size=[x.input_ids.shape[0]],
         )
 
-    def _image_pass(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def patch_attention_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """The [CLS] -> patch attention ``[B, N]`` of uint8 ``[B, 3, S, S]`` images alone: the same
+        values as :meth:`masking_scores`' ``patch_attention`` for the same batch, at a fraction of
+        its cost. The image tower runs until the attention of the last block it records has been
+        recorded; that block's attention output and MLP, the later blocks, the final norm and
+        projection, and the whole text tower are skipped. For a codec whose records depend on the
+        patch attention alone (:attr:`MaskedCodec.reads_patch_attention_only`).
+        """
+        if self.mask_scores_from == "pretrained":
+            with self.adapter.disabled():
+                return self._image_pass(images, attention_only=True)[2]
+        return self._image_pass(images, attention_only=True)[2]
+
+    def _image_pass(
+        self, images: torch.Tensor, *, attention_only: bool = False
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
         """One image-tower pass of uint8 ``[B, 3, S, S]`` images recording the attention of
         ``image_attention``'s blocks (empty patches handled as ``skip_empty_patches`` says).
 
+        :param attention_only: stop the pass once the last recorded block's attention is recorded
+            (embedding and patch tokens are then ``None``).
         :return: image embedding ``[B, E]``, patch tokens ``[B, N, W]`` (after the final norm,
             before the projection) and the [CLS] -> patch attention ``[B, N]``.
         """
         visual = self.clip.visual
         output_tokens = visual.output_tokens
+        image_embedding = patch_tokens = None
         try:
             visual.output_tokens = True
             with contextlib.ExitStack() as stack:
@@ -313,7 +351,10 @@ class MultimodalCLIPClassifier(nn.Module):
                     stack.enter_context(AttentionRecorder(block_attention_module(visual.transformer, index)))
                     for index in self._image_attention_blocks()
                 ]
-                image_embedding, patch_tokens = visual(self.normalize_images(images))
+                if attention_only:  # registered after the recorders' hooks, so it runs after them
+                    stack.enter_context(_stop_before(recorders[-1].attn))
+                with contextlib.suppress(_AttentionRecorded):
+                    image_embedding, patch_tokens = visual(self.normalize_images(images))
         finally:
             visual.output_tokens = output_tokens
         if self.image_attention == "rollout":

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Self
 import torch
 from tensordict import tensorclass
 
-__all__ = ["MaskingScores"]
+__all__ = ["MaskingScores", "PatchAttentionScores"]
 
 
 @tensorclass
@@ -65,5 +65,24 @@ class MaskingScores:
         def __getitem__(self, index: int | slice | torch.Tensor) -> Self: ...
 
         def to(self, *args: Any, **kwargs: Any) -> Self: ...
+
+        def cpu(self) -> Self: ...
+
+
+@tensorclass
+class PatchAttentionScores:
+    """The one part of :class:`MaskingScores` a codec that reads only the patch attention needs
+    (``reads_patch_attention_only``): ``patch_attention`` float ``[N]`` per sample (batched:
+    ``[B, N]``), the same values. Any other field is absent, so a codec that reads one fails loudly."""
+
+    patch_attention: torch.Tensor
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self, patch_attention: torch.Tensor, *, batch_size: Sequence[int], device: torch.device | str | int | None = None
+        ) -> None: ...
+
+        def __getitem__(self, index: int | slice | torch.Tensor) -> Self: ...
 
         def cpu(self) -> Self: ...

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.distributed import batch_shard, gather_objects, is_distributed, unwrap_model
-from avalanche_exmask.models.outputs import MaskingScores
+from avalanche_exmask.models.outputs import MaskingScores, PatchAttentionScores
 from avalanche_exmask.models.protocols import MaskScorer
 
 __all__ = ["CurrentScores", "through_codec", "encode_through_codec", "RecordsInPlaceDataset", "CurrentThroughCodecPlugin"]
@@ -131,14 +131,20 @@ class RecordsInPlaceDataset(Dataset):
         return self._decode(record), int(self._dataset.targets[index])  # type: ignore[attr-defined]
 
 
-def _scores(model: torch.nn.Module, codec: Any, x: MultimodalSample) -> MaskingScores:
-    """The model's batched ``MaskingScores [B]`` of ``x`` in eval mode (on the CPU), with the token
-    importance when ``codec`` needs it; the model's train/eval mode is restored."""
+def _scores(model: torch.nn.Module, codec: Any, x: MultimodalSample) -> MaskingScores | PatchAttentionScores:
+    """The model's batched scores ``[B]`` of ``x`` in eval mode (on the CPU): ``MaskingScores``,
+    with the token importance when ``codec`` needs it, or only the patch attention
+    (``PatchAttentionScores``, from the model's cheaper ``patch_attention_scores``) when ``codec``
+    declares ``reads_patch_attention_only`` and the model has that method. The model's train/eval
+    mode is restored."""
     model = unwrap_model(model)
     scorer = cast(MaskScorer, model)  # the model's contract (see models/protocols.py)
     was_training = model.training
     model.eval()
     try:
+        attention_only = getattr(model, "patch_attention_scores", None)
+        if attention_only is not None and getattr(codec, "reads_patch_attention_only", False):
+            return PatchAttentionScores(patch_attention=attention_only(x.image).cpu(), batch_size=[x.image.shape[0]])
         if getattr(codec, "needs_token_importance", False):
             return scorer.masking_scores(x, token_importance=True).cpu()
         return scorer.masking_scores(x).cpu()

@@ -208,6 +208,12 @@ class MaskedCodec:
         return self.text_rule
 
     @property
+    def reads_patch_attention_only(self) -> bool:
+        """Whether :meth:`encode` reads nothing of its scores but ``patch_attention`` (no text rule
+        that reads scores), so that a scorer may compute that alone."""
+        return not self._text_rule.reads_scores
+
+    @property
     def needs_token_importance(self) -> bool:
         """Whether the scores given to :meth:`encode` must carry ``token_importance``."""
         return self._text_rule.needs_token_importance
