@@ -308,8 +308,10 @@ def token_dropping(geometry: dict[str, Any], benchmark, args: argparse.Namespace
 
 def through_codec_parts(geometry: dict[str, Any], benchmark, args: argparse.Namespace) -> dict[str, Any]:
     """Seconds of :func:`~avalanche_exmask.training.codec_augmentation.through_codec`'s two parts on
-    one current batch: the no-grad scoring pass, and the codec's encode + decode of every sample
-    (the masked and the JPEG codec, method defaults); medians over ``args.drop_steps`` rounds."""
+    one current batch: the no-grad scoring pass (the full ``masking_scores``, and the patch attention
+    alone, ``patch_attention_scores``, which the masked codec's defaults use), and the codec's
+    encode + decode of every sample (the masked and the JPEG codec, method defaults); medians over
+    ``args.drop_steps`` rounds."""
     from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
     from avalanche_exmask.storage.codecs import JpegCodec, MaskedCodec
 
@@ -319,12 +321,16 @@ def through_codec_parts(geometry: dict[str, Any], benchmark, args: argparse.Name
     items = [dataset[i] for i in range(geometry["batch_size"])]
     x = torch.stack([sample for sample, *_ in items])
     codecs = {"masked": MaskedCodec(patch_size=model.patch_size), "jpeg": JpegCodec()}
-    times: dict[str, list[float]] = {"scoring": [], **{f"{name}_encode_decode": [] for name in codecs}}
+    times: dict[str, list[float]] = {"scoring": [], "patch_attention": [], **{f"{name}_encode_decode": [] for name in codecs}}
     for repeat in range(args.drop_steps + 1):
         start = time.perf_counter()
         with torch.no_grad():
             scores = model.masking_scores(x)
         elapsed = {"scoring": time.perf_counter() - start}
+        start = time.perf_counter()
+        with torch.no_grad():
+            model.patch_attention_scores(x.image)
+        elapsed["patch_attention"] = time.perf_counter() - start
         for name, codec in codecs.items():
             start = time.perf_counter()
             for i, (sample, label, *_) in enumerate(items):
@@ -397,11 +403,12 @@ def print_table(results: dict[str, Any]) -> None:
                   f"{row['vs_full']['drop']:>6.2f}")
     print()
     print_decode_table(results)
-    print(f"\n{'geometry':<8} {'batch':>5} {'scoring ms':>10} {'masked enc+dec ms':>17} {'jpeg enc+dec ms':>15}"
+    print(f"\n{'geometry':<8} {'batch':>5} {'scoring ms':>10} {'attention only ms':>17} {'masked enc+dec ms':>17} {'jpeg enc+dec ms':>15}"
           "   (current data through codec)")
     for geometry, block in results["geometries"].items():
         parts = block["through_codec_parts"]
-        print(f"{geometry:<8} {parts['batch']:>5} {1000 * parts['scoring_s']:>10.1f} {1000 * parts['masked_encode_decode_s']:>17.1f} "
+        print(f"{geometry:<8} {parts['batch']:>5} {1000 * parts['scoring_s']:>10.1f} {1000 * parts['patch_attention_s']:>17.1f} "
+              f"{1000 * parts['masked_encode_decode_s']:>17.1f} "
               f"{1000 * parts['jpeg_encode_decode_s']:>15.1f}")
 
 
