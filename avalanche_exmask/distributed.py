@@ -170,8 +170,9 @@ def batch_shard(n_items: int, batch_size: int) -> list[int]:
 def gather_shards(local: Any, indices: Sequence[int], n_items: int) -> Any:
     """Every rank's results, in item order, on every rank.
 
-    :param local: this rank's results for ``indices`` (anything ``torch.cat`` joins and a long
-        tensor indexes: a tensor, a tensorclass; ``None`` when ``indices`` is empty).
+    :param local: this rank's results for ``indices``: a list (of picklable objects), or anything
+        ``torch.cat`` joins and a long tensor indexes (a tensor, a tensorclass); ``None`` when
+        ``indices`` is empty.
     :param indices: the items ``local`` holds (:func:`batch_shard`).
     :param n_items: the length of the whole list.
     :return: the results of all ``n_items`` in order (``local`` itself in one process).
@@ -182,10 +183,13 @@ def gather_shards(local: Any, indices: Sequence[int], n_items: int) -> Any:
     order = [index for shard_indices, _ in shards for index in shard_indices]
     if sorted(order) != list(range(n_items)):
         raise RuntimeError(f"the ranks' shards cover {len(order)} items, not each of the {n_items} once")
-    joined = torch.cat([values for shard_indices, values in shards if shard_indices])
+    pieces = [values for shard_indices, values in shards if shard_indices]
     position = torch.empty(n_items, dtype=torch.long)
     position[torch.as_tensor(order, dtype=torch.long)] = torch.arange(n_items)
-    return joined[position]
+    if isinstance(pieces[0], list):
+        joined_list = [value for piece in pieces for value in piece]
+        return [joined_list[index] for index in position.tolist()]
+    return torch.cat(pieces)[position]
 
 
 def all_reduce_sum(values: Sequence[float]) -> list[float]:

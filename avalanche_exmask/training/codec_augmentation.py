@@ -37,7 +37,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
-from avalanche_exmask.distributed import batch_shard, gather_objects, is_distributed, unwrap_model
+from avalanche_exmask.distributed import batch_shard, gather_shards, unwrap_model
 from avalanche_exmask.models.outputs import MaskingScores, PatchAttentionScores
 from avalanche_exmask.models.protocols import MaskScorer
 
@@ -77,12 +77,10 @@ def encode_through_codec(model: torch.nn.Module, codec: Any, dataset: Dataset, d
 
     :return: one ``Record`` per item.
     """
-    mine = batch_shard(len(dataset), batch_size)  # type: ignore[arg-type]  # an Avalanche dataset is sized
-    local = _encode_items(model, codec, Subset(dataset, mine), device, batch_size) if mine else []
-    if not is_distributed():
-        return local
-    by_index = {index: record for indices, records in gather_objects((mine, local)) for index, record in zip(indices, records, strict=True)}
-    return [by_index[index] for index in range(len(by_index))]
+    n_items = len(dataset)  # type: ignore[arg-type]  # an Avalanche dataset is sized
+    mine = batch_shard(n_items, batch_size)
+    local = _encode_items(model, codec, Subset(dataset, mine), device, batch_size) if mine else None
+    return gather_shards(local, mine, n_items) or []
 
 
 @torch.no_grad()
