@@ -403,6 +403,11 @@ def print_table(results: dict[str, Any]) -> None:
                   f"{row['vs_full']['drop']:>6.2f}")
     print()
     print_decode_table(results)
+    print_parts_table(results)
+
+
+def print_parts_table(results: dict[str, Any]) -> None:
+    """The current-data pass's parts per geometry (milliseconds on one batch)."""
     print(f"\n{'geometry':<8} {'batch':>5} {'scoring ms':>10} {'attention only ms':>17} {'masked enc+dec ms':>17} {'jpeg enc+dec ms':>15}"
           "   (current data through codec)")
     for geometry, block in results["geometries"].items():
@@ -422,6 +427,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs per experience (default: 5 at 64 px, 3 at 224 px)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--decode-only", action="store_true", help="measure the codecs' decoding rates only (about a minute)")
+    parser.add_argument("--parts-only", action="store_true",
+                        help="measure the current-data pass's parts only (scoring, attention alone, encode + decode; "
+                             "--drop-steps rounds, alternating)")
     parser.add_argument("--out", default="results/overhead/overhead-cpu.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -445,6 +453,10 @@ def main() -> None:
                 rates = codec_decode_rates(geometry, benchmark, args)
                 results["geometries"][f"{size}px"] = {"geometry": geometry, "decode_records_per_s": rates}
                 continue
+            if args.parts_only:
+                parts = through_codec_parts(geometry, benchmark, args)
+                results["geometries"][f"{size}px"] = {"geometry": geometry, "through_codec_parts": parts}
+                continue
             rows = measure_methods(list(dict.fromkeys(["raw", *args.methods])), geometry, benchmark, args)
             for row in rows.values():
                 row["step_vs_raw"] = row["step_s"] / rows["raw"]["step_s"]
@@ -455,7 +467,10 @@ def main() -> None:
                 "through_codec_parts": through_codec_parts(geometry, benchmark, args),
                 "decode_records_per_s": codec_decode_rates(geometry, benchmark, args),
             }
-    (print_decode_table if args.decode_only else print_table)(results)
+    if args.parts_only:
+        print_parts_table(results)
+    else:
+        (print_decode_table if args.decode_only else print_table)(results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
 
