@@ -342,18 +342,24 @@ def test_interrupted_save_keeps_the_previous_checkpoint_and_leaves_no_temporary(
 
 
 @pytest.mark.parametrize(
-    "method, lr_schedule, codec_scores", [("masking", "constant", "step"), ("mrdc", "cosine", "step"), ("masking", "cosine", "experience")]
+    "method, lr_schedule, codec_scores, probability",
+    [("masking", "constant", "step", 1.0), ("mrdc", "cosine", "step", 1.0), ("masking", "cosine", "experience", 1.0),
+     ("cim", "constant", "experience", 0.5)],
 )
-def test_runner_resumes_an_interrupted_run_with_the_uninterrupted_results(tmp_path, monkeypatch, method, lr_schedule, codec_scores):
+def test_runner_resumes_an_interrupted_run_with_the_uninterrupted_results(
+    tmp_path, monkeypatch, method, lr_schedule, codec_scores, probability
+):
     """The cosine schedule is built when training starts; a resumed run must still get its saved state.
-    With current data scored once an experience, the resumed experience scores and encodes them again."""
+    With current data scored once an experience, the resumed experience scores and encodes them again.
+    With some of the current data through the codec, the resumed experience draws the same ones."""
     from avalanche_exmask.config import RunConfig
     from avalanche_exmask.experiment import run_experiment
 
     config = RunConfig.from_dict({
         "method": method, "model": {"pretrained": None}, "logging": {"progress": False},
         "benchmark": {"n_experiences": 3, "args": {"n_classes": 6, "train_per_class": 6, "test_per_class": 2}},
-        "train": {"epochs": 1, "batch_size": 8, "lr_schedule": lr_schedule, "current_codec_scores": codec_scores},
+        "train": {"epochs": 1, "batch_size": 8, "lr_schedule": lr_schedule, "current_codec_scores": codec_scores,
+                  "current_through_codec": probability},
         "storage": {"budget": {"samples_per_class": 2}},
     })
     whole = run_experiment(config)

@@ -8,6 +8,7 @@ from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 
 from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
+from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.masking.text_mask import TextMaskRule
 from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
@@ -168,3 +169,44 @@ def test_records_from_the_patch_attention_alone_equal_those_from_the_full_scores
     assert [r.data for r in records] == [r.data for r in reference]
     decoded = through_codec(model, codec, x, y)
     assert torch.equal(decoded.image, torch.stack([codec.decode(r).image for r in reference]))
+
+
+@pytest.mark.parametrize("scores", ["step", "experience"])
+def test_an_experience_draws_the_same_current_samples_however_the_run_got_there(monkeypatch, scores):
+    """The draw of which current samples go through the codec (probability 0.5) depends on the seed and
+    the experience only: an experience trained right after a resume draws what it draws uninterrupted."""
+    from types import SimpleNamespace
+
+    import avalanche_exmask.training.codec_augmentation as augmentation
+
+    benchmark = synthetic_multimodal(n_classes=6, n_experiences=3, train_per_class=6, test_per_class=1, seed=0)
+    drawn: list[list[int]] = []
+    monkeypatch.setattr(augmentation, "encode_through_codec",
+                        lambda model, codec, subset, *a: drawn.append(list(subset.indices)) or [None] * len(subset.indices))
+    monkeypatch.setattr(augmentation, "through_codec", lambda model, codec, x, labels: drawn.append(labels.tolist()) or x)
+    monkeypatch.setattr(augmentation, "RecordsInPlaceDataset", lambda dataset, records, decode: dataset)
+
+    def draws(plugin, experiences):
+        drawn.clear()
+        for experience in experiences:
+            dataset = experience.dataset
+            images = torch.zeros(12, 3, 64, 64, dtype=torch.uint8)
+            batch = MultimodalSample(image=images, input_ids=torch.zeros(12, 32, dtype=torch.long), batch_size=[12])
+            strategy = SimpleNamespace(experience=experience, adapted_dataset=dataset, model=None, device="cpu", eval_mb_size=4,
+                                       mb_y=torch.as_tensor(list(dataset.targets)[:12]), mbatch=[batch])
+            plugin.before_train_dataset_adaptation(strategy)
+            plugin.after_train_dataset_adaptation(strategy)
+            plugin.before_forward(strategy)
+        return [list(d) for d in drawn]
+
+    codec = MaskedCodec(patch_size=8)
+
+    def plugin():
+        return CurrentThroughCodecPlugin(codec, probability=0.5, seed=3, scores=scores)
+
+    uninterrupted = draws(plugin(), benchmark.train_stream)
+    resumed = draws(plugin(), [benchmark.train_stream[2]])
+    assert len(uninterrupted) == 3 and resumed == uninterrupted[2:]
+    assert draws(plugin(), [benchmark.train_stream[0]]) == uninterrupted[:1]
+    other_seed = CurrentThroughCodecPlugin(codec, probability=0.5, seed=4, scores=scores)
+    assert draws(other_seed, benchmark.train_stream) != uninterrupted

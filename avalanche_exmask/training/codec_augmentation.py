@@ -31,6 +31,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal, cast
 
+import numpy as np
 import torch
 from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
 from avalanche.training.plugins import SupervisedPlugin
@@ -157,7 +158,8 @@ class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):  #
 
     :param codec: the buffer's codec.
     :param probability: chance for each current-data sample of a training batch, in ``[0, 1]``.
-    :param seed: seeds the private draw of which samples are replaced.
+    :param seed: seeds the private draw of which samples are replaced, anew each experience from
+        ``(seed, experience index)``; ``None``: the global generator.
     :param scores: ``"step"`` (default) or ``"experience"``: when the samples are scored and encoded
         (see the module docstring).
 
@@ -175,9 +177,19 @@ class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):  #
         self.codec = codec
         self.probability = probability
         self.scores = scores
-        self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self._seed = seed
+        self._generator: torch.Generator | None = None
         self.replaced = 0
         self.pass_seconds: list[float] = []
+
+    def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
+        """Seed the private draw of this experience from ``(seed, experience index)``, so that an
+        experience draws the same samples whether the run got there uninterrupted or resumed from a
+        checkpoint written between experiences (which holds no state of this plugin). Without a
+        seed the draws come from the global generator, which checkpoints restore."""
+        if self._seed is not None:
+            entropy = [self._seed, int(strategy.experience.current_experience)]
+            self._generator = torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
 
     def after_train_dataset_adaptation(self, strategy, **kwargs) -> None:
         """With ``scores="experience"``: encode the chosen samples of the experience's training data
