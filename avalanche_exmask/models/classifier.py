@@ -322,7 +322,8 @@ class MultimodalCLIPClassifier(nn.Module):
         its cost. The image tower runs until the attention of the last block it records has been
         recorded; that block's attention output and MLP, the later blocks, the final norm and
         projection, and the whole text tower are skipped. For a codec whose records depend on the
-        patch attention alone (:attr:`MaskedCodec.reads_patch_attention_only`).
+        patch attention alone (:attr:`MaskedCodec.reads_patch_attention_only`). A subclass that
+        changes :meth:`masking_scores`' patch attention must change this method too.
         """
         if self.mask_scores_from == "pretrained":
             with self.adapter.disabled():
