@@ -58,6 +58,9 @@ $S "$OUT/paper-masking" "$OUT/masking-jpeg-patches-ratio-0.35" --versus "$OUT/ma
 if [[ " $DEFAULT_GROUPS " == *" main "* ]]; then
   $S "$OUT"/main/{raw,mrdc,cim,masking}_seed*.json "$OUT/masking-jpeg-patches-ratio-0.35" \
     --versus "$OUT"/main/{raw,mrdc,cim,masking}_seed0.json > "$OUT/table1-defaults_paired.md"
+  # MRDC's own rule (papers' protocol) beside the defaults' leaders: MRDC q50 and the composed variant
+  [ -n "$(ls "$OUT/paper-mrdc-own-rule"/*.json 2>/dev/null)" ] && $S "$OUT/paper-mrdc-own-rule" "$OUT"/main/mrdc_seed*.json \
+    "$OUT/masking-jpeg-patches-ratio-0.35" --versus "$OUT/paper-mrdc-own-rule" > "$OUT/own-rule-vs-defaults_paired.md"
 fi
 # protocol: current data as they are (current-as-they-are) against through the codec (main), per policy
 if [ -d "$OUT/current-as-they-are" ]; then
