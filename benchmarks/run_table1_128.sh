@@ -9,4 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export STUDY=benchmarks/configs/table1_128.yaml OUT=${OUT:-results/synthetic-128}
 export DEFAULT_GROUPS="main masking-jpeg-patches-ratio-0.35"
+# the package defaults were settled at 64 px: the curves (which policy at which budget) come before the protocol groups
+export CURVES_FIRST=1
 exec bash benchmarks/run_table1_faithful.sh

@@ -21,20 +21,27 @@ if [ "${SUMMARISE_ONLY:-0}" != 1 ]; then
     # shellcheck disable=SC2086
     run --only $DEFAULT_GROUPS $PRESETS --seeds $seeds
   done
-  # protocol groups first (they settle the package defaults), each in seed pairs so that a stop leaves
-  # complete, paired seeds; then raw at today's code and the operating-point curves (seeds 0-1 of every
-  # point before seed 2); then paper-masking's ingredients, in seed pairs
-  for groups in "current-as-they-are" "paper-masking-pretrained-scores paper-masking-replay-per-class"; do
-    for seeds in "0 1" "2 3" "4"; do
-      # shellcheck disable=SC2086
-      run --only $groups --seeds $seeds
+  # protocol groups (they settle the package defaults), each in seed pairs so that a stop leaves complete,
+  # paired seeds; raw at today's code and the operating-point curves (seeds 0-1 of every point before
+  # seed 2); protocol groups first unless CURVES_FIRST=1 (a study whose defaults are settled elsewhere);
+  # then paper-masking's ingredients, in seed pairs
+  protocol() {
+    for groups in "current-as-they-are" "paper-masking-pretrained-scores paper-masking-replay-per-class"; do
+      for seeds in "0 1" "2 3" "4"; do
+        # shellcheck disable=SC2086
+        run --only $groups --seeds $seeds
+      done
     done
-  done
-  curves=$(grep -o 'name: curve-[^ ,}]*' "$STUDY" | cut -d' ' -f2)
-  # shellcheck disable=SC2086
-  run --only paper-raw-check $curves --seeds 0 1
-  # shellcheck disable=SC2086
-  run --only paper-raw-check $curves --seeds 2 3 4
+  }
+  curves() {
+    local groups
+    groups=$(grep -o 'name: curve-[^ ,}]*' "$STUDY" | cut -d' ' -f2)
+    # shellcheck disable=SC2086
+    run --only paper-raw-check $groups --seeds 0 1
+    # shellcheck disable=SC2086
+    run --only paper-raw-check $groups --seeds 2 3 4
+  }
+  if [ "${CURVES_FIRST:-0}" = 1 ]; then curves; protocol; else protocol; curves; fi
   for seeds in "0 1" "2 3" "4"; do
     run --only paper-masking-current-through-codec paper-masking-no-text-mask paper-masking-mean-colour-background \
       paper-masking-no-augmentation --seeds $seeds
