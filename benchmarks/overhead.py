@@ -38,6 +38,12 @@ mixed half and half with current images. Modes alternate step by step, so they s
 Everything is a ratio within one run; run with one thread (``OMP_NUM_THREADS=1``)::
 
     OMP_NUM_THREADS=1 python benchmarks/overhead.py --out results/overhead/overhead-cpu.json
+
+On a GPU (``--device cuda``), geometry ``vitb16`` is open_clip ``ViT-B-16`` at 224 px with random weights
+(fp32, batch 32); every timed interval ends with ``torch.cuda.synchronize``, so a step's time is its
+GPU work's; the codecs still run on the CPU, in the training process or in its loader workers::
+
+    python benchmarks/overhead.py --device cuda --geometries vitb16 --workers 4 --out results/overhead/overhead-gpu.json
 """
 from __future__ import annotations
 
@@ -59,6 +65,9 @@ METHODS = ("raw", "mrdc", "cim", "masking")
 #: an experience, their records decoded in the loader) is the method's name with this suffix
 EXPERIENCE_SCORES = "+experience"
 CHOICES = (*METHODS, *(f"{method}{EXPERIENCE_SCORES}" for method in METHODS[1:]))
+#: geometry name -> image side in pixels, and the name its results carry
+GEOMETRY_SIZES = {"64": 64, "224": 224, "vitb16": 224}
+GEOMETRY_LABELS = {"64": "64px", "224": "224px", "vitb16": "vitb16-224px"}
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "avalanche_exmask" / "models" / "configs" / "exmask-tiny.json"
 
 
@@ -86,18 +95,26 @@ class Rotation:
             self._condition.notify_all()
 
 
+def synchronize(device: str) -> None:
+    """Wait for the GPU's queued work (a no-op on the CPU), so that a wall-clock interval covers it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class StepTimer(SupervisedPlugin):
     """Wall seconds of every training step, split into waiting for the batch, the work before the
     forward (other plugins' ``before_forward`` run first) and the rest; one list per experience.
+    On a GPU each timestamp is taken after ``torch.cuda.synchronize``.
 
     With a :class:`Rotation`, the strategy's training takes turns with other threads' step by step:
     the turn is held from the start of the experience, handed on after every step (the time spent
     waiting for it is not timed) and given up after the experience (its buffer update included).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, device: str = "cpu") -> None:
         super().__init__()
         self.name = name
+        self.device = device
         self.rotation: Rotation | None = None
         self.experiences: list[list[dict[str, float]]] = []
         self._last_end = self._start = self._forward = 0.0
@@ -115,9 +132,11 @@ class StepTimer(SupervisedPlugin):
         self._start = time.perf_counter()
 
     def before_forward(self, strategy, **kwargs) -> None:
+        synchronize(self.device)
         self._forward = time.perf_counter()
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
+        synchronize(self.device)
         end = time.perf_counter()
         self.experiences[-1].append(
             {"wait": self._start - self._last_end, "before_forward": self._forward - self._start, "step": end - self._last_end}
@@ -170,13 +189,13 @@ def build(method: str, geometry: dict[str, Any], benchmark, args: argparse.Names
     model = MultimodalCLIPClassifier(config.model.name, config.model.pretrained, adapter=config.model.adapter)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.train.lr, weight_decay=0.0)
     n_classes = geometry["classes"]
-    timer = StepTimer(method)
+    timer = StepTimer(method, args.device)
     context = BuildContext(
         config=config, model=model, optimizer=optimizer, benchmark=benchmark, n_classes=n_classes,
         budget_nbytes=budget_from_samples_per_class(args.samples_per_class, n_classes, model.image_size, model.context_length),
         template_kwargs=dict(
             model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(), train_mb_size=geometry["batch_size"],
-            train_epochs=geometry["epochs"], eval_mb_size=geometry["batch_size"], device="cpu", plugins=[timer],
+            train_epochs=geometry["epochs"], eval_mb_size=geometry["batch_size"], device=args.device, plugins=[timer],
             evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
         ),
     )
@@ -272,7 +291,7 @@ def token_dropping(geometry: dict[str, Any], benchmark, args: argparse.Namespace
     from avalanche_exmask.storage.codecs import MaskedCodec
 
     torch.manual_seed(0)
-    model = MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"])
+    model = MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"]).to(args.device)
     model.classifier.active_units.fill_(1)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     dataset = benchmark.train_stream[0].dataset.eval()
@@ -282,10 +301,11 @@ def token_dropping(geometry: dict[str, Any], benchmark, args: argparse.Namespace
     candidates = torch.stack([x for x, *_ in items[batch:]])
     labels = torch.as_tensor([int(y) for _, y, *_ in items])
     with torch.no_grad():
-        scores = model.eval().masking_scores(candidates)
+        scores = model.eval().masking_scores(candidates.to(args.device)).cpu()
     codec = MaskedCodec(image_rule=ImageMaskRule(kind="ratio", ratio=0.25), patch_size=model.patch_size, background_downsample=None)
     replayed = torch.stack([codec.decode(codec.encode(candidates[i], scores[i], int(labels[batch + i]))) for i in range(batch)])
-    inputs = {"replayed": (replayed, labels[batch:]), "mixed": (torch.cat([current, replayed]), labels)}
+    inputs = {name: (x.to(args.device), y.to(args.device))
+              for name, (x, y) in {"replayed": (replayed, labels[batch:]), "mixed": (torch.cat([current, replayed]), labels)}.items()}
     modes = {"full": False, "attention_mask": "attention_mask", "drop": "drop"}
     model.train()
     times: dict[str, dict[str, list[float]]] = {name: {mode: [] for mode in modes} for name in inputs}
@@ -293,10 +313,12 @@ def token_dropping(geometry: dict[str, Any], benchmark, args: argparse.Namespace
         for name, (x, y) in inputs.items():
             for mode, setting in modes.items():
                 model.skip_empty_patches = setting
+                synchronize(args.device)
                 start = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
                 torch.nn.functional.cross_entropy(model(x), y).backward()
                 optimizer.step()
+                synchronize(args.device)
                 if repeat:
                     times[name][mode].append(time.perf_counter() - start)
     out: dict[str, Any] = {"batch": batch, "kept_fraction": 0.25, "patches": model.num_patches}
@@ -316,20 +338,23 @@ def through_codec_parts(geometry: dict[str, Any], benchmark, args: argparse.Name
     from avalanche_exmask.storage.codecs import JpegCodec, MaskedCodec
 
     torch.manual_seed(0)
-    model = MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"]).eval()
+    model = MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"])
+    model = model.to(args.device).eval()
     dataset = benchmark.train_stream[0].dataset.eval()
     items = [dataset[i] for i in range(geometry["batch_size"])]
-    x = torch.stack([sample for sample, *_ in items])
+    x = torch.stack([sample for sample, *_ in items]).to(args.device)
     codecs = {"masked": MaskedCodec(patch_size=model.patch_size), "jpeg": JpegCodec()}
     times: dict[str, list[float]] = {"scoring": [], "patch_attention": [], **{f"{name}_encode_decode": [] for name in codecs}}
     for repeat in range(args.drop_steps + 1):
+        synchronize(args.device)
         start = time.perf_counter()
         with torch.no_grad():
-            scores = model.masking_scores(x)
+            scores = model.masking_scores(x).cpu()
         elapsed = {"scoring": time.perf_counter() - start}
         start = time.perf_counter()
         with torch.no_grad():
             model.patch_attention_scores(x.image)
+        synchronize(args.device)
         elapsed["patch_attention"] = time.perf_counter() - start
         for name, codec in codecs.items():
             start = time.perf_counter()
@@ -351,11 +376,12 @@ def codec_decode_rates(geometry: dict[str, Any], benchmark, args: argparse.Names
     from avalanche_exmask.storage.codecs import CimCodec, JpegCodec, MaskedCodec, RawCodec
 
     torch.manual_seed(0)
-    model = MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"]).eval()
+    model = MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"])
+    model = model.to(args.device).eval()
     dataset = benchmark.train_stream[0].dataset.eval()
     items = [dataset[i] for i in range(2 * geometry["batch_size"])]
     with torch.no_grad():
-        scores = model.masking_scores(torch.stack([sample for sample, *_ in items]))
+        scores = model.masking_scores(torch.stack([sample for sample, *_ in items]).to(args.device)).cpu()
     quarter = ImageMaskRule(kind="ratio", ratio=0.25)
     codecs = {
         "raw": RawCodec(),
@@ -419,7 +445,9 @@ def print_parts_table(results: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--geometries", nargs="+", type=int, default=[64, 224], choices=[64, 224])
+    parser.add_argument("--geometries", nargs="+", default=["64", "224"], choices=list(GEOMETRY_SIZES),
+                        help="64 and 224: the tiny towers (CPU); vitb16: ViT-B-16 at 224 px, random weights (for a GPU)")
+    parser.add_argument("--device", default="cpu", help="where the model trains (cpu, cuda); the codecs run on the CPU")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=CHOICES)
     parser.add_argument("--samples-per-class", type=int, default=5)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the training loader")
@@ -435,15 +463,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from avalanche_exmask.benchmarks.synthetic import synthetic_multimodal
 
-    results: dict[str, Any] = {"args": vars(args), "torch": torch.__version__, "geometries": {}}
+    results: dict[str, Any] = {"args": vars(args), "torch": torch.__version__, "geometries": {},
+                               "device_name": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"}
     with tempfile.TemporaryDirectory() as folder:
         geometries = {
-            64: {"model": "exmask-tiny", "pretrained": "synthetic", "classes": 10, "per_class": 40, "batch_size": 32, "epochs": 5},
-            224: {"model": register_tiny_224(Path(folder)), "pretrained": None, "classes": 6, "per_class": 24, "batch_size": 16,
-                  "epochs": 3},
+            "64": {"model": "exmask-tiny", "pretrained": "synthetic", "classes": 10, "per_class": 40, "batch_size": 32, "epochs": 5},
+            "224": {"model": register_tiny_224(Path(folder)), "pretrained": None, "classes": 6, "per_class": 24, "batch_size": 16,
+                    "epochs": 3},
+            "vitb16": {"model": "ViT-B-16", "pretrained": None, "classes": 10, "per_class": 64, "batch_size": 32, "epochs": 3},
         }
-        for size in args.geometries:
-            geometry = geometries[size]
+        for name in args.geometries:
+            geometry, size = geometries[name], GEOMETRY_SIZES[name]
             geometry["epochs"] = args.epochs or geometry["epochs"]
             benchmark = synthetic_multimodal(
                 n_classes=geometry["classes"], n_experiences=2, train_per_class=geometry["per_class"], test_per_class=2,
@@ -451,18 +481,18 @@ def main() -> None:
             )
             if args.decode_only:
                 rates = codec_decode_rates(geometry, benchmark, args)
-                results["geometries"][f"{size}px"] = {"geometry": geometry, "decode_records_per_s": rates}
+                results["geometries"][GEOMETRY_LABELS[name]] = {"geometry": geometry, "decode_records_per_s": rates}
                 continue
             if args.parts_only:
                 parts = through_codec_parts(geometry, benchmark, args)
-                results["geometries"][f"{size}px"] = {"geometry": geometry, "through_codec_parts": parts}
+                results["geometries"][GEOMETRY_LABELS[name]] = {"geometry": geometry, "through_codec_parts": parts}
                 continue
             rows = measure_methods(list(dict.fromkeys(["raw", *args.methods])), geometry, benchmark, args)
             for row in rows.values():
                 row["step_vs_raw"] = row["step_s"] / rows["raw"]["step_s"]
                 row["first_experience_step_vs_raw"] = row["first_experience_step_s"] / rows["raw"]["first_experience_step_s"]
-                print(size, row["method"], f"{1000 * row['step_s']:.1f} ms", f"x{row['step_vs_raw']:.2f}", flush=True)
-            results["geometries"][f"{size}px"] = {
+                print(name, row["method"], f"{1000 * row['step_s']:.1f} ms", f"x{row['step_vs_raw']:.2f}", flush=True)
+            results["geometries"][GEOMETRY_LABELS[name]] = {
                 "geometry": geometry, "methods": rows, "token_dropping": token_dropping(geometry, benchmark, args),
                 "through_codec_parts": through_codec_parts(geometry, benchmark, args),
                 "decode_records_per_s": codec_decode_rates(geometry, benchmark, args),
