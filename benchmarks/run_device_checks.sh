@@ -42,6 +42,12 @@ if compgen -G "$WHEELS/*.whl" >/dev/null; then
 else
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
+# Avalanche imports wandb at module level (its confusion-matrix metric, not used here); where the machine has no
+# wandb, an empty stand-in module lets Avalanche import (wandb's own wheel needs OpenTelemetry and more)
+if ! "$PY" -c "import wandb" >/dev/null 2>&1; then
+  mkdir -p /tmp/site/wandb && echo "# stand-in for wandb, which this machine lacks (benchmarks/run_device_checks.sh)" >/tmp/site/wandb/__init__.py
+  export PYTHONPATH=/tmp/site:$PYTHONPATH
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$LOG" 2>&1
 part imports 60 "$PY" -c "import torch, avalanche, open_clip, tensordict, avalanche_exmask.experiment; \
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
