@@ -477,7 +477,7 @@ def main() -> None:
             geometry["epochs"] = args.epochs or geometry["epochs"]
             benchmark = synthetic_multimodal(
                 n_classes=geometry["classes"], n_experiences=2, train_per_class=geometry["per_class"], test_per_class=2,
-                image_size=size, seed=0,
+                model_name=geometry["model"], image_size=size, seed=0,
             )
             if args.decode_only:
                 rates = codec_decode_rates(geometry, benchmark, args)

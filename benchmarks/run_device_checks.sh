@@ -63,8 +63,7 @@ if [ "${SCALE_ARGS:-}" != skip ]; then
     ${SCALE_ARGS:---workers 4 8 --steps 20} --out "$OUT/scale-gpu-bf16.json"
 fi
 
-# the pilot loads its data in the run's own process: loader workers inside run_study's spawned run process
-# stalled the buffer's candidate reads in a CPU rehearsal (loader.num_workers=2), not yet understood
+# the pilot loads its data in the run's own process (loader.num_workers 0, the study's setting)
 pilot=$(($(left) - 20))
 part pilot-224 "$pilot" env PY="$PY" OUT="$OUT/study" DEVICE="$DEVICE" SEEDS=0 THREADS=8 CALL_TIMEOUT=$((pilot - 15)) \
   GROUPS_RUN="main paper-masking paper-mrdc" \

@@ -242,3 +242,38 @@ def test_ray_gives_the_local_results_and_a_killed_task_is_retried_and_resumed(ru
     for name in ("masking_seed0.json", "raw_seed0.json"):
         assert _computed(out / "g" / name) == _computed(reference / "g" / name), name
     assert [line for line in lines if line.startswith("study: ")][-1].startswith("study: 2/2 done, 0 running, 0 failed, 0 pending")
+
+
+_JOB_STATE = {"mark": "module default"}
+
+
+class _MarkDataset:
+    """Two items: the job process's mark, as the loader worker that reads them sees it."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> str:
+        return _JOB_STATE["mark"]
+
+
+def _loader_workers_see_the_job_state() -> list[str]:
+    from torch.utils.data import DataLoader
+
+    _JOB_STATE["mark"] = "set in the job"
+    return list(DataLoader(_MarkDataset(), batch_size=None, num_workers=2))
+
+
+def test_local_launcher_jobs_start_loader_workers_as_a_command_line_run_does(tmp_path):
+    """A job's DataLoader workers start with the platform's default method (forked on Linux: they
+    see the job's state), not the pool's ``spawn``: spawned loader workers each re-import torch and
+    the package (a tiny run with loader workers took minutes)."""
+    from avalanche_exmask.study.launcher import LauncherOptions
+    from avalanche_exmask.study.local_launcher import LocalLauncher
+
+    launcher = LocalLauncher(LauncherOptions(workers=1, threads=1), tmp_path)
+    try:
+        seen = launcher.pool.submit(_loader_workers_see_the_job_state).result(timeout=300)
+    finally:
+        launcher.close()
+    assert seen == ["set in the job", "set in the job"]

@@ -1,12 +1,15 @@
 """The ``local`` launcher: the study's jobs in a pool of worker processes on this machine.
 
 ``workers`` jobs run at a time, each in a spawned process with ``threads`` torch threads
-(``workers x threads`` should not exceed the cores). A job that raises fails alone; a worker that
+(``workers x threads`` should not exceed the cores). Inside a job, processes (DataLoader workers)
+start with the platform's default method, as in a run started from the command line: a spawned
+process would otherwise spawn them too, each re-importing torch and the package. A job that raises fails alone; a worker that
 dies (killed) breaks the pool, and every job not finished is then reported failed: launching the
 study again resumes them.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -34,13 +37,21 @@ class _PoolJob(Submission):
         return None if error is None else f"{type(error).__name__}: {error}"
 
 
+def _platform_start_method() -> None:
+    """Pool initializer: the job process starts its own processes with the platform's default
+    method (``fork`` on Linux), not the ``spawn`` it inherited from the pool. Loader workers then
+    start as they do in a run launched from the command line; a spawned worker re-imports torch and
+    the package, once per loader (the buffer update starts one per class)."""
+    multiprocessing.set_start_method(None, force=True)
+
+
 class LocalLauncher(Launcher):
     """Runs jobs in ``options.workers`` spawned processes (``OMP_NUM_THREADS`` defaults to ``options.threads``)."""
 
     def __init__(self, options: LauncherOptions, out: Path) -> None:
         super().__init__(options, out)
         os.environ.setdefault("OMP_NUM_THREADS", str(options.threads))
-        self.pool = ProcessPoolExecutor(options.workers, mp_context=get_context("spawn"))
+        self.pool = ProcessPoolExecutor(options.workers, mp_context=get_context("spawn"), initializer=_platform_start_method)
 
     def submit(self, jobs: Sequence[Sequence[StudyRun]]) -> list[Submission]:
         return [_PoolJob(job, self.pool.submit(execute_runs, list(job))) for job in jobs]
