@@ -4,14 +4,16 @@
 #   A. benchmarks/overhead.py on ViT-B/16 at 224 px (random weights, fp32): step time per method relative to
 #      raw replay, masking + selection against training time, token-dropping replay against the attention-
 #      masked and the full-image step, the current-data pass's parts, decode rates (issue 25, item 4);
-#   B. benchmarks/scale.py in bf16 with 4 and 8 loader workers: per-stage rates, GPU memory, data wait;
+#   B. benchmarks/scale.py in bf16, batch 32, 4 and 8 loader workers: per-stage rates, GPU memory, data wait
+#      (its 2026-12-04 run used scale.py's default batch of 4);
 #   C. a pilot of the 224 px Table 1 (benchmarks/run_224_vitb16.sh) on a slice: 12 classes in 3
 #      experiences, 40 training images a class, 1 epoch, seed 0 (issue 23, item 5). A pilot: no verdict.
 # Everything lands in $OUT (logs in device-log.txt; the pilot's folder as study-224-pilot.tar.gz).
 #   OUT=results/device bash benchmarks/run_device_checks.sh
 # Settings (environment): PY (python3), OUT (results/device), LIMIT (seconds for all parts, 540), DEVICE (cuda),
 # WHEELS (.whl: where the machine lacks this package's dependencies, the wheels there are installed to /tmp/site
-# first), and for a CPU rehearsal on a tiny slice: OVERHEAD_ARGS, SCALE_ARGS, PILOT_SET (each replaces its part's sizes).
+# first), and for a CPU rehearsal on a tiny slice: OVERHEAD_ARGS, SCALE_ARGS, PILOT_SET, PILOT_GROUPS (each replaces its
+# part's sizes; tests/test_run_device_checks.py).
 #   DEVICE=cpu WHEELS=none OVERHEAD_ARGS="--geometries 64 --epochs 1 --drop-steps 1 --methods raw masking" \
 #   SCALE_ARGS=skip PILOT_SET="model.name=exmask-tiny model.pretrained=synthetic benchmark.args.n_classes=2" bash benchmarks/run_device_checks.sh
 set -uo pipefail
@@ -60,13 +62,13 @@ part overhead 200 "$PY" benchmarks/overhead.py --device "$DEVICE" --threads 4 --
 if [ "${SCALE_ARGS:-}" != skip ]; then
   # shellcheck disable=SC2086
   part scale 120 "$PY" benchmarks/scale.py --device "$DEVICE" --precision bf16 --threads 4 \
-    ${SCALE_ARGS:---workers 4 8 --steps 20} --out "$OUT/scale-gpu-bf16.json"
+    ${SCALE_ARGS:---workers 4 8 --steps 20 --batch-size 32} --out "$OUT/scale-gpu-bf16.json"
 fi
 
 # the pilot loads its data in the run's own process (loader.num_workers 0, the study's setting)
 pilot=$(($(left) - 20))
 part pilot-224 "$pilot" env PY="$PY" OUT="$OUT/study" DEVICE="$DEVICE" SEEDS=0 THREADS=8 CALL_TIMEOUT=$((pilot - 15)) \
-  GROUPS_RUN="main paper-masking paper-mrdc" \
+  GROUPS_RUN="${PILOT_GROUPS:-main paper-masking paper-mrdc}" \
   SET="benchmark.n_experiences=3 benchmark.args.n_classes=12 benchmark.args.train_per_class=40 benchmark.args.test_per_class=20 train.epochs=1 ${PILOT_SET:-}" \
   bash benchmarks/run_224_vitb16.sh
 [ -d "$OUT/study" ] && tar czf "$OUT/study-224-pilot.tar.gz" --exclude='*.safetensors' -C "$OUT" study && rm -rf "$OUT/study"
