@@ -10,6 +10,13 @@
 #      experiences, 40 training images a class, 1 epoch, seed 0 (issue 23, item 5). A pilot: no verdict.
 # Everything lands in $OUT (logs in device-log.txt; the pilot's folder as study-224-pilot.tar.gz).
 #   OUT=results/device bash benchmarks/run_device_checks.sh
+# The wheels for a machine with torch but without this package's other dependencies (Python 3.12; the H200
+# image of 2026-12 lacked these), fetched where pip works, then carried in .whl/ (ignored by git):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl avalanche-lib==0.6.0 dill gdown \
+#     pytorchcv qpsolvers open_clip_torch ftfy wcwidth tensordict pyvers pydantic pydantic_core annotated_types \
+#     typing_inspection beautifulsoup4 soupsieve platformdirs && pip wheel --no-deps -w .whl GPUtil==1.4.0
+# (pydantic and pydantic_core at the versions that match; about 8 MB in all.)
 # Settings (environment): PY (python3), OUT (results/device), LIMIT (seconds for all parts, 540), DEVICE (cuda),
 # WHEELS (.whl: where the machine lacks this package's dependencies, the wheels there are installed to /tmp/site
 # first), and for a CPU rehearsal on a tiny slice: OVERHEAD_ARGS, SCALE_ARGS, PILOT_SET, PILOT_GROUPS (each replaces its
