@@ -2,10 +2,9 @@
 
 ``workers`` jobs run at a time, each in a spawned process with ``threads`` torch threads
 (``workers x threads`` should not exceed the cores). Inside a job, processes (DataLoader workers)
-start with the platform's default method, as in a run started from the command line: a spawned
-process would otherwise spawn them too, each re-importing torch and the package. A job that raises fails alone; a worker that
-dies (killed) breaks the pool, and every job not finished is then reported failed: launching the
-study again resumes them.
+start with the platform's default method, as in a run started from the command line. A job that
+raises fails alone; a worker that dies (killed) breaks the pool, and every job not finished is then
+reported failed: launching the study again resumes them.
 """
 from __future__ import annotations
 
