@@ -283,15 +283,21 @@ def decode_rates(stores: dict[str, tuple[Any, list]], repeats: int = 3) -> dict[
     return {name: len(stores[name][1]) / statistics.median(values) for name, values in seconds.items()}
 
 
+def geometry_model(geometry: dict[str, Any], device: str):
+    """The geometry's classifier, initialised from seed 0 (the same weights for every measurement), on ``device``."""
+    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
+
+    torch.manual_seed(0)
+    return MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"]).to(device)
+
+
 def token_dropping(geometry: dict[str, Any], benchmark, args: argparse.Namespace) -> dict[str, Any]:
     """Seconds per training step on replayed masked exemplars (quarter of the patches kept, the rest
     black) under each ``skip_empty_patches`` mode, alone and mixed with current images."""
     from avalanche_exmask.masking.image_mask import ImageMaskRule
-    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
     from avalanche_exmask.storage.codecs import MaskedCodec
 
-    torch.manual_seed(0)
-    model = MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"]).to(args.device)
+    model = geometry_model(geometry, args.device)
     model.classifier.active_units.fill_(1)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     dataset = benchmark.train_stream[0].dataset.eval()
@@ -334,12 +340,9 @@ def through_codec_parts(geometry: dict[str, Any], benchmark, args: argparse.Name
     alone, ``patch_attention_scores``, which the masked codec's defaults use), and the codec's
     encode + decode of every sample (the masked and the JPEG codec, method defaults); medians over
     ``args.drop_steps`` rounds."""
-    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
     from avalanche_exmask.storage.codecs import JpegCodec, MaskedCodec
 
-    torch.manual_seed(0)
-    model = MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"])
-    model = model.to(args.device).eval()
+    model = geometry_model(geometry, args.device).eval()
     dataset = benchmark.train_stream[0].dataset.eval()
     items = [dataset[i] for i in range(geometry["batch_size"])]
     x = torch.stack([sample for sample, *_ in items]).to(args.device)
@@ -372,12 +375,9 @@ def codec_decode_rates(geometry: dict[str, Any], benchmark, args: argparse.Names
     images scored by the geometry's model (masked: a quarter of the patches kept, by the ratio rule).
     Passes over the codecs alternate, so they share the load."""
     from avalanche_exmask.masking.image_mask import ImageMaskRule
-    from avalanche_exmask.models.classifier import MultimodalCLIPClassifier
     from avalanche_exmask.storage.codecs import CimCodec, JpegCodec, MaskedCodec, RawCodec
 
-    torch.manual_seed(0)
-    model = MultimodalCLIPClassifier(geometry["model"], geometry["pretrained"], initial_out_features=geometry["classes"])
-    model = model.to(args.device).eval()
+    model = geometry_model(geometry, args.device).eval()
     dataset = benchmark.train_stream[0].dataset.eval()
     items = [dataset[i] for i in range(2 * geometry["batch_size"])]
     with torch.no_grad():
