@@ -51,6 +51,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
         "train": {"epochs": 1, "batch_size": 8, "weight_aligning": True, "current_through_codec": 0.5,
                   "augmentation": {"p_fill": 0.5, "p_token_mix": 0.5, "p_swap_text": 0.5}},
     }),
+    "masking-loader-workers": ("masking", {"loader": {"num_workers": 2}}),
     "raw-stack": ("raw", {"train": {"epochs": 1, "batch_size": 8, "weight_aligning": True, "memory_batch": "class_balanced",
                                     "augmentation": {"p_fill": 0.5}}}),
 }

@@ -273,26 +273,26 @@ def test_replay_loader_and_buffer_update_use_the_loader_settings():
 def test_run_config_sections_reach_the_strategy(monkeypatch):
     """``loader`` / ``accelerator`` / ``model.skip_empty_patches: drop`` from a config drive a run."""
     from avalanche_exmask.experiment import run_experiment
-    from avalanche_exmask.storage.buffer import ByteBudgetBuffer
+    from avalanche_exmask.storage.candidate_reader import CandidateReader
 
     seen = {"autocast": 0, "read_workers": [], "drop": 0}
-    original_enter, original_read = MixedPrecisionPlugin._enter, ByteBudgetBuffer._read
+    original_enter, original_read = MixedPrecisionPlugin._enter, CandidateReader.read
     original_drop = MultimodalCLIPClassifier._dropping_empty_patches
 
     def counting_enter(self):
         seen["autocast"] += self.dtype == torch.bfloat16
         original_enter(self)
 
-    def spying_read(self, dataset, indices):
-        seen["read_workers"].append(self._read_workers)
-        return original_read(self, dataset, indices)
+    def spying_read(self, indices):
+        seen["read_workers"].append(self.num_workers)
+        return original_read(self, indices)
 
     def counting_drop(self, images):
         seen["drop"] += 1
         return original_drop(self, images)
 
     monkeypatch.setattr(MixedPrecisionPlugin, "_enter", counting_enter)
-    monkeypatch.setattr(ByteBudgetBuffer, "_read", spying_read)
+    monkeypatch.setattr(CandidateReader, "read", spying_read)
     monkeypatch.setattr(MultimodalCLIPClassifier, "_dropping_empty_patches", counting_drop)
     (run,) = expand_runs({
         "method": "masking", "benchmark": {"n_experiences": 2, "args": {"n_classes": 4, "train_per_class": 2, "test_per_class": 1}},

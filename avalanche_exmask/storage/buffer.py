@@ -40,13 +40,13 @@ from avalanche.training.storage_policy import (
     ExemplarsSelectionStrategy,
     FeatureBasedExemplarsSelectionStrategy,
 )
-from torch.utils.data import DataLoader, Dataset, Subset
 
 from avalanche_exmask.distributed import batch_shard, gather_shards, is_distributed, rank_aligned_rng, unwrap_model
 from avalanche_exmask.models.outputs import MaskingScores
 from avalanche_exmask.storage.budget_fit import fit_to_budget, record_sizes
 from avalanche_exmask.storage.buffer_datasets import Augmentation, ListDataset, RecordDataset
 from avalanche_exmask.storage.buffer_stats import BufferStats, ClassStats, mean_of
+from avalanche_exmask.storage.candidate_reader import CandidateReader
 from avalanche_exmask.storage.codecs.base import Codec, Record
 from avalanche_exmask.storage.codecs.masked import MaskedCodec
 from avalanche_exmask.storage.scoring import Scorer, default_scorer, token_importance
@@ -64,11 +64,6 @@ __all__ = [
     "ByteBudgetBuffer",
     "MaskedExemplarBuffer",
 ]
-
-
-def _as_is(item: Any) -> Any:
-    """A DataLoader ``collate_fn`` returning each item unchanged (module level: workers pickle it)."""
-    return item
 
 
 class ByteBudgetBuffer(ExemplarsBuffer):
@@ -140,7 +135,8 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         """Add the new classes of ``strategy.experience`` (``ReplayPlugin`` calls this).
 
         :param kwargs: the arguments of ``strategy.train(...)``; with ``num_workers >= 1`` the
-            candidates are read (images decoded and resized) in that many DataLoader workers.
+            candidates are read (images decoded and resized) in that many DataLoader workers,
+            started once for the update's classes (:class:`~avalanche_exmask.storage.candidate_reader.CandidateReader`).
         """
         self._read_workers = int(kwargs.get("num_workers") or 0)
         self.post_adapt(strategy, strategy.experience)
@@ -153,11 +149,12 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         dataset = exp.dataset.eval() if hasattr(exp.dataset, "eval") else exp.dataset
         targets = torch.as_tensor(list(dataset.targets), dtype=torch.long)
         new_classes = sorted(set(targets.tolist()) - set(self._records))
-        streams = {
-            label: self._class_records(agent_state, dataset, torch.nonzero(targets == label).flatten(), label)
-            for label in new_classes
-        }
-        self._admit(streams)
+        with CandidateReader(dataset, self._read_workers) as reader:
+            streams = {
+                label: self._class_records(agent_state, reader, torch.nonzero(targets == label).flatten(), label)
+                for label in new_classes
+            }
+            self._admit(streams)
 
     def resize(self, strategy: Any, new_size: int) -> None:
         """Change the budget to ``new_size`` bytes, evicting to fit.
@@ -172,15 +169,16 @@ class ByteBudgetBuffer(ExemplarsBuffer):
             raise
 
     def _class_records(
-        self, strategy: SupervisedTemplate, dataset: Dataset, indices: torch.Tensor, label: int
+        self, strategy: SupervisedTemplate, reader: CandidateReader, indices: torch.Tensor, label: int
     ) -> Iterator[Record]:
-        """Records of one class's candidates, encoded lazily in selection order."""
+        """Records of one class's candidates (``indices`` into the reader's dataset), encoded lazily
+        in selection order."""
         model, device = strategy.model, strategy.device
         if self.candidates_per_class is not None and len(indices) > self.candidates_per_class:
             picked = torch.randperm(len(indices), generator=self._generator)[: self.candidates_per_class]
             indices = indices[picked.sort().values]
         # Each candidate is read once: scored from this list, and the selected ones encoded from it.
-        candidates = self._read(dataset, indices.tolist())
+        candidates = reader.read(indices.tolist())
         scores, labels = self._score(model, candidates, device)
         if len(labels) != len(indices) or bool((labels != label).any()):
             raise ValueError(
@@ -212,13 +210,6 @@ class ByteBudgetBuffer(ExemplarsBuffer):
         scores = gather_shards(None if local is None else local[0], mine, len(candidates))
         labels = gather_shards(None if local is None else local[1], mine, len(candidates))
         return scores, labels
-
-    def _read(self, dataset: Dataset, indices: list[int]) -> list:
-        """The items of ``dataset`` at ``indices``, in order; read (images decoded and resized) in
-        DataLoader workers when the last :meth:`update` was given ``num_workers >= 1``."""
-        if not self._read_workers or len(indices) < 2:
-            return [dataset[index] for index in indices]
-        return list(DataLoader(Subset(dataset, indices), batch_size=None, collate_fn=_as_is, num_workers=self._read_workers))
 
     def _order(self, strategy: SupervisedTemplate, candidates: list, scores: MaskingScores) -> torch.Tensor:
         """The candidates' selection order (long ``[n]``)."""
