@@ -52,6 +52,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
                   "augmentation": {"p_fill": 0.5, "p_token_mix": 0.5, "p_swap_text": 0.5}},
     }),
     "masking-loader-workers": ("masking", {"loader": {"num_workers": 2}}),
+    "masking-scores-experience": ("masking", {"train": {"current_codec_scores": "experience"}}),
     "raw-stack": ("raw", {"train": {"epochs": 1, "batch_size": 8, "weight_aligning": True, "memory_batch": "class_balanced",
                                     "augmentation": {"p_fill": 0.5}}}),
 }

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from avalanche_exmask.distributed import unwrap_model
 from avalanche_exmask.models.outputs import MaskingScores
 from avalanche_exmask.models.protocols import MaskScorer, TokenScorer
+from avalanche_exmask.models.train_mode import eval_mode
 
 __all__ = ["Scorer", "default_scorer", "token_importance"]
 
@@ -36,19 +37,14 @@ def default_scorer(
         the buffer computes it for the encoded candidates only).
     """
     scorer = cast(MaskScorer, model)  # the model's contract (see models/protocols.py)
-    was_training = model.training
-    model.eval()
     scores: list[MaskingScores] = []
     labels: list[torch.Tensor] = []
-    try:
-        with torch.no_grad():
-            # torch's hint asks for a Dataset; a DataLoader reads any sized, indexable sequence (a list).
-            for x, y, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):  # type: ignore[arg-type]
-                x = x.to(device)
-                scores.append(scorer.masking_scores(x).cpu())
-                labels.append(torch.as_tensor(y))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        # torch's hint asks for a Dataset; a DataLoader reads any sized, indexable sequence (a list).
+        for x, y, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False):  # type: ignore[arg-type]
+            x = x.to(device)
+            scores.append(scorer.masking_scores(x).cpu())
+            labels.append(torch.as_tensor(y))
     # torch.cat of MaskingScores is a MaskingScores (tensordict's __torch_function__); torch's hint
     # says Tensor.
     return cast(MaskingScores, torch.cat(scores)), torch.cat(labels).long()  # type: ignore[arg-type]
@@ -62,10 +58,5 @@ def token_importance(model: torch.nn.Module, input_ids: torch.Tensor, device: An
     """
     model = unwrap_model(model)
     scorer = cast(TokenScorer, model)  # the model's contract (see models/protocols.py)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return scorer.token_importance(input_ids[None].to(device))[0].cpu()
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():  # once per encoded record: the cheap switch
+        return scorer.token_importance(input_ids[None].to(device))[0].cpu()

@@ -41,6 +41,7 @@ from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.distributed import batch_shard, gather_shards, unwrap_model
 from avalanche_exmask.models.outputs import MaskingScores, PatchAttentionScores
 from avalanche_exmask.models.protocols import MaskScorer
+from avalanche_exmask.models.train_mode import eval_mode
 
 __all__ = ["CurrentScores", "through_codec", "encode_through_codec", "RecordsInPlaceDataset", "CurrentThroughCodecPlugin"]
 
@@ -138,17 +139,13 @@ def _scores(model: torch.nn.Module, codec: Any, x: MultimodalSample) -> MaskingS
     mode is restored."""
     model = unwrap_model(model)
     scorer = cast(MaskScorer, model)  # the model's contract (see models/protocols.py)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):  # every training step: the cheap switch (models/train_mode.py)
         attention_only = getattr(model, "patch_attention_scores", None)
         if attention_only is not None and getattr(codec, "reads_patch_attention_only", False):
             return PatchAttentionScores(patch_attention=attention_only(x.image).cpu(), batch_size=[x.image.shape[0]])
         if getattr(codec, "needs_token_importance", False):
             return scorer.masking_scores(x, token_importance=True).cpu()
         return scorer.masking_scores(x).cpu()
-    finally:
-        model.train(was_training)
 
 
 # Avalanche is read as Any (follow_imports = "skip"), so mypy checks this class keyword against
