@@ -53,6 +53,9 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     }),
     "masking-loader-workers": ("masking", {"loader": {"num_workers": 2}}),
     "masking-scores-experience": ("masking", {"train": {"current_codec_scores": "experience"}}),
+    "masking-scores-experience-loader-workers": (
+        "masking", {"train": {"current_codec_scores": "experience"}, "loader": {"num_workers": 2}}
+    ),
     "raw-stack": ("raw", {"train": {"epochs": 1, "batch_size": 8, "weight_aligning": True, "memory_batch": "class_balanced",
                                     "augmentation": {"p_fill": 0.5}}}),
 }

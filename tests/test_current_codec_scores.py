@@ -182,7 +182,7 @@ def test_an_experience_draws_the_same_current_samples_however_the_run_got_there(
     benchmark = synthetic_multimodal(n_classes=6, n_experiences=3, train_per_class=6, test_per_class=1, seed=0)
     drawn: list[list[int]] = []
     monkeypatch.setattr(augmentation, "encode_through_codec",
-                        lambda model, codec, subset, *a: drawn.append(list(subset.indices)) or [None] * len(subset.indices))
+                        lambda model, codec, subset, *a, **k: drawn.append(list(subset.indices)) or [None] * len(subset.indices))
     monkeypatch.setattr(augmentation, "through_codec", lambda model, codec, x, labels: drawn.append(labels.tolist()) or x)
     monkeypatch.setattr(augmentation, "RecordsInPlaceDataset", lambda dataset, records, decode: dataset)
 
@@ -210,3 +210,36 @@ def test_an_experience_draws_the_same_current_samples_however_the_run_got_there(
     assert draws(plugin(), [benchmark.train_stream[0]]) == uninterrupted[:1]
     other_seed = CurrentThroughCodecPlugin(codec, probability=0.5, seed=4, scores=scores)
     assert draws(other_seed, benchmark.train_stream) != uninterrupted
+
+
+def test_the_experience_pass_reads_in_loader_workers_and_makes_the_same_records(tmp_path):
+    import os
+
+    from avalanche_exmask.training.codec_augmentation import encode_through_codec
+
+    class PidLogging(torch.utils.data.Dataset):
+        def __init__(self, items, log):
+            self.items, self.log = items, log
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, index):
+            with open(self.log, "a") as log:
+                log.write(f"{os.getpid()}\n")
+            return self.items[index]
+
+    benchmark = synthetic_multimodal(n_classes=2, n_experiences=1, train_per_class=4, test_per_class=1, seed=0)
+    torch.manual_seed(0)
+    model = MultimodalCLIPClassifier(pretrained=None)
+    codec = MaskedCodec(patch_size=model.patch_size)
+    made, readers = [], []
+    for workers in (0, 2):
+        log = tmp_path / f"reads-{workers}.txt"
+        rng_before = torch.get_rng_state()
+        records = encode_through_codec(model, codec, PidLogging(benchmark.train_stream[0].dataset, log), "cpu", 3, num_workers=workers)
+        assert torch.equal(rng_before, torch.get_rng_state())  # the training order is not touched
+        made.append([record.data for record in records])
+        readers.append(set(log.read_text().split()))
+    assert len(made[0]) == 8 and made[0] == made[1]
+    assert readers[0] == {str(os.getpid())} and len(readers[1]) == 2 and str(os.getpid()) not in readers[1]

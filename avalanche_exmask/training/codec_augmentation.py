@@ -68,10 +68,13 @@ def through_codec(model: torch.nn.Module, codec: Any, x: MultimodalSample, label
     )
 
 
-def encode_through_codec(model: torch.nn.Module, codec: Any, dataset: Dataset, device: Any, batch_size: int) -> list[Any]:
+def encode_through_codec(
+    model: torch.nn.Module, codec: Any, dataset: Dataset, device: Any, batch_size: int, num_workers: int = 0
+) -> list[Any]:
     """The records ``codec`` makes of every ``(x, y, ...)`` item of ``dataset``, in order, scored in
     batches of ``batch_size`` by ``model`` in eval mode (no forward pass for a codec that declares
-    ``uses_scores = False``). The global random state is left as it was.
+    ``uses_scores = False``); the items are read in ``num_workers`` DataLoader workers (``0``: in
+    this process). The global random state is left as it was.
 
     Under ``torchrun`` each rank reads, scores and encodes its batches (batch ``b`` on rank
     ``b mod world_size``, :func:`~avalanche_exmask.distributed.batch_shard`) and every rank gets all
@@ -81,16 +84,19 @@ def encode_through_codec(model: torch.nn.Module, codec: Any, dataset: Dataset, d
     """
     n_items = len(dataset)  # type: ignore[arg-type]  # an Avalanche dataset is sized
     mine = batch_shard(n_items, batch_size)
-    local = _encode_items(model, codec, Subset(dataset, mine), device, batch_size) if mine else None
+    local = _encode_items(model, codec, Subset(dataset, mine), device, batch_size, num_workers) if mine else None
     return gather_shards(local, mine, n_items) or []
 
 
 @torch.no_grad()
-def _encode_items(model: torch.nn.Module, codec: Any, dataset: Dataset, device: Any, batch_size: int) -> list[Any]:
+def _encode_items(
+    model: torch.nn.Module, codec: Any, dataset: Dataset, device: Any, batch_size: int, num_workers: int
+) -> list[Any]:
     """:func:`encode_through_codec` in one process."""
     records: list[Any] = []
     # a private generator: the loader's seed draw leaves the global RNG (the training order) untouched
-    for x, y, *_ in DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator()):
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=torch.Generator())
+    for x, y, *_ in loader:
         records.extend(_encode_batch(model, codec, x.to(device), torch.as_tensor(y)))
     return records
 
@@ -190,14 +196,19 @@ class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):  #
 
     def after_train_dataset_adaptation(self, strategy, **kwargs) -> None:
         """With ``scores="experience"``: encode the chosen samples of the experience's training data
-        and train them as their records (the replay plugin builds its loader from this dataset)."""
+        and train them as their records (the replay plugin builds its loader from this dataset).
+        With ``num_workers >= 1`` among ``strategy.train(...)``'s arguments the chosen samples are
+        read in that many DataLoader workers."""
         if self.scores != "experience" or getattr(self.codec, "lossless", False):
             return
         start = time.perf_counter()
         dataset = strategy.adapted_dataset
         chosen = torch.rand(len(dataset), generator=self._generator) < self.probability
         index = torch.nonzero(chosen).flatten().tolist()
-        records = encode_through_codec(strategy.model, self.codec, Subset(dataset, index), strategy.device, strategy.eval_mb_size)
+        records = encode_through_codec(
+            strategy.model, self.codec, Subset(dataset, index), strategy.device, strategy.eval_mb_size,
+            num_workers=int(kwargs.get("num_workers") or 0),
+        )
         strategy.adapted_dataset = _make_taskaware_classification_dataset(
             RecordsInPlaceDataset(dataset, dict(zip(index, records, strict=True)), self.codec.decode),
             targets=list(dataset.targets),
