@@ -21,7 +21,9 @@ so every method's steps meet the same load on a shared machine. Per method:
 * **first experience**: its median step time (no replay yet: current data only, through the codec
   for a lossy one) relative to ``raw``'s;
 * **masking + selection**: the buffer update after the first experience (scoring pass, herding,
-  encoding) over that experience's training time (the sum of its steps' times);
+  encoding) over that experience's training time (the sum of its steps' times); split into its
+  **scoring** pass (the scorer's one eval forward over every candidate) and the **rest** (reading
+  the candidates, herding, encoding, token importance);
 * **decode**: records/s decoding the method's stored records on one thread (as in a loader worker);
   and, per codec, on records of the same images with a quarter of the patches kept;
 * **data wait**: the share of the second experience's step time spent waiting for the next batch.
@@ -237,9 +239,15 @@ def measure_methods(methods: list[str], geometry: dict[str, Any], benchmark, arg
     from avalanche_exmask.training.codec_augmentation import CurrentThroughCodecPlugin
 
     built = {method: build(method, geometry, benchmark, args) for method in methods}
-    for experience in benchmark.train_stream:
-        train_in_turns(built, experience, args)
     buffers = {method: replay_plugin_of(strategy).storage_policy for method, (strategy, _) in built.items()}
+    scorers = {method: TimedScorer(buffer.scorer) for method, buffer in buffers.items()}
+    for method, buffer in buffers.items():
+        buffer.scorer = scorers[method]
+    first_scoring_s = {}
+    for index, experience in enumerate(benchmark.train_stream):
+        train_in_turns(built, experience, args)
+        if index == 0:
+            first_scoring_s = {method: sum(scorer.seconds) for method, scorer in scorers.items()}
     stored = {method: (buffer.codec, [r for group in buffer.records.values() for r in group]) for method, buffer in buffers.items()}
     rates = decode_rates(stored)
     rows = {}
@@ -261,6 +269,8 @@ def measure_methods(methods: list[str], geometry: dict[str, Any], benchmark, arg
             "update_s": first["update_s"],
             "train_s": train_s,
             "update_over_train": first["update_s"] / train_s,
+            "update_scoring_over_train": first_scoring_s[method] / train_s,
+            "update_rest_over_train": (first["update_s"] - first_scoring_s[method]) / train_s,
             "pass_over_train": passes[0][0] / train_s if passes and passes[0] else 0.0,
             "first_experience_step_s": statistics.median(s["step"] for s in timer.experiences[0][1:]),
             "records": records,
@@ -268,6 +278,21 @@ def measure_methods(methods: list[str], geometry: dict[str, Any], benchmark, arg
             "decode_records_per_s": rates[method],
         }
     return rows
+
+
+class TimedScorer:
+    """A buffer's scorer that records the wall seconds of each call (the update's scoring pass)."""
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer = scorer
+        self.seconds: list[float] = []
+
+    def __call__(self, *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.scorer(*args)
+        finally:
+            self.seconds.append(time.perf_counter() - start)
 
 
 def decode_rates(stores: dict[str, tuple[Any, list]], repeats: int = 3) -> dict[str, float]:
@@ -410,7 +435,8 @@ def print_decode_table(results: dict[str, Any]) -> None:
 def print_table(results: dict[str, Any]) -> None:
     """The one table: per geometry and method, and the token-dropping rows."""
     header = (f"{'geometry':<8} {'method':<18} {'step ms':>8} {'x raw':>6} {'codec ms':>9} {'x raw w/o':>9} "
-              f"{'exp-1 x raw':>11} {'exp-1 total':>11} {'update/train':>12} {'pass/train':>10} {'decode/s':>9} {'data wait':>9}")
+              f"{'exp-1 x raw':>11} {'exp-1 total':>11} {'update/train':>12} {'scoring':>8} {'rest':>6} {'pass/train':>10} "
+              f"{'decode/s':>9} {'data wait':>9}")
     print(header)
     for geometry, block in results["geometries"].items():
         raw = block["methods"]["raw"]
@@ -419,7 +445,8 @@ def print_table(results: dict[str, Any]) -> None:
             print(f"{geometry:<8} {method:<18} {1000 * row['step_s']:>8.1f} {row['step_vs_raw']:>6.2f} "
                   f"{1000 * row['before_forward_s']:>9.1f} {without:>9.2f} {row['first_experience_step_vs_raw']:>11.2f} "
                   f"{row['train_s'] * (1 + row.get('pass_over_train', 0.0)) / raw['train_s']:>11.2f} "
-                  f"{row['update_over_train']:>12.1%} {row.get('pass_over_train', 0.0):>10.1%} "
+                  f"{row['update_over_train']:>12.1%} {row.get('update_scoring_over_train', float('nan')):>8.1%} "
+                  f"{row.get('update_rest_over_train', float('nan')):>6.1%} {row.get('pass_over_train', 0.0):>10.1%} "
                   f"{row['decode_records_per_s']:>9.0f} {row['data_wait_fraction']:>9.1%}")
     print(f"\n{'geometry':<8} {'batch':<9} {'full ms':>8} {'attn-mask':>9} {'drop':>6}   (token-dropping replay, x full)")
     for geometry, block in results["geometries"].items():
