@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,23 @@ from avalanche_exmask.data.sample import MultimodalSample
 
 logging.getLogger().setLevel(logging.ERROR)  # open_clip warns on random init
 torch.set_num_threads(2)
+
+
+class PidLoggingDataset(torch.utils.data.Dataset):
+    """``items`` as they are, each read appending the reading process's pid to the file ``log``
+    (one line a read): which processes read what, for tests of loader workers."""
+
+    def __init__(self, items, log: Path | str) -> None:
+        self.items, self.log = items, log
+        self.targets = list(getattr(items, "targets", []))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        with open(self.log, "a") as log:
+            log.write(f"{os.getpid()}\n")
+        return self.items[index]
 
 
 def random_batch(batch: int = 4, image_size: int = 64, context_length: int = 32, seed: int = 0) -> MultimodalSample:

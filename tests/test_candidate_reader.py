@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from conftest import PidLoggingDataset
 from torch.utils.data import Dataset
 
 from avalanche_exmask.storage.candidate_reader import CandidateReader
@@ -63,22 +64,6 @@ def test_refuses_a_negative_worker_count():
         CandidateReader(_WhoReads(), num_workers=-1)
 
 
-class _PidLogging(Dataset):
-    """An experience's items, each read appending the reading process's pid to ``log``."""
-
-    def __init__(self, items: Dataset, log: str) -> None:
-        self.items, self.log = items, log
-        self.targets = list(items.targets)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        with open(self.log, "a") as log:
-            log.write(f"{os.getpid()}\n")
-        return self.items[index]
-
-
 def test_a_buffer_update_starts_its_readers_once_and_stores_what_it_stores_without_them(tmp_path):
     from types import SimpleNamespace
 
@@ -95,7 +80,7 @@ def test_a_buffer_update_starts_its_readers_once_and_stores_what_it_stores_witho
     digests, pids = [], []
     for workers in (2, 0):
         log = tmp_path / f"reads-{workers}.txt"
-        experience = SimpleNamespace(dataset=_PidLogging(benchmark.train_stream[0].dataset.eval(), str(log)))
+        experience = SimpleNamespace(dataset=PidLoggingDataset(benchmark.train_stream[0].dataset.eval(), log))
         buffer = ByteBudgetBuffer(max_size=budget, codec=MaskedCodec(), mode="per_class", total_num_classes=3)
         buffer.update(SimpleNamespace(model=model, device="cpu", experience=experience), num_workers=workers)
         digests.append(buffer.content_sha256())

@@ -215,19 +215,9 @@ def test_an_experience_draws_the_same_current_samples_however_the_run_got_there(
 def test_the_experience_pass_reads_in_loader_workers_and_makes_the_same_records(tmp_path):
     import os
 
+    from conftest import PidLoggingDataset
+
     from avalanche_exmask.training.codec_augmentation import encode_through_codec
-
-    class PidLogging(torch.utils.data.Dataset):
-        def __init__(self, items, log):
-            self.items, self.log = items, log
-
-        def __len__(self):
-            return len(self.items)
-
-        def __getitem__(self, index):
-            with open(self.log, "a") as log:
-                log.write(f"{os.getpid()}\n")
-            return self.items[index]
 
     benchmark = synthetic_multimodal(n_classes=2, n_experiences=1, train_per_class=4, test_per_class=1, seed=0)
     torch.manual_seed(0)
@@ -237,7 +227,8 @@ def test_the_experience_pass_reads_in_loader_workers_and_makes_the_same_records(
     for workers in (0, 2):
         log = tmp_path / f"reads-{workers}.txt"
         rng_before = torch.get_rng_state()
-        records = encode_through_codec(model, codec, PidLogging(benchmark.train_stream[0].dataset, log), "cpu", 3, num_workers=workers)
+        items = PidLoggingDataset(benchmark.train_stream[0].dataset, log)
+        records = encode_through_codec(model, codec, items, "cpu", 3, num_workers=workers)
         assert torch.equal(rng_before, torch.get_rng_state())  # the training order is not touched
         made.append([record.data for record in records])
         readers.append(set(log.read_text().split()))

@@ -30,7 +30,7 @@ class _ClassIndices(Sampler[int]):
         self.indices: list[int] = []
 
     def __iter__(self) -> Iterator[int]:
-        return iter(list(self.indices))
+        return iter(self.indices)
 
     def __len__(self) -> int:
         return len(self.indices)
