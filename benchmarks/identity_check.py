@@ -51,6 +51,10 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
         "train": {"epochs": 1, "batch_size": 8, "weight_aligning": True, "current_through_codec": 0.5,
                   "augmentation": {"p_fill": 0.5, "p_token_mix": 0.5, "p_swap_text": 0.5}},
     }),
+    "masking-black-background": ("masking", {"storage": {"options": {"masked": {"background_downsample": None}}}}),
+    "masking-background-2": ("masking", {"storage": {"options": {"masked": {
+        "background_downsample": 2, "image_rule": {"kind": "ratio", "ratio": 0.35}}}}}),
+    "masking-jpeg-patches": ("masking", {"storage": {"options": {"masked": {"patch_jpeg_quality": 50}}}}),
     "masking-loader-workers": ("masking", {"loader": {"num_workers": 2}}),
     "masking-scores-experience": ("masking", {"train": {"current_codec_scores": "experience"}}),
     "masking-scores-experience-loader-workers": (

@@ -15,7 +15,9 @@ for a codec that declares ``uses_scores = False``, e.g. JPEG). A codec that decl
 When the scores are taken is the plugin's ``scores`` setting:
 
 * ``"step"``: in every training step, by the model as it is at that step; the scoring forward and
-  the encode + decode of the chosen current samples run inside the step.
+  the encode + decode of the chosen current samples run inside the step (for the masked codec
+  without JPEG patches and for CIM as one batched round trip on the training device, bit for bit
+  the records' decoding; for JPEG record by record on the CPU).
 * ``"experience"``: once an experience, before its training, by the model as the previous
   experience left it. The chosen samples are scored (one no-grad pass over them) and encoded then;
   the training dataset serves each chosen sample as its record, decoded on access, i.e. in the
@@ -42,6 +44,7 @@ from avalanche_exmask.distributed import batch_shard, gather_shards, unwrap_mode
 from avalanche_exmask.models.outputs import MaskingScores, PatchAttentionScores
 from avalanche_exmask.models.protocols import MaskScorer
 from avalanche_exmask.models.train_mode import eval_mode
+from avalanche_exmask.storage.codecs.base import BatchRoundTrip
 
 __all__ = ["CurrentScores", "through_codec", "encode_through_codec", "RecordsInPlaceDataset", "CurrentThroughCodecPlugin"]
 
@@ -53,14 +56,23 @@ CurrentScores = Literal["step", "experience"]
 def through_codec(model: torch.nn.Module, codec: Any, x: MultimodalSample, labels: torch.Tensor) -> MultimodalSample:
     """``x`` as ``codec`` stores and decodes it: encode with the model's scores, then decode.
 
+    A codec with a batched round trip (:class:`~avalanche_exmask.storage.codecs.base.BatchRoundTrip`:
+    the masked codec without JPEG patches, CIM) computes the decoded batch on ``x``'s device, bit
+    for bit the records' decoding; any other codec encodes and decodes sample by sample on the CPU.
     The model is not run for a codec that declares ``uses_scores = False`` (its records do not
     depend on scores).
 
     :param x: a batch, ``image`` uint8 ``[B, 3, S, S]``, ``input_ids`` long ``[B, T]``.
     :param labels: long ``[B]``.
-    :return: the decoded batch (on the CPU), same shapes.
+    :return: the decoded batch, same shapes (on ``x``'s device after a batched round trip, on the
+        CPU otherwise).
     """
-    decoded = [codec.decode(record) for record in _encode_batch(model, codec, x, labels)]
+    scores = _scores(model, codec, x) if getattr(codec, "uses_scores", True) else None
+    if isinstance(codec, BatchRoundTrip):
+        decoded_batch = codec.round_trip(x, scores, labels)
+        if decoded_batch is not None:
+            return decoded_batch
+    decoded = [codec.decode(record) for record in _encode_scored(codec, x, None if scores is None else scores.cpu(), labels)]
     return MultimodalSample(
         image=torch.stack([sample.image for sample in decoded]),
         input_ids=torch.stack([sample.input_ids for sample in decoded]),
@@ -104,7 +116,13 @@ def _encode_items(
 def _encode_batch(model: torch.nn.Module, codec: Any, x: MultimodalSample, labels: torch.Tensor) -> list[Any]:
     """One record per sample of the batch ``x`` (labels long ``[B]``), scored by ``model`` unless the
     codec declares ``uses_scores = False``."""
-    scores = _scores(model, codec, x) if getattr(codec, "uses_scores", True) else None
+    scores = _scores(model, codec, x).cpu() if getattr(codec, "uses_scores", True) else None
+    return _encode_scored(codec, x, scores, labels)
+
+
+def _encode_scored(codec: Any, x: MultimodalSample, scores: Any, labels: torch.Tensor) -> list[Any]:
+    """One record per sample of the batch ``x``, given its batched scores on the CPU (``None`` for a
+    codec that reads none)."""
     images, input_ids = x.image.cpu(), x.input_ids.cpu()
     return [
         codec.encode(make_sample(images[i], input_ids[i]), None if scores is None else scores[i], int(label))
@@ -138,7 +156,7 @@ class RecordsInPlaceDataset(Dataset):
 
 
 def _scores(model: torch.nn.Module, codec: Any, x: MultimodalSample) -> MaskingScores | PatchAttentionScores:
-    """The model's batched scores ``[B]`` of ``x`` in eval mode (on the CPU): ``MaskingScores``,
+    """The model's batched scores ``[B]`` of ``x`` in eval mode (on the model's device): ``MaskingScores``,
     with the token importance when ``codec`` needs it, or only the patch attention
     (``PatchAttentionScores``, from the model's cheaper ``patch_attention_scores``) when ``codec``
     declares ``reads_patch_attention_only`` and the model has that method. The model's train/eval
@@ -148,10 +166,10 @@ def _scores(model: torch.nn.Module, codec: Any, x: MultimodalSample) -> MaskingS
     with eval_mode(model):  # every training step: the cheap switch (models/train_mode.py)
         attention_only = getattr(model, "patch_attention_scores", None)
         if attention_only is not None and getattr(codec, "reads_patch_attention_only", False):
-            return PatchAttentionScores(patch_attention=attention_only(x.image).cpu(), batch_size=[x.image.shape[0]])
+            return PatchAttentionScores(patch_attention=attention_only(x.image), batch_size=[x.image.shape[0]])
         if getattr(codec, "needs_token_importance", False):
-            return scorer.masking_scores(x, token_importance=True).cpu()
-        return scorer.masking_scores(x).cpu()
+            return scorer.masking_scores(x, token_importance=True)
+        return scorer.masking_scores(x)
 
 
 # Avalanche is read as Any (follow_imports = "skip"), so mypy checks this class keyword against

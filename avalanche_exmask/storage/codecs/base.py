@@ -22,7 +22,10 @@ import torch
 from avalanche_exmask.data.sample import MultimodalSample
 from avalanche_exmask.models.outputs import MaskingScores
 
-__all__ = ["Record", "Codec", "RecordDecodeError", "pack_tokens", "unpack_tokens", "patch_grid", "as_uint8_array"]
+__all__ = [
+    "Record", "Codec", "BatchRoundTrip", "RecordDecodeError", "pack_tokens", "unpack_tokens", "repack_tokens",
+    "patch_grid", "as_uint8_array", "as_uint8_batch",
+]
 
 
 class RecordDecodeError(ValueError):
@@ -113,6 +116,27 @@ class Codec(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchRoundTrip(Protocol):
+    """A codec that can compute a batch's decoded records without writing them (optional).
+
+    Current data trained through the codec (:mod:`avalanche_exmask.training.codec_augmentation`)
+    need ``decode(encode(sample))`` for every sample of a training batch, not the bytes: a codec
+    with this method computes them as tensor operations over the whole batch, on the batch's device.
+    """
+
+    def round_trip(self, x: MultimodalSample, scores: Any, labels: torch.Tensor) -> MultimodalSample | None:
+        """``decode(encode(x[i], scores[i], labels[i]))`` for every sample ``i`` of the batch ``x``
+        (``image`` uint8 ``[B, 3, H, W]``, ``input_ids`` long ``[B, T]``), bit for bit, on ``x``'s
+        device; ``None`` where the codec's configuration has no batched form (the caller then
+        encodes and decodes record by record).
+
+        :param scores: batched scores ``[B]`` (what :meth:`Codec.encode` reads), on ``x``'s device.
+        :param labels: long ``[B]``.
+        """
+        ...
+
+
 def pack_tokens(input_ids: torch.Tensor, keep: torch.Tensor | None = None) -> bytes:
     """The real (or the kept) token ids of ``input_ids`` ``[T]`` as ``uint16`` bytes, in order.
 
@@ -139,6 +163,24 @@ def unpack_tokens(data: bytes | memoryview, context_length: int) -> torch.Tensor
     ids = np.zeros(context_length, dtype=np.int64)
     ids[: len(data) // 2] = np.frombuffer(data, dtype=np.uint16)
     return torch.from_numpy(ids)
+
+
+def repack_tokens(input_ids: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """What :func:`unpack_tokens` returns for :func:`pack_tokens`' bytes, for a batch at once:
+    the real (or the kept) ids of each row moved to its front, in order, zero-padded.
+
+    :param input_ids: long ``[B, T]``.
+    :param keep: optional bool ``[B, T]``; padding is dropped in any case.
+    :return: long ``[B, T]``, on ``input_ids``' device.
+    :raises ValueError: if a kept id does not fit in ``uint16`` (as :func:`pack_tokens`).
+    """
+    kept = input_ids != 0 if keep is None else keep & (input_ids != 0)
+    values = input_ids[kept]
+    if values.numel() and (int(values.min()) < 0 or int(values.max()) > np.iinfo(np.uint16).max):
+        raise ValueError(f"token ids must be in [0, 65535] to be stored as uint16; got range "
+                         f"[{int(values.min())}, {int(values.max())}]")
+    order = torch.sort((~kept).to(torch.uint8), dim=-1, stable=True).indices  # kept positions first, in order
+    return torch.where(kept.gather(-1, order), input_ids.gather(-1, order), 0)
 
 
 def patch_grid(height: int, width: int, n_patches: int, patch_size: int | None = None) -> tuple[int, int, int]:
@@ -171,3 +213,13 @@ def as_uint8_array(image: torch.Tensor) -> np.ndarray:
     if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"expected an unbatched uint8 image [3, H, W]; got {image.dtype} {list(image.shape)}")
     return image.contiguous().numpy()
+
+
+def as_uint8_batch(images: torch.Tensor) -> torch.Tensor:
+    """A batch of images, checked: ``uint8 [B, 3, H, W]``.
+
+    :raises ValueError: otherwise (as :func:`as_uint8_array` for one image).
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected a batch of uint8 images [B, 3, H, W]; got {images.dtype} {list(images.shape)}")
+    return images

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -35,12 +35,14 @@ from avalanche_exmask.storage.codecs.base import (
     Record,
     RecordDecodeError,
     as_uint8_array,
+    as_uint8_batch,
     pack_tokens,
     patch_grid,
+    repack_tokens,
     unpack_tokens,
 )
 
-__all__ = ["CimCodec", "CimLayout", "salient_box"]
+__all__ = ["CimCodec", "CimLayout", "salient_box", "salient_boxes"]
 
 
 class CimLayout(NamedTuple):
@@ -103,6 +105,34 @@ def salient_box(
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
+def salient_boxes(
+    saliency: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int], threshold: float
+) -> torch.Tensor:
+    """:func:`salient_box` of every row of a batch, as one bool mask per image.
+
+    :param saliency: float ``[B, N]``, row-major over ``grid``.
+    :return: bool ``[B, H, W]``, true inside each image's box (everywhere for a constant map).
+    """
+    height, width = image_size
+    batch = saliency.shape[0]
+    pixels = F.interpolate(saliency.float().reshape(batch, 1, *grid), size=(height, width), mode="bilinear",
+                           align_corners=False)[:, 0]  # [B, H, W]
+    low, high = pixels.amin(dim=(1, 2)), pixels.amax(dim=(1, 2))
+    constant = high <= low
+    spread = torch.where(constant, 1.0, high - low)
+    salient = (pixels - low[:, None, None]) / spread[:, None, None] >= threshold
+    inside_rows = _between_first_and_last(salient.any(dim=2))  # [B, H]
+    inside_cols = _between_first_and_last(salient.any(dim=1))  # [B, W]
+    return (inside_rows[:, :, None] & inside_cols[:, None, :]) | constant[:, None, None]
+
+
+def _between_first_and_last(hits: torch.Tensor) -> torch.Tensor:
+    """Bool ``[B, L]``: the positions from each row's first true one to its last (none if none)."""
+    seen_before = hits.cumsum(dim=-1) > 0
+    seen_after = hits.flip(-1).cumsum(dim=-1).flip(-1) > 0
+    return seen_before & seen_after
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CimCodec:
     """Keeps the attention box at full resolution and the image downsampled.
@@ -156,6 +186,34 @@ class CimCodec:
             ]
         )
         return Record(label=label, data=data, layout=layout)
+
+    def round_trip(self, x: MultimodalSample, scores: Any, labels: torch.Tensor) -> MultimodalSample:
+        """:meth:`decode` of :meth:`encode` for a whole batch, as tensor operations on its device
+        (:class:`~avalanche_exmask.storage.codecs.base.BatchRoundTrip`): the box from the same
+        saliency, the same area averaging and bilinear upsampling (torch's kernels, per pixel), so
+        the result is bit for bit the decoded records' on the CPU. ``pixels_once`` changes the
+        bytes, not the decoded image (the module docstring).
+
+        :param x: ``image`` uint8 ``[B, 3, H, W]``, ``input_ids`` long ``[B, T]``.
+        :param scores: batched scores ``[B]`` with the saliency this codec reads, float ``[B, N]``.
+        :param labels: long ``[B]`` (unused: a CIM record does not depend on its label).
+        :return: the decoded batch, same shapes, on ``x``'s device.
+        """
+        images = as_uint8_batch(x.image)
+        _, _, height, width = images.shape
+        saliency = scores.patch_attention if self.saliency == "attention" else scores.class_activation
+        if saliency is None:
+            raise ValueError("CimCodec(saliency='class_activation') needs scores with class_activation")
+        rows, cols, _ = patch_grid(height, width, saliency.shape[-1], self.patch_size)
+        box = salient_boxes(saliency, (rows, cols), (height, width), self.threshold)
+        low_shape = (-(-height // self.downsample), -(-width // self.downsample))
+        low = F.interpolate(images.float(), size=low_shape, mode="area").round().clamp(0, 255).to(torch.uint8)
+        upsampled = F.interpolate(low.float(), size=(height, width), mode="bilinear", align_corners=False)
+        outside = upsampled.round().clamp(0, 255).to(torch.uint8)
+        return MultimodalSample(
+            image=torch.where(box[:, None], images, outside), input_ids=repack_tokens(x.input_ids),
+            batch_size=[images.shape[0]],
+        )
 
     def decode(self, record: Record) -> MultimodalSample:
         """Upsampled low-resolution image with the full-resolution box pasted in; ids re-padded.

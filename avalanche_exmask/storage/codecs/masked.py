@@ -37,8 +37,10 @@ from avalanche_exmask.storage.codecs.base import (
     Record,
     RecordDecodeError,
     as_uint8_array,
+    as_uint8_batch,
     pack_tokens,
     patch_grid,
+    repack_tokens,
     unpack_tokens,
 )
 from avalanche_exmask.storage.codecs.jpeg import decode_jpeg, encode_jpeg
@@ -229,6 +231,57 @@ class MaskedCodec:
             )
         return class_token_ids[label]
 
+    def round_trip(self, x: MultimodalSample, scores: Any, labels: torch.Tensor) -> MultimodalSample | None:
+        """:meth:`decode` of :meth:`encode` for a whole batch, as tensor operations on its device
+        (:class:`~avalanche_exmask.storage.codecs.base.BatchRoundTrip`); ``None`` with
+        ``patch_jpeg_quality`` (the kept patches then go through a JPEG file each).
+
+        The same image rule, background pooling (the float32 block sums of uint8 pixels are exact,
+        then one division, rounded half to even) and bilinear upsampling (torch's kernel, which
+        :func:`_upsample` equals) as a record, so the result is bit for bit the decoded records'.
+
+        :param x: ``image`` uint8 ``[B, 3, H, W]``, ``input_ids`` long ``[B, T]``.
+        :param scores: batched scores ``[B]`` with ``patch_attention`` float ``[B, N]`` (and what
+            the text rule reads).
+        :param labels: long ``[B]`` (the class-name tokens of a text rule that keeps them).
+        :return: the decoded batch, same shapes, on ``x``'s device.
+        """
+        if self.patch_jpeg_quality:
+            return None
+        images = as_uint8_batch(x.image)
+        batch, channels, height, width = images.shape
+        attention = scores.patch_attention
+        rows, cols, patch = patch_grid(height, width, attention.shape[-1], self.patch_size)
+        keep = self.image_rule(attention)  # [B, N]
+        tiles = images.reshape(batch, channels, rows, patch, cols, patch).permute(0, 2, 4, 1, 3, 5)  # [B, r, c, 3, P, P]
+        k = patch if self.background_downsample == "patch" else (self.background_downsample or 0)
+        if k:
+            if patch % k:
+                raise ValueError(f"background_downsample {k} does not divide the patch size {patch}")
+            background = _upsampled_background(tiles, k)
+        else:
+            background = torch.zeros_like(tiles)
+        kept_tiles = torch.where(keep.reshape(batch, rows, cols, 1, 1, 1), tiles, background)
+        image = kept_tiles.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, rows * patch, cols * patch)
+        return MultimodalSample(
+            image=image.contiguous(), input_ids=repack_tokens(x.input_ids, self._token_keep(x.input_ids, scores, keep, labels)),
+            batch_size=[batch],
+        )
+
+    def _token_keep(
+        self, input_ids: torch.Tensor, scores: Any, keep: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Bool ``[B, T]``: the tokens the text rule keeps, sample by sample as :meth:`encode`
+        asks it (``None``: every real token, the rule that reads nothing)."""
+        if self._text_rule.mode == "none":
+            return None
+        masks = []
+        for i, label in enumerate(labels.tolist()):
+            class_ids = self._class_token_ids(int(label))
+            class_ids = None if class_ids is None else class_ids.to(input_ids.device)
+            masks.append(self._text_rule(input_ids[i], scores[i], keep[i], class_ids))
+        return torch.stack(masks)
+
     def decode(self, record: Record) -> MultimodalSample:
         """The masked sample: kept patches at their place, black elsewhere; ids re-padded.
 
@@ -341,6 +394,25 @@ def _upsample(image: np.ndarray, factor: int) -> np.ndarray:
     full = _interpolation_matrix(height, factor) @ across  # [3, k h, k w], 4 k^2 times the result
     full *= np.float32(1 / (4 * factor * factor))
     return np.rint(full, out=full).astype(np.uint8)
+
+
+def _upsampled_background(tiles: torch.Tensor, factor: int) -> torch.Tensor:
+    """What a record's background decodes to, for a batch of patch grids.
+
+    :param tiles: uint8 ``[B, rows, cols, 3, P, P]``, every patch of the images.
+    :param factor: ``k``, the pooling factor per side (dividing ``P``).
+    :return: uint8 ``[B, rows, cols, 3, P, P]``: each patch average-pooled ``k x`` per side (as
+        :func:`_pool_patches`), the pooled image upsampled ``k x`` (bilinear, half-pixel centres,
+        rounded, as :func:`_upsample`), cut back into patches.
+    """
+    batch, rows, cols, channels, patch, _ = tiles.shape
+    low = patch // factor
+    blocks = tiles.reshape(batch, rows, cols, channels, low, factor, low, factor).float()
+    pooled = (blocks.sum(dim=(5, 7)) / (factor * factor)).round()  # [B, r, c, 3, P/k, P/k]; the sums are exact
+    image = pooled.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, rows * low, cols * low)
+    scaled = F.interpolate(image, scale_factor=factor, mode="bilinear", align_corners=False).round().clamp(0, 255)
+    full = scaled.to(torch.uint8).reshape(batch, channels, rows, patch, cols, patch)
+    return full.permute(0, 2, 4, 1, 3, 5)
 
 
 def _bitmap_nbytes(n_patches: int) -> int:
