@@ -360,24 +360,29 @@ def token_dropping(geometry: dict[str, Any], benchmark, args: argparse.Namespace
 
 
 def through_codec_parts(geometry: dict[str, Any], benchmark, args: argparse.Namespace) -> dict[str, Any]:
-    """Seconds of :func:`~avalanche_exmask.training.codec_augmentation.through_codec`'s two parts on
+    """Seconds of :func:`~avalanche_exmask.training.codec_augmentation.through_codec`'s parts on
     one current batch: the no-grad scoring pass (the full ``masking_scores``, and the patch attention
-    alone, ``patch_attention_scores``, which the masked codec's defaults use), and the codec's
-    encode + decode of every sample (the masked and the JPEG codec, method defaults); medians over
-    ``args.drop_steps`` rounds."""
-    from avalanche_exmask.storage.codecs import JpegCodec, MaskedCodec
+    alone, ``patch_attention_scores``, which the masked codec's defaults use); the codec's encode +
+    decode of every sample, record by record (masked, JPEG and CIM codecs, method defaults); and the
+    batched round trip on the device (``round_trip``, masked and CIM) that replaces the record path
+    where a codec has one. Medians over ``args.drop_steps`` rounds; the parts alternate."""
+    from avalanche_exmask.storage.codecs import CimCodec, JpegCodec, MaskedCodec
 
     model = geometry_model(geometry, args.device).eval()
     dataset = benchmark.train_stream[0].dataset.eval()
     items = [dataset[i] for i in range(geometry["batch_size"])]
     x = torch.stack([sample for sample, *_ in items]).to(args.device)
-    codecs = {"masked": MaskedCodec(patch_size=model.patch_size), "jpeg": JpegCodec()}
-    times: dict[str, list[float]] = {"scoring": [], "patch_attention": [], **{f"{name}_encode_decode": [] for name in codecs}}
+    labels = torch.as_tensor([int(label) for _, label, *_ in items])
+    codecs = {"masked": MaskedCodec(patch_size=model.patch_size), "jpeg": JpegCodec(), "cim": CimCodec(patch_size=model.patch_size)}
+    parts = ["scoring", "patch_attention", *(f"{name}_encode_decode" for name in codecs), "masked_round_trip", "cim_round_trip"]
+    times: dict[str, list[float]] = {part: [] for part in parts}
     for repeat in range(args.drop_steps + 1):
         synchronize(args.device)
         start = time.perf_counter()
         with torch.no_grad():
-            scores = model.masking_scores(x).cpu()
+            device_scores = model.masking_scores(x)
+        synchronize(args.device)
+        scores = device_scores.cpu()
         elapsed = {"scoring": time.perf_counter() - start}
         start = time.perf_counter()
         with torch.no_grad():
@@ -389,6 +394,11 @@ def through_codec_parts(geometry: dict[str, Any], benchmark, args: argparse.Name
             for i, (sample, label, *_) in enumerate(items):
                 codec.decode(codec.encode(sample, scores[i], int(label)))
             elapsed[f"{name}_encode_decode"] = time.perf_counter() - start
+        for name in ("masked", "cim"):
+            start = time.perf_counter()
+            codecs[name].round_trip(x, device_scores, labels)
+            synchronize(args.device)
+            elapsed[f"{name}_round_trip"] = time.perf_counter() - start
         if repeat:
             for key, value in elapsed.items():
                 times[key].append(value)
@@ -461,12 +471,14 @@ def print_table(results: dict[str, Any]) -> None:
 
 def print_parts_table(results: dict[str, Any]) -> None:
     """The current-data pass's parts per geometry (milliseconds on one batch)."""
-    print(f"\n{'geometry':<8} {'batch':>5} {'scoring ms':>10} {'attention only ms':>17} {'masked enc+dec ms':>17} {'jpeg enc+dec ms':>15}"
+    print(f"\n{'geometry':<8} {'batch':>5} {'scoring ms':>10} {'attention only ms':>17} {'masked enc+dec ms':>17} "
+          f"{'masked round trip ms':>20} {'cim enc+dec ms':>14} {'cim round trip ms':>17} {'jpeg enc+dec ms':>15}"
           "   (current data through codec)")
     for geometry, block in results["geometries"].items():
         parts = block["through_codec_parts"]
         print(f"{geometry:<8} {parts['batch']:>5} {1000 * parts['scoring_s']:>10.1f} {1000 * parts['patch_attention_s']:>17.1f} "
-              f"{1000 * parts['masked_encode_decode_s']:>17.1f} "
+              f"{1000 * parts['masked_encode_decode_s']:>17.1f} {1000 * parts['masked_round_trip_s']:>20.1f} "
+              f"{1000 * parts['cim_encode_decode_s']:>14.1f} {1000 * parts['cim_round_trip_s']:>17.1f} "
               f"{1000 * parts['jpeg_encode_decode_s']:>15.1f}")
 
 

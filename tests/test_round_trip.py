@@ -56,7 +56,7 @@ CIM = [
 @pytest.mark.parametrize("size", [64, 40])
 def test_the_batched_round_trip_is_the_records_decoding_bit_for_bit(codec, size):
     """Image and ids, for every image rule, text rule and background of the masked codec and every
-    CIM setting; 40 px (5 x 5 patches) makes CIM's low-resolution image 20 or 14 px (not a power of two)."""
+    CIM setting (its low-resolution image: 20 or 14 px at 40 px, not a power of two)."""
     x, scores, labels = _batch(10, size, 16, (size // 8) ** 2, seed=size)
     images, ids = _decoded_records(codec, x, scores, labels)
     got = codec.round_trip(x, scores, labels)

@@ -12,7 +12,8 @@ from storage_fakes import random_sample, random_scores
 from avalanche_exmask.masking.image_mask import ImageMaskRule
 from avalanche_exmask.storage.codecs import JpegCodec, MaskedCodec, RawCodec
 from avalanche_exmask.storage.codecs.base import unpack_tokens
-from avalanche_exmask.storage.codecs.masked import _bitmap_nbytes, _kept_patches_nbytes, _mosaic_grid, _upsample
+from avalanche_exmask.storage.codecs.masked import _bitmap_nbytes, _kept_patches_nbytes, _mosaic_grid
+from avalanche_exmask.storage.codecs.resampling import block_mean_batch, upsample_array, upsample_batch
 
 
 def _reference_upsample(image: np.ndarray, factor: int) -> np.ndarray:
@@ -76,7 +77,19 @@ def test_upsample_equals_torch_bilinear_bit_for_bit(factor):
     images = [g.integers(0, 256, (3, 5, 7), dtype=np.uint8), np.full((3, 2, 3), 255, np.uint8),
               np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4) * 5]
     for image in images:
-        assert np.array_equal(_upsample(image, factor), _reference_upsample(image, factor))
+        assert np.array_equal(upsample_array(image, factor), _reference_upsample(image, factor))
+        batch = torch.from_numpy(np.stack([image, 255 - image]))
+        expected = np.stack([_reference_upsample(one, factor) for one in batch.numpy()])
+        assert torch.equal(upsample_batch(batch, factor), torch.from_numpy(expected))
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3, 4, 8])
+def test_block_means_equal_the_rounded_float_means(factor):
+    images = torch.from_numpy(np.random.default_rng(factor).integers(0, 256, (2, 3, 24, 48), dtype=np.uint8))
+    images[0, :, :factor, :factor] = 0  # and a block of the extremes
+    images[1, :, :factor, :factor] = 255
+    reference = F.avg_pool2d(images.double(), factor).round().to(torch.uint8)  # exact in float64
+    assert torch.equal(block_mean_batch(images, factor), reference)
 
 
 MASKED = {

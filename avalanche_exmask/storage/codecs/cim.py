@@ -190,8 +190,8 @@ class CimCodec:
     def round_trip(self, x: MultimodalSample, scores: Any, labels: torch.Tensor) -> MultimodalSample:
         """:meth:`decode` of :meth:`encode` for a whole batch, as tensor operations on its device
         (:class:`~avalanche_exmask.storage.codecs.base.BatchRoundTrip`): the box from the same
-        saliency, the same area averaging and bilinear upsampling (torch's kernels, per pixel), so
-        the result is bit for bit the decoded records' on the CPU. ``pixels_once`` changes the
+        saliency, the same area averaging and bilinear upsampling (the same torch kernels, run on
+        the batch), so the result is bit for bit the decoded records' on the CPU. ``pixels_once`` changes the
         bytes, not the decoded image (the module docstring).
 
         :param x: ``image`` uint8 ``[B, 3, H, W]``, ``input_ids`` long ``[B, T]``.

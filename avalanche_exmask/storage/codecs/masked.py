@@ -26,7 +26,6 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from avalanche_exmask.data.sample import MultimodalSample, make_sample
 from avalanche_exmask.masking.image_mask import ImageMaskRule
@@ -44,6 +43,7 @@ from avalanche_exmask.storage.codecs.base import (
     unpack_tokens,
 )
 from avalanche_exmask.storage.codecs.jpeg import decode_jpeg, encode_jpeg
+from avalanche_exmask.storage.codecs.resampling import block_mean_batch, upsample_array, upsample_batch
 
 __all__ = ["MaskedCodec", "MaskedRecord", "MaskedLayout", "patchify", "unpatchify"]
 
@@ -236,9 +236,9 @@ class MaskedCodec:
         (:class:`~avalanche_exmask.storage.codecs.base.BatchRoundTrip`); ``None`` with
         ``patch_jpeg_quality`` (the kept patches then go through a JPEG file each).
 
-        The same image rule, background pooling (the float32 block sums of uint8 pixels are exact,
-        then one division, rounded half to even) and bilinear upsampling (torch's kernel, which
-        :func:`_upsample` equals) as a record, so the result is bit for bit the decoded records'.
+        The same image rule, block means and upsampling as a record's
+        (:mod:`~avalanche_exmask.storage.codecs.resampling`), so the result is bit for bit the
+        decoded records'.
 
         :param x: ``image`` uint8 ``[B, 3, H, W]``, ``input_ids`` long ``[B, T]``.
         :param scores: batched scores ``[B]`` with ``patch_attention`` float ``[B, N]`` (and what
@@ -249,22 +249,22 @@ class MaskedCodec:
         if self.patch_jpeg_quality:
             return None
         images = as_uint8_batch(x.image)
-        batch, channels, height, width = images.shape
+        batch, _, height, width = images.shape
         attention = scores.patch_attention
         rows, cols, patch = patch_grid(height, width, attention.shape[-1], self.patch_size)
         keep = self.image_rule(attention)  # [B, N]
-        tiles = images.reshape(batch, channels, rows, patch, cols, patch).permute(0, 2, 4, 1, 3, 5)  # [B, r, c, 3, P, P]
         k = patch if self.background_downsample == "patch" else (self.background_downsample or 0)
         if k:
             if patch % k:
                 raise ValueError(f"background_downsample {k} does not divide the patch size {patch}")
-            background = _upsampled_background(tiles, k)
+            # the background of every patch, the kept ones too: a record's decoding pools its kept pixels
+            background = upsample_batch(block_mean_batch(images, k), k)
         else:
-            background = torch.zeros_like(tiles)
-        kept_tiles = torch.where(keep.reshape(batch, rows, cols, 1, 1, 1), tiles, background)
-        image = kept_tiles.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, rows * patch, cols * patch)
+            background = torch.zeros_like(images)
+        kept_pixels = keep.reshape(batch, 1, rows, 1, cols, 1).expand(batch, 1, rows, patch, cols, patch)
+        image = torch.where(kept_pixels.reshape(batch, 1, rows * patch, cols * patch), images, background)
         return MultimodalSample(
-            image=image.contiguous(), input_ids=repack_tokens(x.input_ids, self._token_keep(x.input_ids, scores, keep, labels)),
+            image=image, input_ids=repack_tokens(x.input_ids, self._token_keep(x.input_ids, scores, keep, labels)),
             batch_size=[batch],
         )
 
@@ -325,7 +325,7 @@ class MaskedCodec:
                 record.data, dtype=np.uint8, count=background_nbytes, offset=head + patch_nbytes
             ).reshape(-1, 3, low, low)
             pooled[keep] = _pool_patches(kept, layout.background_downsample)
-            image = _upsample(unpatchify(pooled, layout.rows, layout.cols), layout.background_downsample)
+            image = upsample_array(unpatchify(pooled, layout.rows, layout.cols), layout.background_downsample)
         else:
             image = np.zeros((3, layout.rows * patch, layout.cols * patch), dtype=np.uint8)
         # the kept patches over the background, written through a [rows, cols, 3, P, P] view of the image
@@ -356,63 +356,6 @@ def _pool_patches(patches: np.ndarray, factor: int) -> np.ndarray:
     m, channels, patch, _ = patches.shape
     blocks = patches.reshape(m, channels, patch // factor, factor, patch // factor, factor).astype(np.float32)
     return np.rint(blocks.mean(axis=(3, 5))).astype(np.uint8)
-
-
-@functools.cache
-def _interpolation_matrix(size: int, factor: int) -> np.ndarray:
-    """``float32 [k size, size]``: row ``o`` holds ``2 k`` times the weights with which output
-    sample ``o`` mixes the ``size`` source samples when they are upsampled ``k x`` linearly with
-    half-pixel centres (torch's ``align_corners=False``): it reads source ``s = (o + 1/2) / k - 1/2``
-    (0 below 0), so its two weights are integers summing to ``2 k``."""
-    outputs = np.arange(size * factor)
-    doubled = np.maximum(2 * outputs + 1 - factor, 0)  # 2 k s
-    first = np.minimum(doubled // (2 * factor), size - 1)
-    second_weight = np.clip(doubled - 2 * factor * first, 0, 2 * factor)
-    matrix = np.zeros((size * factor, size), dtype=np.float32)
-    np.add.at(matrix, (outputs, first), 2 * factor - second_weight)
-    np.add.at(matrix, (outputs, np.minimum(first + 1, size - 1)), second_weight)
-    matrix.flags.writeable = False
-    return matrix
-
-
-def _upsample(image: np.ndarray, factor: int) -> np.ndarray:
-    """``uint8 [3, h, w]`` -> ``uint8 [3, k h, k w]``, bilinear (half-pixel centres), rounded half to even.
-
-    Equal, bit for bit, to ``F.interpolate(scale_factor=k, mode="bilinear", align_corners=False)``
-    on the float image followed by ``round()``: for a power-of-two ``k`` every weight is a multiple
-    of ``1 / (2k)``, so torch's float32 arithmetic is exact, and so is this one: two float32 matrix
-    products with integer weights (:func:`_interpolation_matrix`) whose sums stay below ``2^24``,
-    then one exact division by ``4 k^2``. Other factors (not a power of two, or above 64) use
-    torch's kernel itself.
-    """
-    if factor & (factor - 1) or factor > 64:
-        tensor = torch.from_numpy(image).float().unsqueeze(0)
-        scaled = F.interpolate(tensor, scale_factor=factor, mode="bilinear", align_corners=False)
-        return scaled.squeeze(0).round().clamp(0, 255).to(torch.uint8).numpy()
-    _, height, width = image.shape
-    across = image.astype(np.float32) @ _interpolation_matrix(width, factor).T  # [3, h, k w]
-    full = _interpolation_matrix(height, factor) @ across  # [3, k h, k w], 4 k^2 times the result
-    full *= np.float32(1 / (4 * factor * factor))
-    return np.rint(full, out=full).astype(np.uint8)
-
-
-def _upsampled_background(tiles: torch.Tensor, factor: int) -> torch.Tensor:
-    """What a record's background decodes to, for a batch of patch grids.
-
-    :param tiles: uint8 ``[B, rows, cols, 3, P, P]``, every patch of the images.
-    :param factor: ``k``, the pooling factor per side (dividing ``P``).
-    :return: uint8 ``[B, rows, cols, 3, P, P]``: each patch average-pooled ``k x`` per side (as
-        :func:`_pool_patches`), the pooled image upsampled ``k x`` (bilinear, half-pixel centres,
-        rounded, as :func:`_upsample`), cut back into patches.
-    """
-    batch, rows, cols, channels, patch, _ = tiles.shape
-    low = patch // factor
-    blocks = tiles.reshape(batch, rows, cols, channels, low, factor, low, factor).float()
-    pooled = (blocks.sum(dim=(5, 7)) / (factor * factor)).round()  # [B, r, c, 3, P/k, P/k]; the sums are exact
-    image = pooled.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, rows * low, cols * low)
-    scaled = F.interpolate(image, scale_factor=factor, mode="bilinear", align_corners=False).round().clamp(0, 255)
-    full = scaled.to(torch.uint8).reshape(batch, channels, rows, patch, cols, patch)
-    return full.permute(0, 2, 4, 1, 3, 5)
 
 
 def _bitmap_nbytes(n_patches: int) -> int:
