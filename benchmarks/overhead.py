@@ -43,7 +43,8 @@ Everything is a ratio within one run; run with one thread (``OMP_NUM_THREADS=1``
 
 On a GPU (``--device cuda``), geometry ``vitb16`` is open_clip ``ViT-B-16`` at 224 px with random weights
 (fp32, batch 32); every timed interval ends with ``torch.cuda.synchronize``, so a step's time is its
-GPU work's; the codecs still run on the CPU, in the training process or in its loader workers::
+GPU work's; the codecs' batched round trips of current data (masked, CIM) run on the GPU, every
+other encode and decode on the CPU, in the training process or in its loader workers::
 
     python benchmarks/overhead.py --device cuda --geometries vitb16 --workers 4 --out results/overhead/overhead-gpu.json
 """
@@ -486,7 +487,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--geometries", nargs="+", default=["64", "224"], choices=list(GEOMETRY_SIZES),
                         help="64 and 224: the tiny towers (CPU); vitb16: ViT-B-16 at 224 px, random weights (for a GPU)")
-    parser.add_argument("--device", default="cpu", help="where the model trains (cpu, cuda); the codecs run on the CPU")
+    parser.add_argument("--device", default="cpu", help="where the model trains (cpu, cuda); records are encoded and decoded on the CPU")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=CHOICES)
     parser.add_argument("--samples-per-class", type=int, default=5)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the training loader")

@@ -271,16 +271,17 @@ class MaskedCodec:
     def _token_keep(
         self, input_ids: torch.Tensor, scores: Any, keep: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor | None:
-        """Bool ``[B, T]``: the tokens the text rule keeps, sample by sample as :meth:`encode`
-        asks it (``None``: every real token, the rule that reads nothing)."""
+        """Bool ``[B, T]`` on ``input_ids``' device: the tokens the text rule keeps, asked sample by
+        sample on the CPU, as :meth:`encode` asks it (``None``: every real token, the rule that
+        reads nothing)."""
         if self._text_rule.mode == "none":
             return None
-        masks = []
-        for i, label in enumerate(labels.tolist()):
-            class_ids = self._class_token_ids(int(label))
-            class_ids = None if class_ids is None else class_ids.to(input_ids.device)
-            masks.append(self._text_rule(input_ids[i], scores[i], keep[i], class_ids))
-        return torch.stack(masks)
+        ids, cpu_scores, cpu_keep = input_ids.cpu(), scores.cpu(), keep.cpu()
+        masks = [
+            self._text_rule(ids[i], cpu_scores[i], cpu_keep[i], self._class_token_ids(int(label)))
+            for i, label in enumerate(labels.tolist())
+        ]
+        return torch.stack(masks).to(input_ids.device)
 
     def decode(self, record: Record) -> MultimodalSample:
         """The masked sample: kept patches at their place, black elsewhere; ids re-padded.

@@ -41,9 +41,10 @@ def interpolation_matrix(size: int, factor: int) -> np.ndarray:
 
 
 @functools.cache
-def _interpolation_tensor(size: int, factor: int) -> torch.Tensor:
-    """:func:`interpolation_matrix` as a CPU tensor (a copy: torch takes no read-only array)."""
-    return torch.from_numpy(interpolation_matrix(size, factor).copy())
+def _interpolation_tensor(size: int, factor: int, device: torch.device) -> torch.Tensor:
+    """:func:`interpolation_matrix` as a tensor on ``device``, made once per device (a copy: torch
+    takes no read-only array)."""
+    return torch.from_numpy(interpolation_matrix(size, factor).copy()).to(device)
 
 
 def _exact(factor: int) -> bool:
@@ -72,8 +73,8 @@ def upsample_batch(images: torch.Tensor, factor: int) -> torch.Tensor:
         scaled = F.interpolate(images.float(), scale_factor=factor, mode="bilinear", align_corners=False)
         return scaled.round().clamp(0, 255).to(torch.uint8)
     height, width = images.shape[-2:]
-    across_matrix = _interpolation_tensor(width, factor).to(images.device)
-    down_matrix = _interpolation_tensor(height, factor).to(images.device)
+    across_matrix = _interpolation_tensor(width, factor, images.device)
+    down_matrix = _interpolation_tensor(height, factor, images.device)
     across = images.float() @ across_matrix.T  # [B, 3, h, k w]
     full = down_matrix @ across  # [B, 3, k h, k w], 4 k^2 times the result
     return (full * (1 / (4 * factor * factor))).round().to(torch.uint8)
