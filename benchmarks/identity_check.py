@@ -60,6 +60,8 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "masking-scores-experience-loader-workers": (
         "masking", {"train": {"current_codec_scores": "experience"}, "loader": {"num_workers": 2}}
     ),
+    "mrdc-loader-workers": ("mrdc", {"loader": {"num_workers": 2}}),
+    "mrdc-half-through-codec": ("mrdc", {"train": {"epochs": 1, "batch_size": 8, "current_through_codec": 0.5}}),
     "raw-stack": ("raw", {"train": {"epochs": 1, "batch_size": 8, "weight_aligning": True, "memory_batch": "class_balanced",
                                     "augmentation": {"p_fill": 0.5}}}),
 }

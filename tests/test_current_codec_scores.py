@@ -41,6 +41,51 @@ def test_a_score_free_codec_trains_the_same_inputs_whether_encoded_each_step_or_
     assert experience["buffer"]["classes"] == step["buffer"]["classes"]
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_score_free_codec_passes_current_data_through_in_the_dataset_with_the_steps_bits(monkeypatch, workers):
+    """With ``"step"`` at probability 1 JPEG's round trip runs in the training dataset (in the
+    loader's workers when it has some): every training batch, replayed samples included, holds the
+    bits the in-step round trip gives, and the replacement count is the same."""
+    from avalanche_exmask.storage.codecs import JpegCodec
+
+    class BatchRecorder(SupervisedPlugin):
+        def __init__(self):
+            super().__init__()
+            self.batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+        def before_backward(self, strategy, **kwargs):
+            self.batches.append((strategy.mb_x.image.clone(), strategy.mb_x.input_ids.clone(), strategy.mb_y.clone()))
+
+    def train(in_loader: bool, probability: float = 1.0):
+        monkeypatch.setattr(CurrentThroughCodecPlugin, "in_loader", property(lambda self: in_loader))
+        torch.manual_seed(0)
+        benchmark = synthetic_multimodal(n_classes=4, n_experiences=2, train_per_class=6, test_per_class=1, seed=0)
+        model = MultimodalCLIPClassifier(pretrained=None)
+        codec = JpegCodec(quality=30)
+        budget = budget_from_samples_per_class(2, 4, model.image_size, model.context_length)
+        plugin = CurrentThroughCodecPlugin(codec, probability=probability, seed=None)  # draws from the global stream
+        recorder = BatchRecorder()
+        strategy = SupervisedTemplate(
+            model=model, optimizer=torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05),
+            train_mb_size=8, train_epochs=2, eval_mb_size=8,
+            plugins=[ByteBudgetReplayPlugin(mem_size=budget, storage_policy=ByteBudgetBuffer(
+                max_size=budget, codec=codec, mode="per_class", total_num_classes=4)), plugin, recorder],
+            evaluator=EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
+        )
+        for experience in benchmark.train_stream:
+            strategy.train(experience, num_workers=workers)
+        return recorder.batches, plugin.replaced
+
+    in_step, replaced_in_step = train(in_loader=False)
+    in_dataset, replaced_in_dataset = train(in_loader=True)
+    untouched, _ = train(in_loader=False, probability=0.0)
+    assert replaced_in_step == replaced_in_dataset == 2 * 2 * 12  # 2 experiences x 2 epochs x 12 current samples
+    assert len(in_dataset) == len(in_step) == len(untouched)
+    for (image, ids, y), (image_ref, ids_ref, y_ref) in zip(in_dataset, in_step, strict=True):
+        assert torch.equal(image, image_ref) and torch.equal(ids, ids_ref) and torch.equal(y, y_ref)
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(in_step, untouched, strict=True))  # JPEG changed the inputs
+
+
 def test_scores_once_an_experience_leave_the_training_steps_free_of_codec_work_and_train_the_records():
     benchmark = synthetic_multimodal(n_classes=4, n_experiences=2, train_per_class=8, test_per_class=2, seed=0)
     model = MultimodalCLIPClassifier(pretrained=None)

@@ -17,7 +17,10 @@ When the scores are taken is the plugin's ``scores`` setting:
 * ``"step"``: in every training step, by the model as it is at that step; the scoring forward and
   the encode + decode of the chosen current samples run inside the step (for the masked codec
   without JPEG patches and for CIM as one batched round trip on the training device, bit for bit
-  the records' decoding; for JPEG record by record on the CPU).
+  the records' decoding). A codec that reads no scores (JPEG) at ``probability = 1`` runs no model,
+  so its round trip moves into the training dataset: each current sample is encoded and decoded
+  on access, in the training loader's workers when it has some, and the step holds no codec work;
+  the training inputs are the same bits as inside the step.
 * ``"experience"``: once an experience, before its training, by the model as the previous
   experience left it. The chosen samples are scored (one no-grad pass over them) and encoded then;
   the training dataset serves each chosen sample as its record, decoded on access, i.e. in the
@@ -46,7 +49,10 @@ from avalanche_exmask.models.protocols import MaskScorer
 from avalanche_exmask.models.train_mode import eval_mode
 from avalanche_exmask.storage.codecs.base import BatchRoundTrip
 
-__all__ = ["CurrentScores", "through_codec", "encode_through_codec", "RecordsInPlaceDataset", "CurrentThroughCodecPlugin"]
+__all__ = [
+    "CurrentScores", "through_codec", "encode_through_codec", "RecordsInPlaceDataset", "ThroughCodecDataset",
+    "CurrentThroughCodecPlugin",
+]
 
 CurrentScores = Literal["step", "experience"]
 """When current data are scored for their trip through the codec (see the module docstring)."""
@@ -155,6 +161,27 @@ class RecordsInPlaceDataset(Dataset):
         return self._decode(record), int(self._dataset.targets[index])  # type: ignore[attr-defined]
 
 
+class ThroughCodecDataset(Dataset):
+    """``dataset``'s ``(x, y)`` items, with ``x`` replaced by ``codec.decode(codec.encode(x, None, y))``
+    on access (so in a DataLoader's workers when it has some): current data through a codec that
+    reads no scores (``uses_scores = False``).
+
+    :param dataset: items ``(x, y, ...)``, ``x`` an unbatched sample; only ``x`` and ``y`` are passed on.
+    :param codec: encodes with ``scores=None``.
+    """
+
+    def __init__(self, dataset: Dataset, codec: Any) -> None:
+        self._dataset = dataset
+        self._codec = codec
+
+    def __len__(self) -> int:
+        return len(self._dataset)  # type: ignore[arg-type]  # an Avalanche dataset is sized
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        x, y, *_ = self._dataset[index]
+        return self._codec.decode(self._codec.encode(x, None, int(y))), y
+
+
 def _scores(model: torch.nn.Module, codec: Any, x: MultimodalSample) -> MaskingScores | PatchAttentionScores:
     """The model's batched scores ``[B]`` of ``x`` in eval mode (on the model's device): ``MaskingScores``,
     with the token importance when ``codec`` needs it, or only the patch attention
@@ -187,6 +214,7 @@ class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):  #
     ``replaced`` counts replaced samples: each time one is trained (``"step"``), or each sample
     encoded (``"experience"``). ``pass_seconds`` holds, with ``"experience"``, the wall time (s) of
     each experience's scoring and encoding pass (before training, so outside the training steps).
+    :attr:`in_loader` tells whether, with ``"step"``, the round trip runs in the training dataset.
     """
 
     def __init__(self, codec: Any, probability: float, seed: int | None = 0, scores: CurrentScores = "step") -> None:
@@ -203,6 +231,15 @@ class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):  #
         self.replaced = 0
         self.pass_seconds: list[float] = []
 
+    @property
+    def in_loader(self) -> bool:
+        """Whether, with ``"step"``, current data go through the codec in the training dataset: a
+        lossy codec that reads no scores, at ``probability = 1`` (every current sample)."""
+        return (
+            self.scores == "step" and self.probability == 1 and not getattr(self.codec, "uses_scores", True)
+            and not getattr(self.codec, "lossless", False)
+        )
+
     def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
         """Seed the private draw of this experience from ``(seed, experience index)``, so that an
         experience draws the same samples whether the run got there uninterrupted or resumed from a
@@ -216,8 +253,18 @@ class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):  #
         """With ``scores="experience"``: encode the chosen samples of the experience's training data
         and train them as their records (the replay plugin builds its loader from this dataset).
         With ``num_workers >= 1`` among ``strategy.train(...)``'s arguments the chosen samples are
-        read in that many DataLoader workers."""
-        if self.scores != "experience" or getattr(self.codec, "lossless", False):
+        read in that many DataLoader workers. With ``"step"`` and :attr:`in_loader`: the training
+        data pass through the codec on access (:class:`ThroughCodecDataset`)."""
+        if getattr(self.codec, "lossless", False):
+            return
+        if self.scores == "step":
+            if self.in_loader:
+                dataset = strategy.adapted_dataset
+                strategy.adapted_dataset = _make_taskaware_classification_dataset(
+                    ThroughCodecDataset(dataset, self.codec),
+                    targets=list(dataset.targets),
+                    task_labels=list(dataset.targets_task_labels),
+                )
             return
         start = time.perf_counter()
         dataset = strategy.adapted_dataset
@@ -241,6 +288,9 @@ class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):  #
         labels = strategy.mb_y.cpu()
         current = torch.isin(labels, torch.as_tensor(sorted(strategy.experience.classes_in_this_experience)))
         chosen = current & (torch.rand(len(labels), generator=self._generator) < self.probability)
+        if self.in_loader:  # decoded in the dataset already; the draw above keeps the random stream
+            self.replaced += int(chosen.sum())
+            return
         if not chosen.any():
             return
         index = torch.nonzero(chosen).flatten()
