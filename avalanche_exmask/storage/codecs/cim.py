@@ -191,8 +191,8 @@ class CimCodec:
         """:meth:`decode` of :meth:`encode` for a whole batch, as tensor operations on its device
         (:class:`~avalanche_exmask.storage.codecs.base.BatchRoundTrip`): the box from the same
         saliency, the same area averaging and bilinear upsampling (the same torch kernels, run on
-        the batch), so the result is bit for bit the decoded records' on the CPU. ``pixels_once`` changes the
-        bytes, not the decoded image (the module docstring).
+        the batch), so the result is bit for bit the decoded records' on the CPU. ``pixels_once``
+        changes the bytes, not the decoded image (the module docstring).
 
         :param x: ``image`` uint8 ``[B, 3, H, W]``, ``input_ids`` long ``[B, T]``.
         :param scores: batched scores ``[B]`` with the saliency this codec reads, float ``[B, N]``.

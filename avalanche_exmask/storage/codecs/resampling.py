@@ -1,8 +1,8 @@
 """Exact resampling of uint8 images: block means and bilinear upsampling by an integer factor.
 
-Records store low-resolution parts of an image (a masked record's background, a CIM record's
-downsampled image) and decoding upsamples them bilinearly (half-pixel centres, torch's
-``align_corners=False``), rounded half to even. For a power-of-two factor ``k`` every weight is a
+A masked record stores its background at low resolution (each patch average-pooled) and decoding
+upsamples it bilinearly (half-pixel centres, torch's ``align_corners=False``), rounded half to even;
+a batched round trip of current data computes the same for a whole batch. For a power-of-two factor ``k`` every weight is a
 multiple of ``1 / (2k)``, so the arithmetic is exact: two float32 matrix products with integer
 weights (:func:`interpolation_matrix`) whose sums stay below ``2^24`` and one exact division by
 ``4 k^2`` give torch's ``F.interpolate`` result bit for bit, at the cost of two small matrix
