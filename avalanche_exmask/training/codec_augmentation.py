@@ -182,6 +182,15 @@ class ThroughCodecDataset(Dataset):
         return self._codec.decode(self._codec.encode(x, None, int(y))), y
 
 
+def _replace_training_items(strategy: Any, items: Dataset) -> None:
+    """Make ``items`` (the same length and order as ``strategy.adapted_dataset``) the experience's
+    training dataset, with the adapted dataset's targets and task labels."""
+    dataset = strategy.adapted_dataset
+    strategy.adapted_dataset = _make_taskaware_classification_dataset(
+        items, targets=list(dataset.targets), task_labels=list(dataset.targets_task_labels)
+    )
+
+
 def _scores(model: torch.nn.Module, codec: Any, x: MultimodalSample) -> MaskingScores | PatchAttentionScores:
     """The model's batched scores ``[B]`` of ``x`` in eval mode (on the model's device): ``MaskingScores``,
     with the token importance when ``codec`` needs it, or only the patch attention
@@ -259,12 +268,7 @@ class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):  #
             return
         if self.scores == "step":
             if self.in_loader:
-                dataset = strategy.adapted_dataset
-                strategy.adapted_dataset = _make_taskaware_classification_dataset(
-                    ThroughCodecDataset(dataset, self.codec),
-                    targets=list(dataset.targets),
-                    task_labels=list(dataset.targets_task_labels),
-                )
+                _replace_training_items(strategy, ThroughCodecDataset(strategy.adapted_dataset, self.codec))
             return
         start = time.perf_counter()
         dataset = strategy.adapted_dataset
@@ -274,11 +278,7 @@ class CurrentThroughCodecPlugin(SupervisedPlugin, supports_distributed=True):  #
             strategy.model, self.codec, Subset(dataset, index), strategy.device, strategy.eval_mb_size,
             num_workers=int(kwargs.get("num_workers") or 0),
         )
-        strategy.adapted_dataset = _make_taskaware_classification_dataset(
-            RecordsInPlaceDataset(dataset, dict(zip(index, records, strict=True)), self.codec.decode),
-            targets=list(dataset.targets),
-            task_labels=list(dataset.targets_task_labels),
-        )
+        _replace_training_items(strategy, RecordsInPlaceDataset(dataset, dict(zip(index, records, strict=True)), self.codec.decode))
         self.replaced += len(index)
         self.pass_seconds.append(time.perf_counter() - start)
 

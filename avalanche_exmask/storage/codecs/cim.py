@@ -87,30 +87,29 @@ def _cells_inside(layout: CimLayout, box: tuple[int, int, int, int]) -> torch.Te
 def salient_box(
     patch_attention: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int], threshold: float
 ) -> tuple[int, int, int, int]:
-    """The tight box ``(top, left, bottom, right)`` (exclusive ends, pixels) around the salient pixels.
+    """The tight box ``(top, left, bottom, right)`` (exclusive ends, pixels) around the salient pixels
+    (:func:`salient_boxes` of one map; the whole image for a constant map).
 
     :param patch_attention: float ``[N]``, row-major over ``grid = (rows, cols)``.
     :param image_size: ``(H, W)`` in pixels.
     :param threshold: on the min-max normalised, upsampled map, in ``[0, 1]``.
     """
-    height, width = image_size
-    attention = patch_attention.float().reshape(1, 1, *grid)
-    pixels = F.interpolate(attention, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-    low, high = pixels.min(), pixels.max()
-    if high <= low:
-        return 0, 0, height, width
-    salient = (pixels - low) / (high - low) >= threshold
-    rows = torch.nonzero(salient.any(dim=1)).flatten()
-    cols = torch.nonzero(salient.any(dim=0)).flatten()
+    inside = salient_boxes(patch_attention[None], grid, image_size, threshold)[0]
+    rows = torch.nonzero(inside.any(dim=1)).flatten()
+    cols = torch.nonzero(inside.any(dim=0)).flatten()
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
 def salient_boxes(
     saliency: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int], threshold: float
 ) -> torch.Tensor:
-    """:func:`salient_box` of every row of a batch, as one bool mask per image.
+    """The salient box of every map of a batch, as one bool mask per image: each map is upsampled
+    to pixels (bilinear), min-max normalised and thresholded, and the box is the tight one around the
+    pixels at or above ``threshold``.
 
-    :param saliency: float ``[B, N]``, row-major over ``grid``.
+    :param saliency: float ``[B, N]``, row-major over ``grid = (rows, cols)``.
+    :param image_size: ``(H, W)`` in pixels.
+    :param threshold: in ``[0, 1]``.
     :return: bool ``[B, H, W]``, true inside each image's box (everywhere for a constant map).
     """
     height, width = image_size
@@ -175,7 +174,7 @@ class CimCodec:
         whole = box == (0, 0, height, width)
         low = b""
         if not whole:
-            low_image = _downsample(sample.image, layout.low_shape)
+            low_image = _downsample(sample.image[None], layout.low_shape)[0]
             low = (low_image[:, ~_cells_inside(layout, box)] if self.pixels_once else low_image).numpy().tobytes()
         data = b"".join(
             [
@@ -206,10 +205,8 @@ class CimCodec:
             raise ValueError("CimCodec(saliency='class_activation') needs scores with class_activation")
         rows, cols, _ = patch_grid(height, width, saliency.shape[-1], self.patch_size)
         box = salient_boxes(saliency, (rows, cols), (height, width), self.threshold)
-        low_shape = (-(-height // self.downsample), -(-width // self.downsample))
-        low = F.interpolate(images.float(), size=low_shape, mode="area").round().clamp(0, 255).to(torch.uint8)
-        upsampled = F.interpolate(low.float(), size=(height, width), mode="bilinear", align_corners=False)
-        outside = upsampled.round().clamp(0, 255).to(torch.uint8)
+        low_shape = _layout(height, width, self.downsample, x.input_ids.shape[-1], self.pixels_once).low_shape
+        outside = _upsample(_downsample(images, low_shape), (height, width))
         return MultimodalSample(
             image=torch.where(box[:, None], images, outside), input_ids=repack_tokens(x.input_ids),
             batch_size=[images.shape[0]],
@@ -244,20 +241,23 @@ class CimCodec:
         image[:, top:bottom, left:right] = crop_image
         if not whole:
             stored = torch.from_numpy(np.frombuffer(record.data, dtype=np.uint8, count=low_nbytes, offset=8).copy())
-            low = _downsample(image, layout.low_shape) if layout.pixels_once else torch.empty(3, low_h, low_w, dtype=torch.uint8)
+            low = _downsample(image[None], layout.low_shape)[0] if layout.pixels_once else torch.empty(3, low_h, low_w, dtype=torch.uint8)
             low[:, outside] = stored.reshape(3, -1)
             size = (layout.height, layout.width)
-            upsampled = F.interpolate(low[None].float(), size=size, mode="bilinear", align_corners=False)
-            image = upsampled[0].round().clamp(0, 255).to(torch.uint8)
+            image = _upsample(low[None], size)[0]
             image[:, top:bottom, left:right] = crop_image
         ids = unpack_tokens(memoryview(record.data)[8 + low_nbytes + crop_nbytes :], layout.context_length)
         return make_sample(image, ids)
 
 
-def _downsample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 ``[3, H, W]`` area-averaged (adaptive average pooling) to uint8 ``[3, *size]``."""
-    low = F.interpolate(image[None].float(), size=size, mode="area")[0]
-    return low.round().clamp(0, 255).to(torch.uint8)
+def _downsample(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 ``[B, 3, H, W]`` area-averaged (adaptive average pooling) to uint8 ``[B, 3, *size]``."""
+    return F.interpolate(images.float(), size=size, mode="area").round().clamp(0, 255).to(torch.uint8)
+
+
+def _upsample(low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 ``[B, 3, h, w]`` upsampled (bilinear, half-pixel centres, rounded) to uint8 ``[B, 3, *size]``."""
+    return F.interpolate(low.float(), size=size, mode="bilinear", align_corners=False).round().clamp(0, 255).to(torch.uint8)
 
 
 CODECS.register("cim")(CodecSpec(codec=CimCodec, record_types=(), layout_types=(CimLayout,)))

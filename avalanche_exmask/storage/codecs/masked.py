@@ -190,10 +190,8 @@ class MaskedCodec:
             np.packbits(keep_np).tobytes(),
             _jpeg_mosaic(kept_patches, self.patch_jpeg_quality) if self.patch_jpeg_quality else kept_patches.tobytes(),
         ]
-        k = patch if self.background_downsample == "patch" else (self.background_downsample or 0)
+        k = self._background_factor(patch)
         if k:
-            if patch % k:
-                raise ValueError(f"background_downsample {k} does not divide the patch size {patch}")
             sections.append(_pool_patches(all_patches[~keep_np], k).tobytes())
         sections.append(pack_tokens(sample.input_ids, token_keep))
         return MaskedRecord(
@@ -231,6 +229,16 @@ class MaskedCodec:
             )
         return class_token_ids[label]
 
+    def _background_factor(self, patch: int) -> int:
+        """The pooling factor ``k`` of the discarded patches for patch size ``P`` (0: no background).
+
+        :raises ValueError: if ``k`` does not divide ``P``.
+        """
+        k = patch if self.background_downsample == "patch" else (self.background_downsample or 0)
+        if k and patch % k:
+            raise ValueError(f"background_downsample {k} does not divide the patch size {patch}")
+        return k
+
     def round_trip(self, x: MultimodalSample, scores: Any, labels: torch.Tensor) -> MultimodalSample | None:
         """:meth:`decode` of :meth:`encode` for a whole batch, as tensor operations on its device
         (:class:`~avalanche_exmask.storage.codecs.base.BatchRoundTrip`); ``None`` with
@@ -253,10 +261,8 @@ class MaskedCodec:
         attention = scores.patch_attention
         rows, cols, patch = patch_grid(height, width, attention.shape[-1], self.patch_size)
         keep = self.image_rule(attention)  # [B, N]
-        k = patch if self.background_downsample == "patch" else (self.background_downsample or 0)
+        k = self._background_factor(patch)
         if k:
-            if patch % k:
-                raise ValueError(f"background_downsample {k} does not divide the patch size {patch}")
             # the background of every patch, the kept ones too: a record's decoding pools its kept pixels
             background = upsample_batch(block_mean_batch(images, k), k)
         else:
